@@ -1,0 +1,11 @@
+"""EnCodec in pure PyTorch: config presets, true-length batched encode/decode, checkpoint loading."""
+
+from .config import PRESETS, EncodecConfig
+from .features import prepare_inputs
+from .loading import load_model, random_model, save_model, sha256_file
+from .model import EncodedItem, EncodecModel
+
+__all__ = [
+    "PRESETS", "EncodecConfig", "EncodecModel", "EncodedItem",
+    "load_model", "random_model", "save_model", "sha256_file", "prepare_inputs",
+]

@@ -1,0 +1,275 @@
+"""EnCodec inference model: encode/decode batches of items with their true lengths.
+
+24 kHz model: the whole item is one pass; an item of L samples gives ceil(L / hop) frames and
+decodes back to exactly L samples. Items of different lengths share a batch (see `conv.py`).
+
+48 kHz model: each item is cut into chunks at offsets 0, stride, 2*stride, ... < L, each chunk
+`chunk_length` long except the last, which ends at L (as transformers encodes an unpadded item):
+
+    item:    |---------------------- L ----------------------|
+    chunk 0: |--- 48000 ---|
+    chunk 1:          |--- 48000 ---|            stride = 47520 (1 % overlap)
+    chunk n-1:                           |-- L - (n-1)*stride --|
+
+Each chunk is normalised by the RMS of its mono mix (+1e-8, the chunk's `scale`) and encoded
+independently, so chunks of equal length from any items are batched together. Decoding multiplies
+each chunk back by its scale and recombines them with the linear (triangular) overlap-add.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import EncodecConfig
+from .quantizer import ResidualVectorQuantizer
+from .seanet import Decoder, Encoder
+
+# cuDNN and some CPU kernels index with 32 bits: keep activations of one call under this many elements.
+_MAX_ELEMENTS = 2**31 - 1
+
+
+@dataclass
+class EncodedItem:
+    """One item's tokens.
+
+    codes: int64 [n_q, num_frames]; 48 kHz: the chunks' frames concatenated in order.
+    scales: one float per chunk (48 kHz), None for models without normalisation.
+    num_samples: true length in samples at the model rate; decode returns exactly this many.
+    """
+
+    codes: torch.Tensor
+    scales: list[float] | None
+    num_samples: int
+
+
+class EncodecModel(nn.Module):
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantizer = ResidualVectorQuantizer(config.num_quantizers, config.codebook_size, config.codebook_dim)
+        self.provenance: dict = {"source": "unloaded", "sha256": None, "random_weights": True}
+
+    # ----- layout helpers -------------------------------------------------------------------
+    def chunk_spans(self, num_samples: int) -> list[tuple[int, int]]:
+        """(start, length) in samples of each chunk of an item; one span when unchunked."""
+        cfg = self.config
+        if cfg.chunk_length is None:
+            return [(0, num_samples)]
+        return [
+            (start, min(cfg.chunk_length, num_samples - start))
+            for start in range(0, num_samples, cfg.chunk_stride)
+        ]
+
+    def frames_for(self, num_samples: int) -> int:
+        """Code frames of an item of `num_samples` samples (summed over chunks)."""
+        return sum(math.ceil(n / self.config.hop_length) for _, n in self.chunk_spans(num_samples))
+
+    def pad_samples_for(self, num_samples: int) -> int:
+        """Samples of padding in the last frame (of the last chunk)."""
+        _, last = self.chunk_spans(num_samples)[-1]
+        return math.ceil(last / self.config.hop_length) * self.config.hop_length - last
+
+    # ----- validation -------------------------------------------------------------------------
+    def _check_audio(self, audio, lengths, sample_rate):
+        cfg = self.config
+        if sample_rate is not None and sample_rate != cfg.sampling_rate:
+            raise ValueError(f"audio declared at {sample_rate} Hz; this model expects {cfg.sampling_rate} Hz")
+        if not isinstance(audio, torch.Tensor) or not audio.is_floating_point():
+            got = audio.dtype if isinstance(audio, torch.Tensor) else type(audio).__name__
+            raise ValueError(f"audio must be a floating-point torch.Tensor [B, C, T], got {got}")
+        if audio.ndim != 3:
+            raise ValueError(f"audio must have shape [B, C, T], got {tuple(audio.shape)}")
+        batch, channels, total = audio.shape
+        if channels != cfg.audio_channels:
+            raise ValueError(f"audio has {channels} channels; this model expects {cfg.audio_channels}")
+        if batch == 0 or total == 0:
+            raise ValueError(f"audio is empty (shape {tuple(audio.shape)}); need B >= 1 and T >= 1")
+        if lengths is None:
+            lengths = [total] * batch
+        else:
+            lengths = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+            if len(lengths) != batch:
+                raise ValueError(f"lengths has {len(lengths)} entries for a batch of {batch}")
+            bad = [n for n in lengths if not 1 <= n <= total]
+            if bad:
+                raise ValueError(f"lengths must lie in [1, T={total}]; got {bad[:5]}")
+        for b, n in enumerate(lengths):
+            if not torch.isfinite(audio[b, :, :n]).all():
+                raise ValueError(f"audio item {b} contains NaN or Inf samples")
+        return lengths
+
+    def _num_quantizers(self, bandwidth):
+        return self.config.num_quantizers_for(self.config.target_bandwidths[-1] if bandwidth is None else bandwidth)
+
+    # ----- encode -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, audio: torch.Tensor, lengths=None, bandwidth: float | None = None,
+               sample_rate: int | None = None) -> list[EncodedItem]:
+        """audio [B, C, T] float, lengths [B] (valid samples per item, default T) -> one EncodedItem each.
+
+        bandwidth: kbps, one of `config.target_bandwidths`; None means the highest (so lower
+        bandwidths are a prefix slice of the codes).
+        """
+        lengths = self._check_audio(audio, lengths, sample_rate)
+        n_q = self._num_quantizers(bandwidth)
+        audio = audio.to(device=self.device, dtype=self.dtype)
+        if self.config.chunk_length is None:
+            return self._encode_whole(audio, lengths, n_q)
+        return self._encode_chunked(audio, lengths, n_q)
+
+    def _normalise(self, x: torch.Tensor, lengths: list[int]):
+        """Divide each item by the RMS of its mono mix over its valid samples; returns (x, scales [B])."""
+        x32 = x.float()
+        mono = torch.sum(x32, 1) / x32.shape[1]
+        if all(n == x.shape[-1] for n in lengths):
+            # one reduction per item, as the reference does: a batched reduction can round differently
+            power = torch.cat([mono[j : j + 1].pow(2).mean(dim=-1) for j in range(mono.shape[0])])
+        else:
+            valid = torch.arange(x.shape[-1], device=x.device)[None] < torch.tensor(lengths, device=x.device)[:, None]
+            power = (mono.pow(2) * valid).sum(-1) / torch.tensor(lengths, device=x.device, dtype=torch.float32)
+        scales = power.sqrt() + 1e-8
+        return x / scales.to(x.dtype)[:, None, None], scales
+
+    def _encode_frames(self, x: torch.Tensor, lengths: list[int] | None, n_q: int) -> torch.Tensor:
+        """x [B, C, T] -> codes [B, n_q, F] (F for the longest item)."""
+        latents, _ = self.encoder(x, lengths)
+        return self.quantizer.encode(latents.float(), n_q)
+
+    def _sub_batches(self, items: list, length: int):
+        per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * self.config.num_filters * 2))
+        for i in range(0, len(items), per_call):
+            yield items[i : i + per_call]
+
+    def _encode_whole(self, audio, lengths, n_q):
+        hop = self.config.hop_length
+        out: list[EncodedItem] = []
+        for idx in self._sub_batches(list(range(audio.shape[0])), audio.shape[-1]):
+            sub_lengths = [lengths[i] for i in idx]
+            total = max(sub_lengths)
+            x = audio[idx, :, :total]
+            scales = None
+            if self.config.normalize:
+                x, scales = self._normalise(x, sub_lengths)
+            uniform = all(n == total for n in sub_lengths)
+            codes = self._encode_frames(x, None if uniform else sub_lengths, n_q)
+            for j, n in enumerate(sub_lengths):
+                item_scales = None if scales is None else [float(scales[j])]
+                out.append(EncodedItem(codes[j, :, : math.ceil(n / hop)].cpu(), item_scales, n))
+        return out
+
+    def _encode_chunked(self, audio, lengths, n_q):
+        by_length: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # length -> (item, chunk, start)
+        spans = [self.chunk_spans(n) for n in lengths]
+        for b, item_spans in enumerate(spans):
+            for c, (start, n) in enumerate(item_spans):
+                by_length[n].append((b, c, start))
+        codes = [[None] * len(s) for s in spans]
+        scales = [[0.0] * len(s) for s in spans]
+        for n, chunks in sorted(by_length.items()):
+            for group in self._sub_batches(chunks, n):
+                x = torch.stack([audio[b, :, start : start + n] for b, _, start in group])
+                x, chunk_scales = self._normalise(x, [n] * len(group))
+                group_codes = self._encode_frames(x, None, n_q).cpu()
+                for j, (b, c, _) in enumerate(group):
+                    codes[b][c] = group_codes[j]
+                    scales[b][c] = float(chunk_scales[j])
+        return [EncodedItem(torch.cat(codes[b], dim=-1), scales[b], lengths[b]) for b in range(len(lengths))]
+
+    # ----- decode -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, items: list[EncodedItem]) -> list[torch.Tensor]:
+        """EncodedItems -> audio float32 [C, num_samples] each (on CPU)."""
+        if not items:
+            return []
+        for i, item in enumerate(items):
+            expected = self.frames_for(item.num_samples)
+            if item.codes.ndim != 2 or item.codes.shape[1] != expected:
+                raise ValueError(
+                    f"item {i}: codes must be [n_q, {expected}] for {item.num_samples} samples, "
+                    f"got {tuple(item.codes.shape)}"
+                )
+            if not 1 <= item.codes.shape[0] <= self.config.num_quantizers:
+                raise ValueError(f"item {i}: n_q must be in [1, {self.config.num_quantizers}]")
+        if len({item.codes.shape[0] for item in items}) != 1:
+            raise ValueError("all items in one decode call must have the same number of codebooks")
+        if self.config.chunk_length is None:
+            return self._decode_whole(items)
+        return self._decode_chunked(items)
+
+    def _decode_frames(self, codes: torch.Tensor, frames: list[int] | None) -> torch.Tensor:
+        latents = self.quantizer.decode(codes.to(self.device)).to(self.dtype)
+        audio, _ = self.decoder(latents, frames)
+        return audio.float()
+
+    def _decode_whole(self, items):
+        frames = [item.codes.shape[1] for item in items]
+        codes = torch.zeros(len(items), items[0].codes.shape[0], max(frames), dtype=torch.long)
+        for b, item in enumerate(items):
+            codes[b, :, : frames[b]] = item.codes
+        uniform = all(f == max(frames) for f in frames)
+        audio = self._decode_frames(codes, None if uniform else frames).cpu()
+        out = []
+        for b, item in enumerate(items):
+            x = audio[b, :, : item.num_samples]
+            if item.scales is not None:
+                x = x * item.scales[0]
+            out.append(x)
+        return out
+
+    def _decode_chunked(self, items):
+        hop = self.config.hop_length
+        by_frames: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        pieces = []
+        for b, item in enumerate(items):
+            spans = self.chunk_spans(item.num_samples)
+            bounds = [0]
+            for _, n in spans:
+                bounds.append(bounds[-1] + math.ceil(n / hop))
+            pieces.append([item.codes[:, bounds[c] : bounds[c + 1]] for c in range(len(spans))])
+            for c in range(len(spans)):
+                by_frames[bounds[c + 1] - bounds[c]].append((b, c))
+        decoded = [[None] * len(p) for p in pieces]
+        for _, chunks in sorted(by_frames.items()):
+            for group in self._sub_batches(chunks, self.config.chunk_length):
+                codes = torch.stack([pieces[b][c] for b, c in group]).long()
+                audio = self._decode_frames(codes, None).cpu()
+                for j, (b, c) in enumerate(group):
+                    decoded[b][c] = audio[j] * items[b].scales[c]
+        return [
+            overlap_add(decoded[b], self.config.chunk_stride)[..., : item.num_samples]
+            for b, item in enumerate(items)
+        ]
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.layers[0].codebook.embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.layers[0].conv.weight.dtype
+
+
+def overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
+    """Linear overlap-add of decoded chunks [C, n_i] placed `stride` apart -> [C, stride*(k-1) + n_last].
+
+    Each chunk is weighted by a triangle peaking mid-chunk (the weights of transformers and the
+    original EnCodec), and the sum is divided by the summed weights.
+    """
+    frame_length = frames[0].shape[-1]
+    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    t = torch.linspace(0, 1, frame_length + 2, dtype=frames[0].dtype)[1:-1]
+    weight = 0.5 - (t - 0.5).abs()
+    out = torch.zeros(*frames[0].shape[:-1], total, dtype=frames[0].dtype)
+    sum_weight = torch.zeros(total, dtype=frames[0].dtype)
+    for i, frame in enumerate(frames):
+        n = frame.shape[-1]
+        out[..., i * stride : i * stride + n] += weight[:n] * frame
+        sum_weight[i * stride : i * stride + n] += weight[:n]
+    return out / sum_weight

@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("AUDIOTOK_CORPUS", REPO.parent / "shared" / "corpus"))
+
+
+def corpus_file(rel: str) -> Path:
+    path = CORPUS / rel
+    if not path.is_file():
+        pytest.skip(f"test corpus file {path} not available")
+    return path
+
+
+def real_audio(rel: str, sample_rate: int, channels: int, seconds: float | None = None) -> np.ndarray:
+    """A corpus file decoded, converted to `channels` and resampled: float32 [C, T]."""
+    import soundfile as sf
+    import soxr
+
+    data, sr = sf.read(corpus_file(rel), dtype="float32", always_2d=True)
+    if sr != sample_rate:
+        data = soxr.resample(data, sr, sample_rate).astype(np.float32)
+    if channels == 1:
+        data = data.mean(axis=1, keepdims=True)
+    elif data.shape[1] == 1:
+        data = np.repeat(data, 2, axis=1)
+    x = np.ascontiguousarray(data[:, :channels].T)
+    if seconds is not None:
+        x = x[:, : int(seconds * sample_rate)]
+    return x
