@@ -131,11 +131,13 @@ def test_missing_source_and_offline_hub_id_name_alternatives(tmp_path, monkeypat
 def test_original_encodec_package_as_second_reference(m24):
     """The original `encodec` package, where it imports; its model code does not need torchaudio
     (only its audio I/O helpers do), so a stand-in module is used when torchaudio is unusable."""
+    import importlib.util
+
+    if importlib.util.find_spec("encodec") is None:
+        pytest.skip("encodec not installed")
     try:
         import encodec  # noqa: F401
-    except ImportError:
-        pytest.skip("encodec not installed")
-    except OSError:
+    except (ImportError, OSError):
         sys.modules.pop("encodec", None)
         for name in [n for n in sys.modules if n.startswith(("encodec.", "torchaudio"))]:
             sys.modules.pop(name)

@@ -1,0 +1,51 @@
+"""python -m jobs.tokenize --config configs/<preset>.yaml --input <spec> --model <source> --output <dir> [key=value ...]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipeline.config import load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize an audio corpus into EnCodec Parquet.")
+    p.add_argument("--config", help="YAML config (configs/*.yaml)")
+    p.add_argument("--input", required=True,
+                   help="tar path, glob, brace pattern (shard-{000..009}.tar), fsspec URL, manifest .jsonl/.csv, or hf:<name|dir>")
+    p.add_argument("--model", help="model dir, original .th file, hub id, or random:24khz / random:48khz (overrides config)")
+    p.add_argument("--output", required=True, help="output directory or fsspec URL")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. bandwidths=[1.5,6] buckets.num_buckets=4")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model={json.dumps(args.model)}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except (ValueError, OSError) as exc:
+        print(f"audiotok: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    from pipeline.runner import JobFailed, connect_ray, run_job
+
+    started_here = connect_ray()
+    try:
+        summary = run_job(cfg, args.input, args.output)
+    except JobFailed as exc:
+        print(f"audiotok: job failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started_here:
+            import ray
+
+            ray.shutdown()
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

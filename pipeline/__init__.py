@@ -1,0 +1,1 @@
+"""The tokenization pipeline: sources -> audio preparation -> buckets -> codec -> Parquet, on Ray."""

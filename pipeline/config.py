@@ -1,0 +1,162 @@
+"""Typed job configuration, loaded from YAML plus `section.field=value` overrides.
+
+Unknown keys raise (with the valid choices), so a typo in a config never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class SourceConfig:
+    metadata_columns: list[str] = field(default_factory=lambda: ["text", "speaker", "caption"])
+    audio_column: str = "audio"  # Hugging Face datasets: the Audio column
+    key_column: str | None = None  # datasets / manifests: column holding the key (else derived)
+    path_column: str = "path"  # manifests: column holding the audio path or URL
+    manifest_rows_per_shard: int = 256
+    storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec, never logged
+    shard_read_retries: int = 3
+
+
+@dataclass
+class AudioConfig:
+    min_sample_rate: int = 1000
+    max_sample_rate: int = 384000
+    max_channels: int = 16
+    max_file_bytes: int = 2 * 1024**3
+    max_decoded_bytes: int = 2 * 1024**3  # float32 samples of one file after decoding, all channels
+    min_duration_s: float = 0.05
+    max_duration_s: float = 30.0  # longer items are cut into segments key#0, key#1, ...
+    resample_quality: str = "HQ"  # soxr: QQ, LQ, MQ, HQ, VHQ
+    decode_timeout_s: float = 120.0
+    decoder_crash_retries: int = 1  # retries of a file whose decoder process died
+
+
+@dataclass
+class BucketConfig:
+    boundaries_s: list[float] | None = None  # None: estimated from each shard's lengths
+    num_buckets: int = 8
+    batch_budget_samples: int = 24000 * 600  # samples (per channel) in one padded GPU batch
+    max_batch_items: int = 256
+
+
+@dataclass
+class OutputConfig:
+    row_group_rows: int = 1024
+    compression: str = "zstd"
+    compression_level: int = 3
+
+
+@dataclass
+class VerifyConfig:
+    min_si_snr_db: float | None = None
+    max_mel_distance: float | None = None
+    min_code_agreement: float | None = 0.999
+    sample_count: int = 0  # rows verified at the end of jobs.tokenize (0: off)
+
+
+@dataclass
+class JobConfig:
+    model: str = "random:24khz"
+    model_sha256: str | None = None  # when set, the checkpoint must hash to this
+    bandwidths: list[float] = field(default_factory=lambda: [6.0])
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (codec-side choice, see codec docs)
+    device: str = "auto"  # auto | cpu | cuda
+    num_actors: int = 0  # 0: one per GPU, or 1 on a CPU-only machine
+    gpus_per_actor: float = 1.0
+    cpus_per_actor: float = 1.0
+    decode_threads: int = 2
+    strict: bool = False
+    max_actor_restarts: int = 3
+    max_shard_attempts: int = 3
+    progress_interval_s: float = 5.0
+    source: SourceConfig = field(default_factory=SourceConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    buckets: BucketConfig = field(default_factory=BucketConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in fields:
+            raise ValueError(f"unknown config key {where + name!r}; valid keys: {sorted(fields)}")
+        sub = _SECTIONS.get(name) if cls is JobConfig else None
+        kwargs[name] = _build(sub, value, f"{name}.") if sub else value
+    return cls(**kwargs)
+
+
+_SECTIONS = {
+    "source": SourceConfig,
+    "audio": AudioConfig,
+    "buckets": BucketConfig,
+    "output": OutputConfig,
+    "verify": VerifyConfig,
+}
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` strings (values parsed as YAML) to a nested dict, returning a copy."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. buckets.num_buckets=4)")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(text)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    data = apply_overrides(data, overrides or [])
+    cfg = _build(JobConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: JobConfig) -> None:
+    if not cfg.bandwidths:
+        raise ValueError("bandwidths: give at least one target bandwidth in kbps, e.g. [6.0]")
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be one of fp32, bf16, fp16; got {cfg.precision!r}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be one of auto, cpu, cuda; got {cfg.device!r}")
+    if cfg.audio.resample_quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
+        raise ValueError(f"audio.resample_quality must be QQ, LQ, MQ, HQ or VHQ; got {cfg.audio.resample_quality!r}")
+    if cfg.audio.max_duration_s <= 0 or cfg.audio.min_duration_s < 0:
+        raise ValueError("audio.max_duration_s must be > 0 and audio.min_duration_s >= 0")
+    if cfg.audio.min_duration_s > cfg.audio.max_duration_s:
+        raise ValueError("audio.min_duration_s must not exceed audio.max_duration_s")
+    if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
+        raise ValueError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
+
+
+def to_dict(cfg: JobConfig, redact_secrets: bool = True) -> dict[str, Any]:
+    """The config as plain data; storage options are replaced by their keys only."""
+    data = dataclasses.asdict(cfg)
+    if redact_secrets:
+        data["source"]["storage_options"] = {k: "<redacted>" for k in cfg.source.storage_options}
+    return data

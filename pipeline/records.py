@@ -1,0 +1,73 @@
+"""Plain records passed between pipeline stages (no Ray, no torch).
+
+Flow: Shard -> Sample (raw bytes + metadata) -> Segment (decoded audio at the model rate)
+or Rejection (a key that will not be tokenized, with a reason from `pipeline.rejects`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work, retry and commit.
+
+    shard_id: stable, filesystem-safe name derived from `url` (output files are named after it).
+    url: where the shard lives (local path, fsspec URL, dataset file, or manifest row range).
+    kind: "webdataset" | "hf" | "manifest".
+    """
+
+    shard_id: str
+    url: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    """One raw input item read from a shard, not yet decoded.
+
+    data: the encoded audio file's bytes; None when the item has no audio (then `reject` is set).
+    ext: lower-case extension of the audio member ("flac", "wav", ...), "" when unknown.
+    meta: metadata kept for passthrough (json fields, .txt/.cls members, dataset columns).
+    reject: (reason, detail) when the reader already knows the item is bad.
+    """
+
+    key: str
+    source: str
+    data: bytes | None
+    ext: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    reject: tuple[str, str] | None = None
+
+
+@dataclass
+class Segment:
+    """Decoded, channel-converted, resampled audio ready for the codec.
+
+    audio: float32 [C, T] at the model's sample rate and channel count.
+    start_s, duration_s: position of the segment in the source item, in seconds.
+    """
+
+    key: str
+    source: str
+    audio: np.ndarray
+    start_s: float
+    duration_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.audio.shape[-1])
+
+
+@dataclass(frozen=True)
+class Rejection:
+    key: str
+    source: str
+    reason: str
+    detail: str

@@ -1,0 +1,245 @@
+"""The Ray wiring of the tokenization job: actors that each hold a model and pull shards.
+
+The driver lists shards, drops the ones already committed, and keeps every actor busy with one
+shard in flight and the next one prefetching. A shard is committed by the actor (atomically, see
+`writer.py`); the driver only counts. An actor that dies has its shard re-queued (bounded); an
+exception raised by our own code fails the job naming the shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import ray
+import ray.exceptions
+
+from . import sources, writer
+from .config import JobConfig, to_dict
+from .records import Shard
+
+PIPELINE_VERSION = "0.1.0"
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+@ray.remote
+class TokenizerActor:
+    """One model per actor; `run(shard, next_shard)` commits `shard` and starts decoding `next_shard`."""
+
+    def __init__(self, cfg: JobConfig, out_dir: str):
+        import torch
+
+        from codec import load_model
+
+        from .shard_worker import ShardTokenizer
+
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_num_threads(max(1, int(cfg.cpus_per_actor)))
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        self.model = load_model(cfg.model, device=device, dtype=dtype)
+        self.info = model_info(self.model, cfg, device)
+        check_sha256(self.info, cfg)
+        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.info)
+
+    def describe(self) -> dict:
+        return {**self.info, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def run(self, shard: Shard, next_shard: Shard | None, attempt: int) -> dict:
+        if next_shard is not None:
+            self.worker.prefetch(next_shard)
+        record = self.worker.run(shard, attempt)
+        record["node_id"] = ray.get_runtime_context().get_node_id()
+        return record
+
+
+def model_info(model, cfg: JobConfig, device: str) -> dict:
+    c = model.config
+    return {
+        "format_version": 1,
+        "model_name": c.name,
+        "model_source": model.provenance["source"],
+        "checkpoint_sha256": model.provenance["sha256"],
+        "random_weights": model.provenance["random_weights"],
+        "codec_config": c.to_dict(),
+        "sample_rate": c.sampling_rate,
+        "channels": c.audio_channels,
+        "frame_rate": c.frame_rate,
+        "hop_length": c.hop_length,
+        "chunk_length": c.chunk_length,
+        "chunk_stride": c.chunk_stride,
+        "bandwidths": sorted(cfg.bandwidths),
+        "bandwidth_to_num_quantizers": {str(b): c.num_quantizers_for(b) for b in sorted(cfg.bandwidths)},
+        "num_quantizers": c.num_quantizers_for(max(cfg.bandwidths)),
+        "precision": cfg.precision,
+        "device": device,
+        "pipeline_version": PIPELINE_VERSION,
+        "resampler": {"library": "soxr", "quality": cfg.audio.resample_quality},
+        "segment_max_s": cfg.audio.max_duration_s,
+    }
+
+
+def check_sha256(info: dict, cfg: JobConfig) -> None:
+    if cfg.model_sha256 and cfg.model_sha256 != info["checkpoint_sha256"]:
+        raise JobFailed(f"model checkpoint sha256 {info['checkpoint_sha256']} does not match "
+                        f"model_sha256 {cfg.model_sha256} in the config")
+
+
+@dataclass
+class _Slot:
+    actor: object
+    shard: Shard | None = None
+    ref: object = None
+    queued: Shard | None = None
+
+
+def connect_ray(num_cpus: int | None = None) -> bool:
+    """Join the cluster in RAY_ADDRESS (or a `ray job submit` job) or start a local Ray; True if started here."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict:
+    """Tokenize every shard of `input_spec` into `out_dir`; returns the run summary (also written)."""
+    started = time.time()
+    shards = sources.list_shards(input_spec, cfg.source)
+    os.makedirs(out_dir, exist_ok=True)
+    writer.cleanup_uncommitted(out_dir)
+    done = writer.committed_shards(out_dir)
+    todo = deque(s for s in shards if s.shard_id not in done)
+    log(f"[audiotok] {len(shards)} shards, {len(done)} already committed, {len(todo)} to do")
+
+    gpus = ray.cluster_resources().get("GPU", 0) if cfg.device != "cpu" else 0
+    if gpus:
+        options = {"num_gpus": cfg.gpus_per_actor, "num_cpus": cfg.cpus_per_actor}
+        count = cfg.num_actors or max(1, int(gpus / cfg.gpus_per_actor))
+    else:
+        options = {"num_cpus": cfg.cpus_per_actor}
+        count = cfg.num_actors or 1
+    count = max(1, min(count, len(todo))) if todo else 0
+    actor_cls = TokenizerActor.options(max_restarts=cfg.max_actor_restarts, max_task_retries=0, **options)
+    slots = [_Slot(actor_cls.remote(cfg, out_dir)) for _ in range(count)]
+    info = ray.get(slots[0].actor.describe.remote()) if slots else {}
+    if info:
+        writer.write_provenance(out_dir, {**info, "job_config": to_dict(cfg), "input": input_spec})
+        if info["random_weights"]:
+            log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
+
+    attempts: dict[str, int] = {}
+    records = dict(done)
+    progress = _Progress(len(shards), len(done), log, cfg.progress_interval_s)
+
+    def dispatch(slot: _Slot) -> None:
+        if slot.queued is None and todo:
+            slot.queued = todo.popleft()
+        slot.shard, slot.queued = slot.queued, (todo.popleft() if todo else None)
+        if slot.shard is not None:
+            attempts[slot.shard.shard_id] = attempts.get(slot.shard.shard_id, 0) + 1
+            slot.ref = slot.actor.run.remote(slot.shard, slot.queued, attempts[slot.shard.shard_id])
+        else:
+            slot.ref = None
+
+    for slot in slots:
+        dispatch(slot)
+    while any(s.ref is not None for s in slots):
+        refs = [s.ref for s in slots if s.ref is not None]
+        ready, _ = ray.wait(refs, num_returns=1, timeout=cfg.progress_interval_s)
+        for ref in ready:
+            slot = next(s for s in slots if s.ref is ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                shard = slot.shard
+                if attempts[shard.shard_id] >= cfg.max_shard_attempts:
+                    raise JobFailed(f"shard {shard.url} failed {attempts[shard.shard_id]} times "
+                                    f"(actor died each time): {exc}") from exc
+                log(f"[audiotok] actor died on shard {shard.shard_id}; retrying it")
+                if slot.queued is not None:
+                    todo.appendleft(slot.queued)
+                todo.appendleft(shard)
+                slot.queued = None
+                dispatch(slot)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                raise JobFailed(f"shard {slot.shard.url} failed: {exc}") from exc
+            records[record["shard_id"]] = record
+            progress.shard_done(record)
+            dispatch(slot)
+        progress.maybe_print(records)
+    progress.maybe_print(records, force=True)
+
+    summary = summarize(records, shards, time.time() - started, info)
+    with open(os.path.join(out_dir, "_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def summarize(records: dict, shards: list[Shard], wall: float, info: dict) -> dict:
+    wanted = {s.shard_id for s in shards}
+    mine = [r for k, r in records.items() if k in wanted]
+    by_reason: dict[str, int] = {}
+    for r in mine:
+        for reason, n in r.get("rejects_by_reason", {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    audio = sum(r["audio_seconds"] for r in mine)
+    padded = sum(r.get("padded_samples", 0) for r in mine)
+    true = sum(r.get("true_samples", 0) for r in mine)
+    return {
+        "shards": len(shards),
+        "shards_committed": len(mine),
+        "rows": sum(r["rows"] for r in mine),
+        "rejects": sum(r["rejects"] for r in mine),
+        "rejects_by_reason": by_reason,
+        "audio_hours": audio / 3600,
+        "wall_seconds": wall,
+        "realtime_factor": audio / wall if wall > 0 else None,
+        "padding_waste": (padded - true) / padded if padded else 0.0,
+        "model_source": info.get("model_source"),
+        "random_weights": info.get("random_weights"),
+    }
+
+
+class _Progress:
+    def __init__(self, total: int, already: int, log, interval: float):
+        self.total, self.done, self.log, self.interval = total, already, log, interval
+        self.started = time.time()
+        self.last = 0.0
+        self.audio = 0.0
+        self.rejects = 0
+        self.new = 0
+
+    def shard_done(self, record: dict) -> None:
+        self.done += 1
+        self.new += 1
+        self.audio += record["audio_seconds"]
+        self.rejects += record["rejects"]
+
+    def maybe_print(self, records, force=False) -> None:
+        now = time.time()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        wall = now - self.started
+        rate = self.audio / wall if wall else 0.0
+        left = self.total - self.done
+        eta = wall / self.new * left if self.new else float("nan")
+        self.log(f"[audiotok] shards {self.done}/{self.total}  audio {self.audio / 3600:.3f} h  "
+                 f"{rate:,.1f}x realtime  ETA {eta:,.0f} s  rejects {self.rejects}")

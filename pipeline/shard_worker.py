@@ -1,0 +1,152 @@
+"""Tokenize one shard end to end, without Ray: read -> prepare -> bucket -> encode -> commit.
+
+`ShardTokenizer` holds one model. Decoding and resampling run in a thread pool (libsndfile and
+soxr release the GIL) and the next shard can be prefetched while the current one is encoded.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from codec import EncodecModel
+
+from . import audio as audio_prep
+from . import buckets, schema, sources, writer
+from .config import JobConfig
+from .records import Rejection, Segment, Shard
+
+
+@dataclass
+class Prepared:
+    """A shard's decoded segments and rejections (and whether reading it failed for good)."""
+
+    segments: list[Segment] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    input_keys: int = 0
+    read_seconds: float = 0.0
+
+
+class BadInputError(RuntimeError):
+    """Raised instead of recording a rejection when the job runs with strict=true."""
+
+
+class ShardTokenizer:
+    def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: dict):
+        self.model = model
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.provenance = provenance
+        self.n_q = model.config.num_quantizers_for(max(cfg.bandwidths))
+        self.pool = ThreadPoolExecutor(max(1, cfg.decode_threads))
+        self.reader = ThreadPoolExecutor(1)
+        self.pending: dict[str, Future] = {}
+
+    def prefetch(self, shard: Shard) -> None:
+        if shard.shard_id not in self.pending:
+            self.pending[shard.shard_id] = self.reader.submit(self._prepare, shard)
+
+    def run(self, shard: Shard, attempt: int = 1) -> dict:
+        """Tokenize and commit `shard`; returns its manifest record."""
+        started = time.time()
+        self.prefetch(shard)
+        prepared = self.pending.pop(shard.shard_id).result()
+        if self.cfg.strict and prepared.rejections:
+            first = prepared.rejections[0]
+            raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
+        encode_started = time.time()
+        rows, stats = self._encode(prepared.segments)
+        stats["encode_seconds"] = time.time() - encode_started
+        passthrough = list(self.cfg.source.metadata_columns)
+        by_reason: dict[str, int] = {}
+        for r in prepared.rejections:
+            by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+        record = {
+            "shard_id": shard.shard_id,
+            "url": shard.url,
+            "rows": len(rows),
+            "rejects": len(prepared.rejections),
+            "rejects_by_reason": by_reason,
+            "input_keys": prepared.input_keys,
+            "audio_seconds": sum(s.num_samples for s in prepared.segments) / self.model.config.sampling_rate,
+            "attempt": attempt,
+            "read_seconds": prepared.read_seconds,
+            "wall_seconds": time.time() - started,
+            **stats,
+        }
+        writer.commit_shard(
+            self.out_dir, shard.shard_id,
+            schema.tokens_table(rows, passthrough), schema.rejects_table(prepared.rejections),
+            record, schema.file_metadata(self.provenance), self.cfg.output,
+        )
+        return record
+
+    # ----- stages -------------------------------------------------------------------------------
+    def _prepare(self, shard: Shard) -> Prepared:
+        started = time.time()
+        cfg = self.cfg
+        samples = _read_with_retries(shard, cfg)
+        if isinstance(samples, Rejection):
+            return Prepared(rejections=[samples], input_keys=0, read_seconds=time.time() - started)
+        rate, channels = self.model.config.sampling_rate, self.model.config.audio_channels
+        results = self.pool.map(lambda s: audio_prep.prepare(s, cfg.audio, rate, channels), samples)
+        prepared = Prepared(input_keys=len(samples))
+        for segments, rejections in results:
+            prepared.segments.extend(segments)
+            prepared.rejections.extend(rejections)
+        prepared.read_seconds = time.time() - started
+        return prepared
+
+    def _encode(self, segments: list[Segment]) -> tuple[list[schema.TokenRow], dict]:
+        if not segments:
+            return [], {"padded_samples": 0, "true_samples": 0, "batches": 0}
+        cfg = self.cfg.buckets
+        lengths = [s.num_samples for s in segments]
+        chunk = self.model.config.chunk_length
+        boundaries = cfg.boundaries_s and [int(b * self.model.config.sampling_rate) for b in cfg.boundaries_s]
+        if boundaries is None:
+            boundaries = buckets.estimate_boundaries(lengths, cfg.num_buckets)
+        # chunked models batch chunks, not items: budget by chunk so long items are not split badly
+        budget = cfg.batch_budget_samples if chunk is None else max(cfg.batch_budget_samples, max(lengths))
+        batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items,
+                                       multiple=self.model.config.hop_length)
+        padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
+        rows: list[schema.TokenRow | None] = [None] * len(segments)
+        channels = self.model.config.audio_channels
+        for batch in batches:
+            longest = max(lengths[i] for i in batch)
+            x = np.zeros((len(batch), channels, longest), dtype=np.float32)
+            for j, i in enumerate(batch):
+                x[j, :, : lengths[i]] = segments[i].audio
+            items = self.model.encode(torch.from_numpy(x), [lengths[i] for i in batch], bandwidth=max(self.cfg.bandwidths))
+            for i, item in zip(batch, items):
+                seg = segments[i]
+                rows[i] = schema.TokenRow(
+                    key=seg.key, source=seg.source, codes=item.codes.numpy().astype(np.int16),
+                    num_samples=item.num_samples, pad_samples=self.model.pad_samples_for(item.num_samples),
+                    scales=item.scales, start_s=seg.start_s, duration_s=seg.duration_s, meta=seg.meta,
+                )
+        return rows, {"padded_samples": int(padded), "true_samples": int(true), "batches": len(batches)}
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.reader.shutdown(wait=False, cancel_futures=True)
+
+
+def _read_with_retries(shard: Shard, cfg: JobConfig):
+    """All samples of a shard, read from the start on each attempt; a Rejection if it never reads."""
+    attempts = max(1, cfg.source.shard_read_retries)
+    last = None
+    for attempt in range(attempts):
+        try:
+            return list(sources.read_shard(shard, cfg.source))
+        except sources.ShardReadError as exc:
+            last = exc
+            time.sleep(min(2.0, 0.2 * 2**attempt))
+    if cfg.strict:
+        raise BadInputError(f"strict: shard {shard.url} unreadable after {attempts} attempts: {last}")
+    return Rejection(shard.shard_id, shard.url, "shard_unreadable", f"{attempts} attempts: {last}")
