@@ -137,7 +137,12 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
                 module.weight.copy_(torch._weight_norm(v, g, 0))
                 pairs[name] = (g, v)
         noise = torch.randn(1, config.audio_channels, config.sampling_rate * 4, generator=gen) * 0.1
-        latents, _ = model.encoder(noise)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # float reductions depend on the thread count: keep the weights identical everywhere
+        try:
+            latents, _ = model.encoder(noise)
+        finally:
+            torch.set_num_threads(threads)
         fit_codebooks(model.quantizer, latents[0].t().contiguous(), iters=0, generator=gen)
     model.weight_norm_pairs = pairs
     state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
