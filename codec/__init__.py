@@ -3,9 +3,16 @@
 from .config import PRESETS, EncodecConfig
 from .features import prepare_inputs
 from .loading import load_model, random_model, save_model, sha256_file
-from .model import EncodedItem, EncodecModel
+from .model import EncodecModel, EncodedItem
 
 __all__ = [
-    "PRESETS", "EncodecConfig", "EncodecModel", "EncodedItem",
-    "load_model", "random_model", "save_model", "sha256_file", "prepare_inputs",
+    "PRESETS",
+    "EncodecConfig",
+    "EncodecModel",
+    "EncodedItem",
+    "load_model",
+    "prepare_inputs",
+    "random_model",
+    "save_model",
+    "sha256_file",
 ]

@@ -32,7 +32,7 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
         return reject("too_large", f"{len(sample.data)} bytes > max_file_bytes {cfg.max_file_bytes}")
     try:
         info = sf.info(io.BytesIO(sample.data))
-    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/TypeError for junk
+    except (RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:  # libsndfile on junk
         return reject("undecodable", f"{type(exc).__name__}: {exc}"[:300])
     if not cfg.min_sample_rate <= info.samplerate <= cfg.max_sample_rate:
         return reject("bad_header", f"sample rate {info.samplerate} Hz outside [{cfg.min_sample_rate}, {cfg.max_sample_rate}]")
@@ -42,7 +42,7 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
         data = _decode(sample.data, info.channels, cfg.max_decoded_bytes)
     except _TooLarge as exc:
         return reject("too_large", str(exc))
-    except Exception as exc:
+    except (RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
         return reject("undecodable", f"{type(exc).__name__}: {exc}"[:300])
     if data.shape[0] == 0:
         return reject("no_frames", "decodes to zero samples")

@@ -22,6 +22,9 @@ class SourceConfig:
     manifest_rows_per_shard: int = 256
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec, never logged
     shard_read_retries: int = 3
+    max_member_bytes: int = 2 * 1024**3  # an audio tar member / manifest file larger than this: too_large
+    hf_split: str | None = None  # Hugging Face DatasetDict / Hub: the split to read (None: all, sorted)
+    hf_config: str | None = None  # Hugging Face Hub: the dataset configuration name
 
 
 @dataclass

@@ -32,7 +32,7 @@ class ShardReadError(RuntimeError):
 
 
 def shard_id_for(url: str) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:60]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:60].lstrip("._-") or "shard"
     return f"{base}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
 

@@ -1,110 +1,277 @@
 """Atomic shard commit and the manifest of finished shards.
 
-Layout under the output directory:
-  tokens/part-<shard_id>.parquet    rejects/part-<shard_id>.parquet (always, maybe 0 rows)
-  _manifest/<shard_id>.json         the commit point: written last, one per finished shard
-  _provenance.json                  model and config, also kept outside Parquet (datasets drops it)
-  _tmp/                             files being written; readers never look here
+Layout under the output directory (a local path or an fsspec URL):
 
-A shard's files are written under _tmp/, flushed, then renamed into place: tokens, rejects, and
-finally the manifest record. A crash before the manifest rename leaves parts without a record;
-`cleanup_uncommitted` deletes them, so a re-run redoes that shard and no row appears twice.
-Local filesystems rename atomically; on object stores (s3://, gs://) a "rename" is copy+delete,
-so a part can be visible before its manifest record: readers that need exactly-once must read
-only the parts listed in _manifest/ (the `reader` does).
+  tokens/part-<shard_id>.parquet    the shard's token rows
+  rejects/part-<shard_id>.parquet   its rejections (always written, maybe 0 rows)
+  _manifest/<shard_id>.json         the commit point: one record per finished shard, written last
+  _provenance.json                  model and config, outside Parquet too (datasets drops file metadata)
+
+Files are first written next to their final name as `.tmp-<shard_id>-<uuid>` (a dot-file with
+no extension: pyarrow.dataset, datasets, Spark and `*.parquet` globs all skip it), then renamed
+into place: tokens, rejects, and last the manifest record. A crash before the last rename leaves
+parts without a record; `cleanup_uncommitted` deletes them (and temp files), so a re-run redoes
+that shard and no row appears twice.
+
+Guarantees by filesystem:
+  local (POSIX)  each file is fsynced before `os.replace` and each directory after it, so a
+                 record is durable only after its parts are. Per file atomic; the shard is
+                 committed exactly when its record exists.
+  s3, gs, az     an object appears whole or not at all, but a "rename" is copy + delete: a part
+                 can be visible before its record, and a crash can leave a `.tmp-*` object.
+                 Readers that need exactly-once while a job runs (or after a crash, before
+                 `cleanup_uncommitted`) should read only `committed_parts(out_dir)`.
+  memory, other  as the filesystem's `mv` allows; the record is still written last.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import tempfile
+import time
 import uuid
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from .config import OutputConfig
+from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVENANCE, tokens_schema
+
+log = logging.getLogger(__name__)
+
+PARTS = ("tokens", "rejects")
+MANIFEST = "_manifest"
+PROVENANCE = "_provenance.json"
+TMP_PREFIX = ".tmp-"
+RECORD_KEYS = ("shard_id", "url", "rows", "rejects", "rejects_by_reason", "audio_seconds", "attempt")
+_SHARD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+_LEVELED = {"zstd", "gzip", "brotli"}
 
 
 def _fs(out_dir: str):
-    fs, path = fsspec.core.url_to_fs(out_dir)
-    return fs, path.rstrip("/")
+    fs, root = fsspec.core.url_to_fs(str(out_dir))
+    return fs, root.rstrip("/") or "/"
 
 
-def _write_parquet(fs, path: str, table: pa.Table, metadata: dict, cfg: OutputConfig) -> None:
+def part_name(kind: str, shard_id: str) -> str:
+    """Relative path of a shard's part file: `tokens/part-<shard_id>.parquet` (kind: tokens | rejects)."""
+    return f"{kind}/part-{shard_id}.parquet"
+
+
+def _write_parquet(path: str, table: pa.Table, metadata: dict, cfg: OutputConfig) -> None:
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f, compression=cfg.compression, compression_level=cfg.compression_level,
-                       row_group_size=cfg.row_group_rows, use_dictionary=True)
-        _sync(f)
-
-
-def _sync(f) -> None:
-    try:
+    level = cfg.compression_level if cfg.compression in _LEVELED else None
+    with open(path, "wb") as f:
+        pq.write_table(table, f, compression=cfg.compression, compression_level=level,
+                       row_group_size=max(1, cfg.row_group_rows), use_dictionary=True)
         f.flush()
         os.fsync(f.fileno())
-    except (AttributeError, OSError, ValueError, NotImplementedError):
-        pass  # not a local file: the filesystem's own close() is the durability point
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: dict) -> None:
+    if not _SHARD_ID.fullmatch(shard_id) or shard_id.startswith(TMP_PREFIX[1:]):
+        raise ValueError(f"shard_id {shard_id!r} must match {_SHARD_ID.pattern} and not start with 'tmp-'")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing or record["shard_id"] != shard_id:
+        raise ValueError(f"manifest record for {shard_id!r} lacks {missing} or names shard {record.get('shard_id')!r}")
+    if record["rows"] != tokens.num_rows or record["rejects"] != rejects.num_rows:
+        raise ValueError(f"record counts ({record['rows']} rows, {record['rejects']} rejects) differ from "
+                         f"the tables ({tokens.num_rows}, {rejects.num_rows})")
+    core = tokens_schema([])
+    if tokens.schema.names[: len(CORE_COLUMNS)] != list(CORE_COLUMNS) or not all(
+            tokens.schema.field(n).type == core.field(n).type for n in CORE_COLUMNS):
+        raise ValueError(f"tokens table does not follow schema.tokens_schema: {tokens.schema}")
+    if not rejects.schema.equals(REJECTS_SCHEMA):
+        raise ValueError(f"rejects table does not follow schema.REJECTS_SCHEMA: {rejects.schema}")
 
 
 def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: dict,
-                 metadata: dict, cfg: OutputConfig) -> None:
+                 metadata: dict, cfg: OutputConfig) -> dict:
+    """Write a shard's tokens, rejects and manifest record so that it is committed all at once.
+
+    metadata: Parquet key/value metadata for both files (see `schema.file_metadata`).
+    record: at least RECORD_KEYS, with `rows`/`rejects` equal to the tables' row counts; the
+    committed record adds `finished_at` (unix seconds, unless given), `format_version` and
+    `files` ({kind: {"path": relative path, "bytes": size}}). Returns the committed record.
+    """
+    _check_inputs(shard_id, tokens, rejects, record)
     fs, root = _fs(out_dir)
-    for sub in ("tokens", "rejects", "_manifest", "_tmp"):
-        fs.makedirs(f"{root}/{sub}", exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    staged = {
-        f"{root}/tokens/part-{shard_id}.parquet": f"{root}/_tmp/{shard_id}-{tag}.tokens.parquet",
-        f"{root}/rejects/part-{shard_id}.parquet": f"{root}/_tmp/{shard_id}-{tag}.rejects.parquet",
-    }
-    final_tokens, final_rejects = list(staged)
-    _write_parquet(fs, staged[final_tokens], tokens, metadata, cfg)
-    _write_parquet(fs, staged[final_rejects], rejects, metadata, cfg)
-    record = {**record, "files": {"tokens": final_tokens.rsplit("/", 2)[-2:], "rejects": final_rejects.rsplit("/", 2)[-2:]}}
-    manifest_tmp = f"{root}/_tmp/{shard_id}-{tag}.json"
-    with fs.open(manifest_tmp, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-    for final, tmp in staged.items():
-        fs.mv(tmp, final)
-    fs.mv(manifest_tmp, f"{root}/_manifest/{shard_id}.json")
+    tag = f"{TMP_PREFIX}{shard_id}-{uuid.uuid4().hex}"
+    finals = {kind: f"{root}/{part_name(kind, shard_id)}" for kind in PARTS}
+    finals[MANIFEST] = f"{root}/{MANIFEST}/{shard_id}.json"
+    temps = {kind: f"{final.rsplit('/', 1)[0]}/{tag}" for kind, final in finals.items()}
+    local = isinstance(fs, LocalFileSystem)
+    for kind in finals:
+        fs.makedirs(f"{root}/{kind}", exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="audiotok-") as spool:
+        staged = temps if local else {kind: os.path.join(spool, kind) for kind in temps}
+        try:
+            for kind, table in zip(PARTS, (tokens, rejects)):
+                _write_parquet(staged[kind], table, metadata, cfg)
+            files = {k: {"path": part_name(k, shard_id), "bytes": os.path.getsize(staged[k])} for k in PARTS}
+            committed = {**record, "finished_at": record.get("finished_at", time.time()),
+                         "format_version": FORMAT_VERSION, "files": files}
+            _write_bytes(staged[MANIFEST], json.dumps(committed, indent=1, sort_keys=True, default=_plain).encode())
+            for kind in (*PARTS, MANIFEST):
+                if local:
+                    os.replace(temps[kind], finals[kind])
+                    _fsync_dir(os.path.dirname(finals[kind]))
+                else:
+                    fs.put_file(staged[kind], temps[kind])
+                    fs.mv(temps[kind], finals[kind])
+        finally:
+            for path in temps.values():
+                try:
+                    if fs.exists(path):
+                        fs.rm(path)
+                except OSError:
+                    log.warning("could not remove temp file %s", path)
+    return committed
+
+
+def _list(fs, path: str) -> dict[str, int]:
+    """{file name: size} of the plain files directly in `path` ({} when it does not exist)."""
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("size") for e in entries if e.get("type") == "file"}
 
 
 def committed_shards(out_dir: str) -> dict[str, dict]:
+    """{shard_id: committed record} from `_manifest/`; unreadable records are skipped with a warning."""
     fs, root = _fs(out_dir)
-    if not fs.exists(f"{root}/_manifest"):
+    names = sorted(n for n in _list(fs, f"{root}/{MANIFEST}") if n.endswith(".json") and not n.startswith(TMP_PREFIX))
+    if not names:
         return {}
+    paths = [f"{root}/{MANIFEST}/{n}" for n in names]
+    if isinstance(fs, LocalFileSystem):
+        blobs = {}
+        for p in paths:
+            try:
+                blobs[p] = fs.cat_file(p)
+            except OSError:
+                pass
+    else:
+        blobs = fs.cat(paths, on_error="omit")
     out = {}
-    for path in sorted(fs.glob(f"{root}/_manifest/*.json")):
-        with fs.open(path, "r") as f:
-            record = json.load(f)
+    for name in names:
+        blob = blobs.get(f"{root}/{MANIFEST}/{name}")
+        try:
+            record = json.loads(blob)
+        except (TypeError, ValueError):
+            log.warning("unreadable manifest record %s/%s/%s: ignored", root, MANIFEST, name)
+            continue
+        if record.get("shard_id") != name[: -len(".json")]:
+            log.warning("manifest record %s names shard %r: ignored", name, record.get("shard_id"))
+            continue
         out[record["shard_id"]] = record
     return out
 
 
-def cleanup_uncommitted(out_dir: str) -> list[str]:
-    """Delete staged files and parts that have no manifest record; returns what was removed."""
+def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
+    """Paths (or URLs) of the committed part files of `kind` (tokens | rejects), sorted by shard id.
+
+    Reading exactly these gives exactly-once rows even while a job runs or after a crash.
+    """
+    if kind not in PARTS:
+        raise ValueError(f"kind must be one of {PARTS}; got {kind!r}")
     fs, root = _fs(out_dir)
-    committed = set(committed_shards(out_dir))
-    removed = []
-    if fs.exists(f"{root}/_tmp"):
-        for path in fs.ls(f"{root}/_tmp", detail=False):
-            fs.rm(path)
-            removed.append(path)
-    for sub in ("tokens", "rejects"):
-        if not fs.exists(f"{root}/{sub}"):
-            continue
-        for path in fs.ls(f"{root}/{sub}", detail=False):
-            name = path.rsplit("/", 1)[-1]
-            shard_id = name.removeprefix("part-").removesuffix(".parquet")
-            if shard_id not in committed:
-                fs.rm(path)
-                removed.append(path)
+    paths = [f"{root}/{part_name(kind, s)}" for s in sorted(committed_shards(out_dir))]
+    return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
+
+
+def _intact(shard_id: str, record: dict, listings: dict[str, dict[str, int]]) -> bool:
+    for kind in PARTS:
+        name = f"part-{shard_id}.parquet"
+        want = (record.get("files") or {}).get(kind, {}).get("bytes")
+        if name not in listings[kind] or (want is not None and listings[kind][name] not in (None, want)):
+            return False
+    return True
+
+
+def cleanup_uncommitted(out_dir: str) -> list[str]:
+    """Make the output directory hold exactly the committed shards; returns the paths removed.
+
+    Removes `.tmp-*` files, manifest records whose part files are missing or have another size
+    (the record goes first, so the shard counts as not done), and part files with no record.
+    Run it before a job starts, never while another job writes to the same directory.
+    """
+    fs, root = _fs(out_dir)
+    removed: list[str] = []
+
+    def rm(path: str) -> None:
+        fs.rm(path)
+        removed.append(path)
+
+    listings = {kind: _list(fs, f"{root}/{kind}") for kind in (*PARTS, MANIFEST)}
+    listings[""] = _list(fs, root)
+    for kind, names in listings.items():
+        for name in [n for n in names if n.startswith(TMP_PREFIX)]:
+            rm(f"{root}/{kind}/{name}" if kind else f"{root}/{name}")
+    committed = committed_shards(out_dir)
+    for shard_id, record in committed.items():
+        if not _intact(shard_id, record, listings):
+            log.warning("shard %s: manifest record without its intact part files; it will be redone", shard_id)
+            rm(f"{root}/{MANIFEST}/{shard_id}.json")
+    kept = {s for s in committed if f"{root}/{MANIFEST}/{s}.json" not in removed}
+    for kind in PARTS:
+        for name in listings[kind]:
+            if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in kept:
+                rm(f"{root}/{kind}/{name}")
+    if removed:
+        log.warning("removed %d uncommitted file(s) under %s", len(removed), out_dir)
     return removed
 
 
 def write_provenance(out_dir: str, provenance: dict) -> None:
+    """Write `_provenance.json` (atomically where the filesystem allows).
+
+    Refuses (ValueError) to replace a sidecar that describes different tokens (another model,
+    checkpoint, codec config, rate, bandwidth map, precision, resampler or format) while committed
+    shards exist: rows of two tokenizations would be mixed in one dataset.
+    """
     fs, root = _fs(out_dir)
+    path = f"{root}/{PROVENANCE}"
+    data = {"format_version": FORMAT_VERSION, **provenance}
+    if fs.exists(path) and committed_shards(out_dir):
+        old = json.loads(fs.cat_file(path))
+        keys = ["format_version", *(k for k in REQUIRED_PROVENANCE if k != "pipeline_version")]
+        changed = [k for k in keys if json.dumps(old.get(k), sort_keys=True) != json.dumps(data.get(k), sort_keys=True)]
+        if changed:
+            raise ValueError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
+                             f"write to a new output directory")
+    blob = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
     fs.makedirs(root, exist_ok=True)
-    with fs.open(f"{root}/_provenance.json", "w") as f:
-        json.dump(provenance, f, indent=2, sort_keys=True)
+    tmp = f"{root}/{TMP_PREFIX}provenance-{uuid.uuid4().hex}"
+    if isinstance(fs, LocalFileSystem):
+        _write_bytes(tmp, blob)
+        os.replace(tmp, path)
+        _fsync_dir(root)
+    else:
+        fs.pipe_file(tmp, blob)
+        fs.mv(tmp, path)

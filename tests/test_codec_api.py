@@ -136,7 +136,7 @@ def test_original_encodec_package_as_second_reference(m24):
     if importlib.util.find_spec("encodec") is None:
         pytest.skip("encodec not installed")
     try:
-        import encodec  # noqa: F401
+        import encodec
     except (ImportError, OSError):
         sys.modules.pop("encodec", None)
         for name in [n for n in sys.modules if n.startswith(("encodec.", "torchaudio"))]:

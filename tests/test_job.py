@@ -136,6 +136,7 @@ def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
     import datasets
     import pandas as pd
     import pyarrow.parquet as pq
+
     from pipeline.runner import run_job
 
     cfg = load_config(REPO / "configs" / "demo.yaml")
