@@ -1,13 +1,19 @@
 """Audio preparation: header checks, decode, channel conversion, resampling, segmenting.
 
-Pure functions on bytes and numpy arrays. The header is checked before anything is decoded, and
-decoding runs in blocks against a size budget, so a lying header or a decompression bomb cannot
-take more memory than `AudioConfig.max_decoded_bytes`.
+Pure functions on bytes and numpy arrays (numpy, soundfile and soxr only: cheap to import in a
+worker process). The header is checked before anything is decoded, and decoding reads at most the
+budgeted number of frames, so neither a lying header nor a decompression bomb can take more memory
+than `AudioConfig.max_decoded_bytes` (plus one block).
+
+    bytes ─► decode_header ─► check_header ─► decode [T, C_in] ─► convert_channels [T, C]
+          ─► resample (soxr) ─► [C, T'] ─► split_segments ─► Segment(key or key#n) / Rejection
 """
 
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
@@ -15,91 +21,186 @@ import soxr
 
 from .config import AudioConfig
 from .records import Rejection, Sample, Segment
+from .rejects import check_reason
 
-_BLOCK = 1 << 18  # frames decoded per block
+BLOCK_FRAMES = 1 << 16  # frames decoded per block when the header gives no usable frame count
+UNKNOWN_FRAMES = 1 << 62  # libsndfile reports 2**63 - 1 frames for streams of unknown length
+_DECODE_ERRORS = (RuntimeError, TypeError, ValueError, EOFError, OSError)  # LibsndfileError is a RuntimeError
+_HEADER_MESSAGES = ("channel count", "sf_info struct incomplete")  # libsndfile's words for 0 channels / 0 Hz
+
+
+class AudioRejected(Exception):
+    """Bad input audio: `reason` is one of `pipeline.rejects.REASONS`, `detail` is free text."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the container says. frames: per channel, None when unknown (streams)."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None
+    format: str
+    subtype: str
+
+
+def decode_header(data: bytes) -> Header:
+    """Read only the header of an encoded file (~70 µs); raises AudioRejected (undecodable / bad_header)."""
+    try:
+        info = sf.info(io.BytesIO(data))
+    except _DECODE_ERRORS as exc:
+        text = f"{type(exc).__name__}: {exc}"[:300]
+        raise AudioRejected("bad_header" if any(m in text.lower() for m in _HEADER_MESSAGES) else "undecodable",
+                            text) from exc
+    frames = None if not 0 <= info.frames < UNKNOWN_FRAMES else int(info.frames)
+    return Header(int(info.samplerate), int(info.channels), frames, info.format, info.subtype)
+
+
+def check_header(header: Header, nbytes: int, cfg: AudioConfig, sample_rate: int, channels: int) -> None:
+    """Raise AudioRejected unless rate, channels, file size and (known) decoded sizes fit the limits.
+
+    Decoded size: frames * channels_in * 4 bytes (float32); output size: frames * sample_rate /
+    header.sample_rate * channels * 4 bytes. Both must stay within cfg.max_decoded_bytes.
+    """
+    if nbytes > cfg.max_file_bytes:
+        raise AudioRejected("too_large", f"{nbytes} bytes > max_file_bytes {cfg.max_file_bytes}")
+    if not cfg.min_sample_rate <= header.sample_rate <= cfg.max_sample_rate:
+        raise AudioRejected("bad_header", f"sample rate {header.sample_rate} Hz outside "
+                                          f"[{cfg.min_sample_rate}, {cfg.max_sample_rate}]")
+    if not 1 <= header.channels <= cfg.max_channels:
+        raise AudioRejected("bad_header", f"{header.channels} channels outside [1, {cfg.max_channels}]")
+    if header.frames is not None:
+        _check_size(header.frames, header, cfg, sample_rate, channels, "header claims")
+
+
+def _check_size(frames: int, header: Header, cfg: AudioConfig, sample_rate: int, channels: int, what: str):
+    decoded = frames * header.channels * 4
+    output = math.ceil(frames * sample_rate / header.sample_rate) * channels * 4
+    if max(decoded, output) > cfg.max_decoded_bytes:
+        raise AudioRejected("too_large", f"{what} {frames} frames x {header.channels} ch at {header.sample_rate} Hz: "
+                                         f"{max(decoded, output)} bytes > max_decoded_bytes {cfg.max_decoded_bytes}")
+
+
+def decode(data: bytes, header: Header, cfg: AudioConfig) -> np.ndarray:
+    """All frames as float32 [T, C_in]; raises AudioRejected (undecodable / too_large / non_finite).
+
+    Known frame counts are read in one call of at most header.frames frames (libsndfile never returns
+    more than the header says); unknown ones block by block against the running budget.
+    """
+    budget = cfg.max_decoded_bytes // (4 * header.channels)  # frames
+    try:
+        with (sf.SoundFile if header.frames is not None else _StreamFile)(io.BytesIO(data)) as f:
+            if header.frames is not None:
+                x = f.read(min(header.frames, budget), dtype="float32", always_2d=True)
+            else:
+                blocks, total = [], 0
+                while True:
+                    block = f.read(min(BLOCK_FRAMES, budget - total + 1), dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
+                    total += len(block)
+                    if total > budget:
+                        raise AudioRejected("too_large", f"decoding passed max_decoded_bytes {cfg.max_decoded_bytes} "
+                                                         "(header gives no frame count)")
+                    if not np.isfinite(block).all():
+                        raise AudioRejected("non_finite", f"NaN or Inf in decoded samples near frame {total}")
+                    blocks.append(block)
+                x = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
+    except _DECODE_ERRORS as exc:
+        raise AudioRejected("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
+    if not np.isfinite(x).all():
+        raise AudioRejected("non_finite", "NaN or Inf in decoded samples")
+    return x
+
+
+class _StreamFile(sf.SoundFile):
+    """Read front to back without seeking: soundfile seeks after every read, and libsndfile fails
+    that seek at the end of a stream of unknown length (e.g. FLAC with total_samples = 0)."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """[T, C_in] -> [T, channels].
+
+    To mono: the mean of all channels. To stereo: mono is duplicated; from more than two channels
+    the first two are kept (front left / right in WAV, FLAC and Vorbis channel order), the rest dropped.
+    """
+    have = x.shape[1]
+    if have == channels:
+        return x
+    if channels == 1:
+        return x.mean(axis=1, keepdims=True, dtype=np.float32)
+    if have == 1:
+        return np.repeat(x, channels, axis=1)
+    if have > channels:
+        return x[:, :channels]
+    raise ValueError(f"cannot convert {have} channels to {channels}; targets are 1 (mono) or 2 (stereo)")
+
+
+def resample(x: np.ndarray, in_rate: int, out_rate: int, quality: str = "HQ") -> np.ndarray:
+    """[T, C] float32 at in_rate -> [T', C] float32 at out_rate, T' ≈ T * out_rate / in_rate (soxr)."""
+    if in_rate == out_rate:
+        return x
+    y = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), in_rate, out_rate, quality=quality)
+    return np.asarray(y, dtype=np.float32)
+
+
+def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_seconds: float,
+                   cfg: AudioConfig) -> tuple[list[Segment], list[Rejection]]:
+    """Cut [C, T] audio into Segments of cfg.max_duration_s; pieces under cfg.min_duration_s are rejected.
+
+    The number of pieces n = ceil(source_seconds / max_duration_s) comes from the source length, so
+    resampling rounding never adds a sliver piece. n == 1 keeps the key; otherwise piece k is `key#k`
+    covering samples [round(k * max_duration_s * sample_rate), next start) (the last piece runs to
+    the end). start_s / duration_s are in seconds of the source.
+    """
+    total = audio.shape[-1]
+    count = max(1, math.ceil(source_seconds / cfg.max_duration_s - 1e-9))
+    bounds = [round(k * cfg.max_duration_s * sample_rate) for k in range(count)] + [total]
+    shortest = math.ceil(cfg.min_duration_s * sample_rate - 1e-6)
+    segments, rejections = [], []
+    for k in range(count):
+        key = sample.key if count == 1 else f"{sample.key}#{k}"
+        start, stop = bounds[k], max(bounds[k], bounds[k + 1])
+        if stop - start < shortest:
+            rejections.append(Rejection(key, sample.source, "too_short",
+                                        f"{(stop - start) / sample_rate:.4f} s < min_duration_s {cfg.min_duration_s}"))
+            continue
+        piece = audio if count == 1 else np.ascontiguousarray(audio[:, start:stop])
+        segments.append(Segment(key, sample.source, piece, start / sample_rate, (stop - start) / sample_rate,
+                                dict(sample.meta)))
+    return segments, rejections
 
 
 def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -> tuple[list[Segment], list[Rejection]]:
-    """One raw sample -> segments at `sample_rate` with `channels` channels, or a rejection."""
-    def reject(reason: str, detail: str):
-        return [], [Rejection(sample.key, sample.source, reason, detail)]
+    """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz, or Rejections.
 
+    Every input key ends up in exactly one of the two lists (a segmented key as key#0, key#1, ...).
+    """
     if sample.reject is not None:
-        return reject(*sample.reject)
-    if not sample.data:
-        return reject("empty", "no audio bytes")
-    if len(sample.data) > cfg.max_file_bytes:
-        return reject("too_large", f"{len(sample.data)} bytes > max_file_bytes {cfg.max_file_bytes}")
+        reason, detail = sample.reject
+        return [], [Rejection(sample.key, sample.source, check_reason(reason), detail)]
     try:
-        info = sf.info(io.BytesIO(sample.data))
-    except (RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:  # libsndfile on junk
-        return reject("undecodable", f"{type(exc).__name__}: {exc}"[:300])
-    if not cfg.min_sample_rate <= info.samplerate <= cfg.max_sample_rate:
-        return reject("bad_header", f"sample rate {info.samplerate} Hz outside [{cfg.min_sample_rate}, {cfg.max_sample_rate}]")
-    if not 1 <= info.channels <= cfg.max_channels:
-        return reject("bad_header", f"{info.channels} channels outside [1, {cfg.max_channels}]")
-    try:
-        data = _decode(sample.data, info.channels, cfg.max_decoded_bytes)
-    except _TooLarge as exc:
-        return reject("too_large", str(exc))
-    except (RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
-        return reject("undecodable", f"{type(exc).__name__}: {exc}"[:300])
-    if data.shape[0] == 0:
-        return reject("no_frames", "decodes to zero samples")
-    if not np.isfinite(data).all():
-        return reject("non_finite", "NaN or Inf in decoded samples")
-    audio = convert_channels(data, channels)
-    if info.samplerate != sample_rate:
-        audio = soxr.resample(audio, info.samplerate, sample_rate, quality=cfg.resample_quality)
-    audio = np.ascontiguousarray(audio.T, dtype=np.float32)
-    return segment(sample, audio, sample_rate, cfg)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _decode(data: bytes, channels: int, budget_bytes: int) -> np.ndarray:
-    """All frames as float32 [T, C], read block by block; raises _TooLarge past the budget."""
-    blocks, total = [], 0
-    with sf.SoundFile(io.BytesIO(data)) as f:
-        while True:
-            block = f.read(_BLOCK, dtype="float32", always_2d=True)
-            if block.shape[0] == 0:
-                break
-            total += block.nbytes
-            if total > budget_bytes:
-                raise _TooLarge(f"decoded size exceeds max_decoded_bytes {budget_bytes}")
-            blocks.append(block)
-    return np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
-
-
-def convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
-    """[T, C_in] -> [T, channels]: mono = mean of all channels; stereo from mono = duplicated;
-    stereo from more than two channels = the first two (front left/right in WAV order)."""
-    if channels == 1:
-        return data.mean(axis=1, keepdims=True) if data.shape[1] > 1 else data
-    if data.shape[1] == 1:
-        return np.repeat(data, channels, axis=1)
-    return data[:, :channels]
-
-
-def segment(sample: Sample, audio: np.ndarray, sample_rate: int, cfg: AudioConfig) -> tuple[list[Segment], list[Rejection]]:
-    """Cut [C, T] audio longer than max_duration_s into key#0, key#1, ...; reject pieces under min_duration_s."""
-    total = audio.shape[-1]
-    step = int(round(cfg.max_duration_s * sample_rate))
-    minimum = cfg.min_duration_s * sample_rate
-    if total <= step:
-        if total < minimum:
-            return [], [Rejection(sample.key, sample.source, "too_short", f"{total / sample_rate:.4f} s < {cfg.min_duration_s} s")]
-        return [Segment(sample.key, sample.source, audio, 0.0, total / sample_rate, dict(sample.meta))], []
-    segments, rejections = [], []
-    for n, start in enumerate(range(0, total, step)):
-        piece = audio[:, start : start + step]
-        key = f"{sample.key}#{n}"
-        if piece.shape[-1] < minimum:
-            rejections.append(Rejection(key, sample.source, "too_short", f"trailing segment of {piece.shape[-1] / sample_rate:.4f} s"))
-            continue
-        segments.append(Segment(key, sample.source, np.ascontiguousarray(piece), start / sample_rate,
-                                piece.shape[-1] / sample_rate, dict(sample.meta)))
-    return segments, rejections
+        if sample.data is None:
+            raise AudioRejected("missing_audio", "the sample has no audio data")
+        if not sample.data:
+            raise AudioRejected("empty", "zero-byte audio")
+        header = decode_header(sample.data)
+        check_header(header, len(sample.data), cfg, sample_rate, channels)
+        x = decode(sample.data, header, cfg)
+        if not len(x):
+            raise AudioRejected("no_frames", "decodes to zero samples")
+        if header.frames is None:
+            _check_size(len(x), header, cfg, sample_rate, channels, "decoded")
+    except AudioRejected as exc:
+        return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
+    source_seconds = len(x) / header.sample_rate
+    x = resample(convert_channels(x, channels), header.sample_rate, sample_rate, cfg.resample_quality)
+    audio = np.ascontiguousarray(x.T, dtype=np.float32)
+    return split_segments(sample, audio, sample_rate, source_seconds, cfg)

@@ -1,20 +1,29 @@
-"""Listing and reading shards: webdataset tars, manifests of audio files, Hugging Face datasets.
+"""Listing and reading input shards: webdataset tars, manifests of audio files, Hugging Face datasets.
 
-Tars are streamed with `tarfile` over an fsspec file; members are never extracted to disk, never
-unpickled, and `pipe:` URLs are refused (the webdataset library would run them as shell commands).
+`list_shards(spec, cfg)` turns an input spec into `Shard`s in a fixed order; `read_shard(shard, cfg)`
+streams the shard's `Sample`s (encoded audio bytes + passthrough metadata) in the same order on every
+call, so a caller that gets `ShardReadError` halfway reads the shard again from the start.
+
+Tars are streamed with `tarfile` over an fsspec file object: members are never extracted to disk,
+never unpickled, links and devices are never followed, and `pipe:` URLs are refused (the webdataset
+library would run them as shell commands). Manifests and Hugging Face datasets are read by
+`pipeline.source_manifest` and `pipeline.source_hf`, with the helpers defined here.
 """
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
-import io
 import json
+import lzma
 import os
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import braceexpand
 import fsspec
@@ -22,201 +31,287 @@ import fsspec
 from .config import SourceConfig
 from .records import Sample, Shard
 
-AUDIO_EXTS = {"flac", "wav", "mp3", "ogg", "oga", "opus", "aiff", "aif", "au", "w64", "caf", "wave"}
-UNSAFE_EXTS = {"pyd", "pth", "pickle", "pkl", "pt"}
-SAFE_PROTOCOLS = {"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "http", "https", "hf", "memory"}
+AUDIO_EXTS = frozenset(
+    {"flac", "wav", "wave", "mp3", "ogg", "oga", "opus", "aiff", "aif", "aifc", "au", "snd", "w64", "caf", "rf64"}
+)
+PICKLE_EXTS = frozenset({"pyd", "pth", "pt", "pickle", "pkl"})
+# fsspec protocols a manifest or dataset row may point at; anything else (pipe:, data:, zip::...) is refused
+ROW_PROTOCOLS = frozenset(
+    {"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "hf", "memory"}
+)
+MAX_META_BYTES = 1 << 20  # metadata members (.json, .txt, ...) larger than this are left out
+_TAR_ERRORS = (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError)
 
 
 class ShardReadError(RuntimeError):
-    """The shard as a whole could not be opened or read to its end."""
+    """The shard as a whole could not be opened or read to its end; read it again from the start."""
 
 
 def shard_id_for(url: str) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:60].lstrip("._-") or "shard"
+    """Stable, filesystem-safe, unique name: sanitized basename of `url` + 10 hex digits of sha1(url)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[:60].strip("._-") or "shard"
     return f"{base}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
 
-def _check_protocol(url: str) -> None:
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
-    if url.startswith("pipe:") or protocol not in SAFE_PROTOCOLS:
-        raise ValueError(f"refusing {url!r}: only {sorted(SAFE_PROTOCOLS)} URLs are read (no pipe:)")
-
-
 def list_shards(spec: str, cfg: SourceConfig) -> list[Shard]:
+    """Shards named by `spec`, in a deterministic order.
+
+    spec: a .tar path, a glob (`data/*.tar`), a brace pattern (`data/shard-{000..099}.tar`), an fsspec
+    URL (`s3://bucket/shard-*.tar`, `file://...`), a manifest (`.jsonl` / `.csv`, `cfg.path_column`
+    naming each audio file, `cfg.manifest_rows_per_shard` rows per shard) or `hf:<dir|files|hub name>`.
+    Raises ValueError naming the spec when it matches nothing.
+    """
+    if spec.startswith("pipe:"):
+        raise ValueError(f"refusing input {spec!r}: pipe: URLs run shell commands; give a path or fsspec URL")
     if spec.startswith("hf:"):
-        return _list_hf(spec[3:], cfg)
-    _check_protocol(spec)
-    if spec.endswith((".jsonl", ".csv")):
-        return _list_manifest(spec, cfg)
-    urls: list[str] = []
-    for pattern in braceexpand.braceexpand(spec):
-        if "://" in pattern and not pattern.startswith("file://"):
-            fs, _ = fsspec.core.url_to_fs(pattern, **cfg.storage_options)
-            protocol = pattern.split("://", 1)[0]
-            matches = fs.glob(pattern) if any(c in pattern for c in "*?[") else [pattern]
-            urls += [m if "://" in m else f"{protocol}://{m}" for m in matches]
-        else:
-            path = pattern.removeprefix("file://")
-            urls += sorted(glob.glob(path)) if any(c in path for c in "*?[") else ([path] if os.path.exists(path) else [])
-    if not urls:
+        from . import source_hf
+
+        shards = source_hf.list_hf(spec[3:], cfg)
+    elif spec.lower().endswith((".jsonl", ".csv")):
+        from . import source_manifest
+
+        shards = source_manifest.list_manifest(normalize(spec), cfg)
+    else:
+        shards = [Shard(shard_id_for(url), url, "webdataset") for url in expand_urls(spec, cfg)]
+    if not shards:
         raise ValueError(f"input {spec!r} matches no shard")
-    return [Shard(shard_id_for(u), u, "webdataset") for u in sorted(set(urls))]
+    return shards
 
 
 def read_shard(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
+    """Every sample of `shard`, in shard order; raises ShardReadError when the shard breaks off."""
     if shard.kind == "webdataset":
         return _read_tar(shard, cfg)
     if shard.kind == "manifest":
-        return _read_manifest(shard, cfg)
+        from . import source_manifest
+
+        return source_manifest.read_manifest(shard, cfg)
     if shard.kind == "hf":
-        return _read_hf(shard, cfg)
-    raise ValueError(f"unknown shard kind {shard.kind!r}")
+        from . import source_hf
+
+        return source_hf.read_hf(shard, cfg)
+    raise ValueError(f"unknown shard kind {shard.kind!r}; expected webdataset, manifest or hf")
 
 
-def _keep_meta(meta: dict, cfg: SourceConfig) -> dict:
-    return {k: v for k, v in meta.items() if k in cfg.metadata_columns}
+# ----- shared helpers -----------------------------------------------------------------------------
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith(("file://", "local://"))
+
+
+def normalize(url: str) -> str:
+    """Local paths (and file:// URLs) become absolute paths; other URLs are kept."""
+    if is_remote(url):
+        return url
+    return os.path.abspath(os.path.expanduser(re.sub(r"^(file|local)://", "", url)))
+
+
+def expand_urls(spec: str, cfg: SourceConfig) -> list[str]:
+    """Brace-expand and glob `spec` into sorted, unique file URLs; missing explicit paths raise ValueError.
+
+    Remote paths are checked with one metadata request each, 16 at a time.
+    """
+    patterns = list(braceexpand.braceexpand(spec))
+    with ThreadPoolExecutor(16) as pool:
+        matches = list(pool.map(lambda p: _matches(p, cfg), patterns))
+    missing = [p for p, m in zip(patterns, matches) if m is None]
+    if missing:
+        raise ValueError(f"input {spec!r}: {len(missing)} path(s) do not exist, e.g. {missing[:3]}")
+    return sorted({url for m in matches for url in m})
+
+
+def _matches(pattern: str, cfg: SourceConfig) -> list[str] | None:
+    """Files matching one glob (maybe none), or [the file] for a plain path; None when it does not exist."""
+    magic = any(c in pattern for c in "*?[")
+    if is_remote(pattern):
+        fs, path = fsspec.core.url_to_fs(pattern, **cfg.storage_options)
+        if magic:
+            return sorted(fs.unstrip_protocol(p) for p, info in fs.glob(path, detail=True).items()
+                          if info.get("type") != "directory")
+        try:
+            kind = fs.info(path).get("type")
+        except FileNotFoundError:
+            return None
+    else:
+        path = normalize(pattern)
+        if magic:
+            return sorted(p for p in glob.glob(path) if os.path.isfile(p))
+        kind = "directory" if os.path.isdir(path) else "file" if os.path.exists(path) else None
+        if kind is None:
+            return None
+    if kind == "directory":
+        raise ValueError(f"input {pattern!r} is a directory: give a glob such as {pattern.rstrip('/')}/*.tar")
+    return [fs.unstrip_protocol(path) if is_remote(pattern) else path]
+
+
+def keep_meta(meta: dict[str, Any], cfg: SourceConfig) -> dict[str, Any]:
+    return {k: meta[k] for k in cfg.metadata_columns if k in meta}
+
+
+def refuse_url(url: str) -> str | None:
+    """Why a row's audio URL must not be opened (pipe:, data:, chained or unlisted protocols), or None."""
+    if "::" in url or url.startswith(("pipe:", "data:")):
+        return f"refusing {url[:200]!r}: pipe:, data: and chained URLs are never opened"
+    protocol = url.split("://", 1)[0].lower() if "://" in url else "file"
+    if protocol not in ROW_PROTOCOLS:
+        return f"refusing {url[:200]!r}: protocol {protocol!r} is not one of {sorted(ROW_PROTOCOLS)}"
+    return None
+
+
+def fetch(url: str, cfg: SourceConfig) -> tuple[bytes | None, tuple[str, str] | None]:
+    """Bytes of one audio file (at most cfg.max_member_bytes), or (None, (reason, detail)).
+
+    A missing or unreadable file is the item's fault (undecodable); other I/O errors are the
+    storage's (ShardReadError, so the shard is retried).
+    """
+    refusal = refuse_url(url)
+    if refusal:
+        return None, ("unsafe_member", refusal)
+    try:
+        with fsspec.open(url, "rb", **cfg.storage_options) as f:
+            data = f.read(cfg.max_member_bytes + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ImportError, ValueError) as exc:
+        return None, ("undecodable", f"cannot open {url[:200]}: {type(exc).__name__}: {exc}"[:400])
+    except OSError as exc:
+        raise ShardReadError(f"reading {url[:200]}: {type(exc).__name__}: {exc}") from exc
+    if len(data) > cfg.max_member_bytes:
+        return None, ("too_large", f"{url[:200]} is larger than max_member_bytes {cfg.max_member_bytes}")
+    if not data:
+        return None, ("empty", f"{url[:200]} has zero bytes")
+    return data, None
+
+
+def dedupe(key: str, seen: dict[str, int]) -> tuple[str, tuple[str, str] | None]:
+    """(key, None) the first time a key is seen in a shard; (`key~dupN`, duplicate_key reject) after."""
+    if key not in seen:
+        seen[key] = 0
+        return key, None
+    seen[key] += 1
+    return f"{key}~dup{seen[key]}", ("duplicate_key", f"key {key!r} was already read earlier in this shard")
+
+
+def ext_of(path: str) -> str:
+    base = re.split(r"[\\/]", path)[-1]
+    return base.rsplit(".", 1)[-1].lower() if "." in base else ""
+
+
+# ----- webdataset tars ----------------------------------------------------------------------------
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile ends a stream quietly on a truncated or garbled header after the first member; this
+    raises instead, so a shard cut anywhere but after its end-of-archive block is a ShardReadError."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_):
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:
+            raise
+        except tarfile.EmptyHeaderError as exc:
+            raise tarfile.ReadError("archive ends without an end-of-archive block (truncated)") from exc
+        except tarfile.HeaderError as exc:
+            raise tarfile.ReadError(f"bad member header at byte {tarfile_.offset}: {exc}") from exc
+
+
+@dataclass
+class _Group:
+    key: str
+    exts: set[str] = field(default_factory=set)
+    audio: bytes | None = None
+    ext: str = ""
+    json: dict[str, Any] = field(default_factory=dict)
+    members: dict[str, Any] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _split_name(name: str) -> tuple[str, str] | None:
+    """webdataset convention: key = path up to the first dot of the basename, ext = the rest, lower-cased."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not stem or not dot:
+        return None
+    return (f"{head}/" if head else "") + stem, ext.lower()
+
+
+def _unsafe(member: tarfile.TarInfo, ext: str) -> str | None:
+    name = member.name
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", name):
+        why = "absolute path"
+    elif ".." in re.split(r"[\\/]", name):
+        why = "'..' path component"
+    elif member.issym() or member.islnk():
+        why = "link"
+    elif not member.isreg():
+        why = "device, fifo or other special file"
+    elif ext.rsplit(".", 1)[-1] in PICKLE_EXTS:
+        why = "pickle-like extension"
+    else:
+        return None
+    return f"member {name[:200]!r}: {why}; not read"
+
+
+def _add_member(group: _Group, member: tarfile.TarInfo, ext: str, tar: tarfile.TarFile, cfg: SourceConfig):
+    group.exts.add(ext)
+    unsafe = _unsafe(member, ext)
+    if unsafe:
+        group.problems.append(("unsafe_member", unsafe))
+        return
+    last = ext.rsplit(".", 1)[-1]
+    if last in AUDIO_EXTS:
+        if member.size > cfg.max_member_bytes:
+            detail = f"member {member.name[:200]!r}: {member.size} bytes > max_member_bytes {cfg.max_member_bytes}"
+            group.problems.append(("too_large", detail))
+        elif not group.audio:
+            group.audio, group.ext = tar.extractfile(member).read(), last
+        return
+    name = "text" if ext == "txt" else ext
+    if member.size > MAX_META_BYTES or (ext != "json" and name not in cfg.metadata_columns):
+        return
+    raw = tar.extractfile(member).read()
+    if ext == "json":
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return
+        if isinstance(value, dict):
+            group.json.update(value)
+    else:
+        text = raw.decode("utf-8", "replace")
+        group.members[name] = text.strip() if name == "cls" else text
+
+
+def _finish(group: _Group, shard: Shard, seen: dict[str, int], cfg: SourceConfig) -> Sample:
+    meta = keep_meta({**group.json, **group.members}, cfg)
+    key, dup = dedupe(group.key, seen)
+    if dup:
+        return Sample(key, shard.url, None, group.ext, meta, dup)
+    if group.audio is None:
+        reject = group.problems[0] if group.problems else (
+            "missing_audio", f"no audio member; members: {sorted(group.exts)}")
+        return Sample(key, shard.url, None, "", meta, reject)
+    if not group.audio:
+        return Sample(key, shard.url, None, group.ext, meta, ("empty", f"zero-byte .{group.ext} member"))
+    return Sample(key, shard.url, group.audio, group.ext, meta)
 
 
 def _read_tar(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
-    groups: dict[str, dict] = {}
-    order: list[str] = []
+    seen: dict[str, int] = {}
+    group: _Group | None = None
     try:
-        with fsspec.open(shard.url, "rb", **cfg.storage_options) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        with fsspec.open(shard.url, "rb", **cfg.storage_options) as f, tarfile.open(
+            fileobj=f, mode="r|*", tarinfo=_StrictTarInfo
+        ) as tar:
             for member in tar:
-                name = member.name
-                base = name.rsplit("/", 1)[-1]
-                stem, _, ext = base.partition(".")
-                key, ext = name[: len(name) - len(base)] + stem, ext.lower()
-                entry = groups.get(key)
-                if entry is None:
-                    entry = groups[key] = {"audio": None, "ext": "", "meta": {}, "unsafe": None}
-                    order.append(key)
-                parts = name.split("/")
-                if name.startswith("/") or ".." in parts or not member.isfile() or ext.rsplit(".", 1)[-1] in UNSAFE_EXTS:
-                    entry["unsafe"] = f"member {name!r} ({'link/device' if not member.isfile() else 'unsafe name or pickle'}) not read"
+                if member.isdir():
                     continue
-                data = tar.extractfile(member).read()
-                last = ext.rsplit(".", 1)[-1]
-                if last in AUDIO_EXTS and entry["audio"] is None:
-                    entry["audio"], entry["ext"] = data, last
-                elif last == "json":
-                    try:
-                        value = json.loads(data)
-                        if isinstance(value, dict):
-                            entry["meta"].update(value)
-                    except ValueError:
-                        pass
-                elif last == "txt":
-                    entry["meta"]["text"] = data.decode("utf-8", "replace")
-                elif last == "cls":
-                    entry["meta"]["cls"] = data.decode("utf-8", "replace").strip()
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        raise ShardReadError(f"cannot read shard {shard.url}: {type(exc).__name__}: {exc}") from exc
-    for key in order:
-        e = groups[key]
-        meta = _keep_meta(e["meta"], cfg)
-        if e["audio"] is None:
-            reject = ("unsafe_member", e["unsafe"]) if e["unsafe"] else ("missing_audio", "no audio member")
-            yield Sample(key, shard.url, None, "", meta, reject)
-        elif len(e["audio"]) == 0:
-            yield Sample(key, shard.url, None, e["ext"], meta, ("empty", "zero-byte audio member"))
-        else:
-            yield Sample(key, shard.url, e["audio"], e["ext"], meta)
-
-
-def _list_manifest(spec: str, cfg: SourceConfig) -> list[Shard]:
-    rows = _manifest_rows(spec, cfg)
-    if not rows:
-        raise ValueError(f"manifest {spec!r} has no rows")
-    step = max(1, cfg.manifest_rows_per_shard)
-    return [Shard(shard_id_for(f"{spec}#{i}"), f"{spec}#rows={i}-{min(i + step, len(rows))}", "manifest",
-                  {"manifest": spec, "start": i, "stop": min(i + step, len(rows))}) for i in range(0, len(rows), step)]
-
-
-def _manifest_rows(spec: str, cfg: SourceConfig) -> list[dict]:
-    with fsspec.open(spec, "r", **cfg.storage_options) as f:
-        text = f.read()
-    if spec.endswith(".jsonl"):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def _read_manifest(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
-    spec = shard.options["manifest"]
-    try:
-        rows = _manifest_rows(spec, cfg)[shard.options["start"] : shard.options["stop"]]
-    except OSError as exc:
-        raise ShardReadError(f"cannot read manifest {spec}: {exc}") from exc
-    base = os.path.dirname(spec.removeprefix("file://"))
-    seen: set[str] = set()
-    for row in rows:
-        path = str(row.get(cfg.path_column, ""))
-        key = str(row.get(cfg.key_column) if cfg.key_column else os.path.splitext(path.rsplit("/", 1)[-1])[0])
-        if key in seen:
-            yield Sample(f"{key}~dup", shard.url, None, "", {}, ("duplicate_key", f"{key!r} repeats in the manifest"))
-            continue
-        seen.add(key)
-        meta = _keep_meta(row, cfg)
-        try:
-            _check_protocol(path)
-        except ValueError as exc:
-            yield Sample(key, shard.url, None, "", meta, ("unsafe_member", str(exc)))
-            continue
-        url = path if "://" in path or os.path.isabs(path) else os.path.join(base, path)
-        try:
-            with fsspec.open(url, "rb", **cfg.storage_options) as f:
-                data = f.read()
-        except OSError as exc:
-            yield Sample(key, shard.url, None, "", meta, ("undecodable", f"cannot open {path}: {exc}"))
-            continue
-        ext = path.rsplit(".", 1)[-1].lower() if "." in path else ""
-        yield Sample(key, shard.url, data, ext, meta, None if data else ("empty", "zero-byte file"))
-
-
-def _list_hf(name: str, cfg: SourceConfig) -> list[Shard]:
-    path = os.path.expanduser(name)
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_info.json")):
-        files = sorted(glob.glob(os.path.join(path, "*.arrow")))
-        return [Shard(shard_id_for(f), f, "hf", {"format": "arrow"}) for f in files]
-    if os.path.isdir(path) or path.endswith(".parquet") or any(c in path for c in "*?["):
-        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True)) if os.path.isdir(path) else sorted(glob.glob(path))
-        if files:
-            return [Shard(shard_id_for(f), f, "hf", {"format": "parquet"}) for f in files]
-        if os.path.isdir(path):  # audiofolder: one shard per directory of files
-            return [Shard(shard_id_for(path), path, "hf", {"format": "audiofolder"})]
-    raise ValueError(f"hf:{name}: not a local dataset (save_to_disk dir, Parquet files or audiofolder); "
-                     "hub datasets need network access, which this machine does not have")
-
-
-def _read_hf(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
-    import datasets
-
-    fmt = shard.options["format"]
-    try:
-        if fmt == "arrow":
-            ds = datasets.Dataset.from_file(shard.url)
-        elif fmt == "parquet":
-            ds = datasets.Dataset.from_parquet(shard.url)
-        else:
-            ds = datasets.load_dataset("audiofolder", data_dir=shard.url, split="train")
-        ds = ds.cast_column(cfg.audio_column, datasets.Audio(decode=False))
-    except Exception as exc:  # datasets raises many types for unreadable files
-        raise ShardReadError(f"cannot read dataset shard {shard.url}: {exc}") from exc
-    seen: set[str] = set()
-    for i, row in enumerate(ds):
-        audio = row.get(cfg.audio_column) or {}
-        path = audio.get("path") or ""
-        key = str(row[cfg.key_column]) if cfg.key_column else (os.path.splitext(os.path.basename(path))[0] or f"{shard.shard_id}/{i}")
-        if key in seen:
-            key = f"{key}~{i}"
-        seen.add(key)
-        data = audio.get("bytes")
-        if data is None and path and os.path.exists(path):
-            with open(path, "rb") as f:
-                data = f.read()
-        meta = _keep_meta({k: v for k, v in row.items() if k != cfg.audio_column}, cfg)
-        ext = path.rsplit(".", 1)[-1].lower() if "." in path else ""
-        if not data:
-            yield Sample(key, shard.url, None, ext, meta, ("empty" if data == b"" else "missing_audio", "no audio bytes"))
-        else:
-            yield Sample(key, shard.url, data, ext, meta)
+                split = _split_name(member.name)
+                if split is None and not _unsafe(member, ""):
+                    continue  # not a sample member (no key.ext name), as in webdataset
+                key, ext = split or (member.name, "")
+                if group is not None and (key != group.key or ext in group.exts):
+                    yield _finish(group, shard, seen, cfg)
+                    group = None
+                group = group or _Group(key)
+                _add_member(group, member, ext, tar, cfg)
+    except _TAR_ERRORS as exc:
+        raise ShardReadError(f"shard {shard.shard_id} ({shard.url}): {type(exc).__name__}: {exc}") from exc
+    if group is not None:
+        yield _finish(group, shard, seen, cfg)

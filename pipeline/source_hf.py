@@ -1,0 +1,235 @@
+"""Hugging Face datasets as shards, read without ever decoding audio.
+
+    hf:<dir written by save_to_disk>    each .arrow file is a shard (DatasetDict: every split, or cfg.hf_split)
+    hf:<dir, file or glob of .parquet>  each Parquet file is a shard
+    hf:<audiofolder dir>                audio files (+ metadata.csv / metadata.jsonl with `file_name`),
+                                        cfg.manifest_rows_per_shard files per shard
+    hf:<hub name>                       load_dataset(name, cfg.hf_config, streaming=True): each data-file
+                                        shard of each split (needs network)
+
+The audio column is cast to `Audio(decode=False)`: a sample's bytes are the stored file bytes, or the
+file at `path` when bytes are None. Audiofolders are listed here rather than by datasets' builder,
+which needs torchcodec to produce rows and copies everything into its cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+
+from .config import SourceConfig
+from .records import Sample, Shard
+from .sources import (
+    AUDIO_EXTS,
+    ShardReadError,
+    dedupe,
+    expand_urls,
+    ext_of,
+    fetch,
+    is_remote,
+    keep_meta,
+    normalize,
+    shard_id_for,
+)
+
+
+def list_hf(name: str, cfg: SourceConfig) -> list[Shard]:
+    """Shards of the dataset named by `name` (the spec without its `hf:` prefix)."""
+    local = None if is_remote(name) else normalize(name)
+    if local and os.path.isdir(local):
+        if os.path.exists(os.path.join(local, "dataset_dict.json")):
+            return _list_saved_dict(local, cfg)
+        if os.path.exists(os.path.join(local, "state.json")):
+            return _file_shards(_saved_arrow_files(local), "arrow", cfg)
+        parquet = sorted(glob.glob(os.path.join(local, "**", "*.parquet"), recursive=True))
+        return _file_shards(parquet, "parquet", cfg) if parquet else _list_audiofolder(local, cfg)
+    if is_remote(name) or name.lower().endswith((".parquet", ".arrow")) or any(c in name for c in "*?[{"):
+        urls = expand_urls(name, cfg)
+        return _file_shards(urls, "arrow" if all(u.endswith(".arrow") for u in urls) else "parquet", cfg)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise ValueError(f"hf:{name}: no such local dataset directory or file")
+    return _list_hub(name, cfg)
+
+
+def read_hf(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
+    """Samples of one dataset shard in row order; raises ShardReadError when the shard breaks off."""
+    if shard.options["format"] == "audiofolder":
+        yield from _read_audiofolder(shard, cfg)
+        return
+    rows = _open_rows(shard, cfg)
+    seen: dict[str, int] = {}
+    for index in itertools.count():
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # datasets / pyarrow / fsspec raise many types for unreadable data
+            raise ShardReadError(f"shard {shard.shard_id} ({shard.url}) row {index}: {type(exc).__name__}: {exc}") from exc
+        yield _row_sample(row, index, shard, seen, cfg)
+
+
+# ----- listing ------------------------------------------------------------------------------------
+def _file_shards(urls: list[str], fmt: str, cfg: SourceConfig) -> list[Shard]:
+    if urls:
+        columns = _columns(urls[0], fmt, cfg)
+        if cfg.audio_column not in columns:
+            raise ValueError(f"{urls[0]} has no audio column {cfg.audio_column!r} (source.audio_column); "
+                             f"columns: {columns}")
+    return [Shard(shard_id_for(url), url, "hf", {"format": fmt}) for url in sorted(urls)]
+
+
+def _columns(url: str, fmt: str, cfg: SourceConfig) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with fsspec.open(url, "rb", **cfg.storage_options) as f:
+        schema = pa.ipc.open_stream(f).schema if fmt == "arrow" else pq.read_schema(f)
+    return list(schema.names)
+
+
+def _saved_arrow_files(directory: str) -> list[str]:
+    with open(os.path.join(directory, "state.json")) as f:
+        state = json.load(f)
+    return [os.path.join(directory, item["filename"]) for item in state.get("_data_files", [])]
+
+
+def _list_saved_dict(directory: str, cfg: SourceConfig) -> list[Shard]:
+    with open(os.path.join(directory, "dataset_dict.json")) as f:
+        splits = sorted(json.load(f)["splits"])
+    if cfg.hf_split is not None and cfg.hf_split not in splits:
+        raise ValueError(f"hf:{directory}: no split {cfg.hf_split!r} (source.hf_split); splits: {splits}")
+    chosen = [cfg.hf_split] if cfg.hf_split else splits
+    files = [f for split in chosen for f in _saved_arrow_files(os.path.join(directory, split))]
+    return _file_shards(files, "arrow", cfg)
+
+
+def _list_audiofolder(root: str, cfg: SourceConfig) -> list[Shard]:
+    files = sorted(
+        os.path.relpath(os.path.join(d, name), root).replace(os.sep, "/")
+        for d, _, names in os.walk(root)
+        for name in names
+        if ext_of(name) in AUDIO_EXTS and not name.startswith(".")
+    )
+    if not files:
+        raise ValueError(f"hf:{root}: holds no save_to_disk dataset, Parquet files or audio files")
+    meta = _audiofolder_meta(root, cfg)
+    step = max(1, cfg.manifest_rows_per_shard)
+    shards = []
+    for start in range(0, len(files), step):
+        chunk = files[start : start + step]
+        url = f"{root}#files={start}-{start + len(chunk)}"
+        options = {"format": "audiofolder", "root": root, "files": chunk, "meta": [meta.get(f, {}) for f in chunk]}
+        shards.append(Shard(shard_id_for(url), url, "hf", options))
+    return shards
+
+
+def _audiofolder_meta(root: str, cfg: SourceConfig) -> dict[str, dict[str, Any]]:
+    """Passthrough metadata by file path relative to `root`, from every metadata.csv / metadata.jsonl."""
+    meta: dict[str, dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(root, "**", "metadata.*"), recursive=True)):
+        if path.endswith(".csv"):
+            with open(path, newline="", encoding="utf-8", errors="replace") as f:
+                rows: list[Any] = list(csv.DictReader(f))
+        elif path.endswith(".jsonl"):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                rows = [_json_or_none(line) for line in f if line.strip()]
+        else:
+            continue
+        here = os.path.dirname(os.path.relpath(path, root))
+        for row in rows:
+            if isinstance(row, dict) and row.get("file_name"):
+                rel = os.path.normpath(os.path.join(here, str(row["file_name"]))).replace(os.sep, "/")
+                meta[rel] = keep_meta(row, cfg)
+    return meta
+
+
+def _json_or_none(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _list_hub(name: str, cfg: SourceConfig) -> list[Shard]:
+    import datasets
+
+    try:
+        splits = datasets.load_dataset(name, cfg.hf_config, streaming=True, storage_options=cfg.storage_options)
+    except Exception as exc:  # offline, unknown name, gated repo: all end the listing
+        raise ValueError(
+            f"hf:{name}: not a local path, and loading it from the Hugging Face Hub failed "
+            f"({type(exc).__name__}: {exc}). Offline? Give a local save_to_disk directory, Parquet files or an "
+            "audiofolder (hf:/path/...) instead."
+        ) from exc
+    if cfg.hf_split is not None and cfg.hf_split not in splits:
+        raise ValueError(f"hf:{name}: no split {cfg.hf_split!r} (source.hf_split); splits: {sorted(splits)}")
+    shards = []
+    for split in [cfg.hf_split] if cfg.hf_split else sorted(splits):
+        count = splits[split].num_shards
+        for index in range(count):
+            url = f"hf:{name}{'/' + cfg.hf_config if cfg.hf_config else ''}/{split}#shard={index}-of-{count}"
+            options = {"format": "hub", "name": name, "config": cfg.hf_config, "split": split,
+                       "index": index, "num_shards": count}
+            shards.append(Shard(shard_id_for(url), url, "hf", options))
+    return shards
+
+
+# ----- reading ------------------------------------------------------------------------------------
+def _open_rows(shard: Shard, cfg: SourceConfig) -> Iterator[dict[str, Any]]:
+    import datasets
+
+    fmt, opts = shard.options["format"], shard.options
+    try:
+        if fmt == "arrow":
+            ds = datasets.Dataset.from_file(shard.url)
+        elif fmt == "parquet":
+            ds = datasets.load_dataset("parquet", data_files=[shard.url], split="train", streaming=True,
+                                       storage_options=cfg.storage_options)
+        else:
+            ds = datasets.load_dataset(opts["name"], opts["config"], split=opts["split"], streaming=True,
+                                       storage_options=cfg.storage_options)
+            ds = ds.shard(num_shards=opts["num_shards"], index=opts["index"])
+        return iter(ds.cast_column(cfg.audio_column, datasets.Audio(decode=False)))
+    except Exception as exc:  # datasets raises many types for unreadable files
+        raise ShardReadError(f"shard {shard.shard_id} ({shard.url}): {type(exc).__name__}: {exc}") from exc
+
+
+def _row_sample(row: dict[str, Any], index: int, shard: Shard, seen: dict[str, int], cfg: SourceConfig) -> Sample:
+    audio = row.get(cfg.audio_column)
+    data, path = (audio.get("bytes"), audio.get("path") or "") if isinstance(audio, dict) else (None, "")
+    if cfg.key_column and row.get(cfg.key_column) not in (None, ""):
+        key = str(row[cfg.key_column])
+    elif path:
+        key = os.path.splitext(path.replace("\\", "/").rsplit("/", 1)[-1])[0]
+    else:
+        key = f"{shard.shard_id}/{index}"
+    key, reject = dedupe(key, seen)
+    meta = keep_meta({k: v for k, v in row.items() if k != cfg.audio_column}, cfg)
+    if reject is None and data is None:
+        if path:
+            data, reject = fetch(path, cfg)
+        else:
+            reject = ("missing_audio", f"row {index} has neither audio bytes nor a path")
+    elif reject is None and not data:
+        reject = ("empty", f"row {index} has zero audio bytes")
+    elif reject is None and len(data) > cfg.max_member_bytes:
+        reject = ("too_large", f"row {index}: {len(data)} bytes > max_member_bytes {cfg.max_member_bytes}")
+    return Sample(key, shard.url, None if reject else bytes(data), ext_of(path), meta, reject)
+
+
+def _read_audiofolder(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
+    root = shard.options["root"]
+    seen: dict[str, int] = {}
+    for rel, meta in zip(shard.options["files"], shard.options["meta"]):
+        key, reject = dedupe(os.path.splitext(rel)[0], seen)
+        data = None
+        if reject is None:
+            data, reject = fetch(os.path.join(root, rel), cfg)
+        yield Sample(key, shard.url, data, ext_of(rel), dict(meta), reject)
