@@ -111,18 +111,19 @@ class EncodecModel(nn.Module):
     # ----- encode -----------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, audio: torch.Tensor, lengths=None, bandwidth: float | None = None,
-               sample_rate: int | None = None) -> list[EncodedItem]:
+               sample_rate: int | None = None, max_batch: int | None = None) -> list[EncodedItem]:
         """audio [B, C, T] float, lengths [B] (valid samples per item, default T) -> one EncodedItem each.
 
         bandwidth: kbps, one of `config.target_bandwidths`; None means the highest (so lower
         bandwidths are a prefix slice of the codes).
+        max_batch: most items (48 kHz: chunks) per forward pass, to bound device memory.
         """
         lengths = self._check_audio(audio, lengths, sample_rate)
         n_q = self._num_quantizers(bandwidth)
         audio = audio.to(device=self.device, dtype=self.dtype)
         if self.config.chunk_length is None:
-            return self._encode_whole(audio, lengths, n_q)
-        return self._encode_chunked(audio, lengths, n_q)
+            return self._encode_whole(audio, lengths, n_q, max_batch)
+        return self._encode_chunked(audio, lengths, n_q, max_batch)
 
     def _normalise(self, x: torch.Tensor, lengths: list[int]):
         """Divide each item by the RMS of its mono mix over its valid samples; returns (x, scales [B])."""
@@ -142,15 +143,17 @@ class EncodecModel(nn.Module):
         latents, _ = self.encoder(x, lengths)
         return self.quantizer.encode(latents.float(), n_q)
 
-    def _sub_batches(self, items: list, length: int):
+    def _sub_batches(self, items: list, length: int, max_batch: int | None = None):
         per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * self.config.num_filters * 2))
+        if max_batch:
+            per_call = min(per_call, max_batch)
         for i in range(0, len(items), per_call):
             yield items[i : i + per_call]
 
-    def _encode_whole(self, audio, lengths, n_q):
+    def _encode_whole(self, audio, lengths, n_q, max_batch=None):
         hop = self.config.hop_length
         out: list[EncodedItem] = []
-        for idx in self._sub_batches(list(range(audio.shape[0])), audio.shape[-1]):
+        for idx in self._sub_batches(list(range(audio.shape[0])), audio.shape[-1], max_batch):
             sub_lengths = [lengths[i] for i in idx]
             total = max(sub_lengths)
             x = audio[idx, :, :total]
@@ -164,7 +167,7 @@ class EncodecModel(nn.Module):
                 out.append(EncodedItem(codes[j, :, : math.ceil(n / hop)].cpu(), item_scales, n))
         return out
 
-    def _encode_chunked(self, audio, lengths, n_q):
+    def _encode_chunked(self, audio, lengths, n_q, max_batch=None):
         by_length: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # length -> (item, chunk, start)
         spans = [self.chunk_spans(n) for n in lengths]
         for b, item_spans in enumerate(spans):
@@ -173,7 +176,7 @@ class EncodecModel(nn.Module):
         codes = [[None] * len(s) for s in spans]
         scales = [[0.0] * len(s) for s in spans]
         for n, chunks in sorted(by_length.items()):
-            for group in self._sub_batches(chunks, n):
+            for group in self._sub_batches(chunks, n, max_batch):
                 x = torch.stack([audio[b, :, start : start + n] for b, _, start in group])
                 x, chunk_scales = self._normalise(x, [n] * len(group))
                 group_codes = self._encode_frames(x, None, n_q).cpu()

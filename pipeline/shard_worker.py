@@ -112,6 +112,8 @@ class ShardTokenizer:
             boundaries = buckets.estimate_boundaries(lengths, cfg.num_buckets)
         # chunked models batch chunks, not items: budget by chunk so long items are not split badly
         budget = cfg.batch_budget_samples if chunk is None else max(cfg.batch_budget_samples, max(lengths))
+        # chunked models: each forward pass takes at most this many chunks, whatever the items
+        max_chunks = None if chunk is None else max(1, min(cfg.max_batch_items, cfg.batch_budget_samples // chunk))
         batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items,
                                        multiple=self.model.config.hop_length)
         padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
@@ -122,7 +124,8 @@ class ShardTokenizer:
             x = np.zeros((len(batch), channels, longest), dtype=np.float32)
             for j, i in enumerate(batch):
                 x[j, :, : lengths[i]] = segments[i].audio
-            items = self.model.encode(torch.from_numpy(x), [lengths[i] for i in batch], bandwidth=max(self.cfg.bandwidths))
+            items = self.model.encode(torch.from_numpy(x), [lengths[i] for i in batch],
+                                      bandwidth=max(self.cfg.bandwidths), max_batch=max_chunks)
             for i, item in zip(batch, items):
                 seg = segments[i]
                 rows[i] = schema.TokenRow(

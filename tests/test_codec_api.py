@@ -161,3 +161,15 @@ def test_original_encodec_package_as_second_reference(m24):
         (codes, scale), = ref.encode(x)
     assert scale is None
     assert torch.equal(m24.encode(x)[0].codes, codes[0])
+
+
+def test_max_batch_bounds_each_forward_pass_without_changing_codes():
+    model = random_model("random:48khz")
+    seen = []
+    hook = model.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    x = torch.randn(3, 2, 100000) * 0.1
+    split = model.encode(x, max_batch=2)
+    hook.remove()
+    assert max(seen) <= 2 and sum(seen) == 9  # 3 items x 3 chunks
+    whole = model.encode(x)
+    assert all(torch.equal(a.codes, b.codes) and a.scales == b.scales for a, b in zip(split, whole))
