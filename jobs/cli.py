@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"tokenize": "jobs.tokenize"}
+COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,216 @@
+"""The verify report: per-item metrics and aggregates as JSON and Parquet, and an HTML page.
+
+    <report>/index.html          summary, aggregates, histograms, items worst first, spectrograms + players
+    <report>/items.parquet|json  one row per (item, bandwidth), worst item first (`rank`)
+    <report>/aggregates.parquet  n, mean, p5, median, p95 of each metric, by bandwidth and by source x bandwidth
+    <report>/summary.json        the verify summary (settings, thresholds, failures, passed) + aggregates
+    <report>/media/              <rank>-<key>-orig.png|wav and -<kbps>kbps.png|wav for the worst items
+
+The directory is self-contained (relative links only); open index.html from disk or any static server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import report_media
+
+METRICS = ("si_snr_db", "mel_distance_db", "lsd_db", "code_agreement")
+ITEMS_SCHEMA = pa.schema([
+    ("rank", pa.int32()), ("key", pa.string()), ("source", pa.string()), ("status", pa.string()),
+    ("detail", pa.string()), ("bandwidth_kbps", pa.float64()), ("n_q", pa.int32()), ("num_samples", pa.int64()),
+    ("start_s", pa.float64()), ("duration_s", pa.float64()), ("si_snr_db", pa.float64()),
+    ("mel_distance_db", pa.float64()), ("lsd_db", pa.float64()), ("code_agreement", pa.float64()),
+    ("code_agreement_all", pa.float64()),
+])
+_STATS = ("mean", "p5", "median", "p95")
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+def flatten(results: list[dict]) -> list[dict]:
+    """Checker results (worst first) -> rows of ITEMS_SCHEMA; a row that was not verified gives one
+    row with null bandwidth and metrics. Non-finite numbers become null."""
+    rows = []
+    for rank, r in enumerate(results):
+        base = {"rank": rank, "key": r["key"], "source": r["source"], "status": r["status"], "detail": r["detail"],
+                "num_samples": r["num_samples"], "start_s": r["start_s"], "duration_s": r["duration_s"],
+                "code_agreement_all": _num(r["code_agreement_all"])}
+        per_bw = r["bandwidths"] or {None: {}}
+        for bw, m in per_bw.items():
+            rows.append({**base, "bandwidth_kbps": bw, "n_q": m.get("n_q"), **{k: _num(m.get(k)) for k in METRICS}})
+    return rows
+
+
+def _stats(values: list[float | None]) -> dict[str, float | None]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if not v.size:
+        return dict.fromkeys(_STATS)
+    return {"mean": float(v.mean()), "p5": float(np.percentile(v, 5)), "median": float(np.median(v)),
+            "p95": float(np.percentile(v, 95))}
+
+
+def aggregates(rows: list[dict]) -> list[dict]:
+    """Per bandwidth (source None) and per (source, bandwidth): n and _STATS of each metric."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["bandwidth_kbps"] is None:
+            continue
+        groups.setdefault(("bandwidth", None, row["bandwidth_kbps"]), []).append(row)
+        groups.setdefault(("source", row["source"], row["bandwidth_kbps"]), []).append(row)
+    out = []
+    for (by, source, bw), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or "", g[0][2])):
+        entry = {"group": by, "source": source, "bandwidth_kbps": bw, "n": len(members)}
+        for metric in METRICS:
+            for stat, value in _stats([m[metric] for m in members]).items():
+                entry[f"{metric}_{stat}"] = value
+        out.append(entry)
+    return out
+
+
+def _media_name(rank: int, key: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", key)[:40].strip("_") or "item"
+    return f"{rank:03d}-{safe}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+
+
+def write_media(directory: str, rank: int, result: dict, sample_rate: int) -> dict[str, str]:
+    """PNG spectrograms and WAVs of the original and each decoded bandwidth; {label: relative stem}."""
+    os.makedirs(os.path.join(directory, "media"), exist_ok=True)
+    stem = f"media/{_media_name(rank, result['key'])}"
+    original = result["media"]["original"]
+    ref_levels = report_media.mel_db(original, sample_rate)
+    top = float(ref_levels.max())
+    out = {}
+    signals = [("original", "orig", original, ref_levels)]
+    for bw, audio in result["media"]["decoded"].items():
+        signals.append((f"decoded {bw:g} kbps", f"{bw:g}kbps", audio, report_media.mel_db(audio, sample_rate)))
+    for label, suffix, audio, levels in signals:
+        path = f"{stem}-{suffix}"
+        with open(os.path.join(directory, path + ".png"), "wb") as f:
+            f.write(report_media.png_bytes(report_media.spectrogram_rgb(levels, top)))
+        with open(os.path.join(directory, path + ".wav"), "wb") as f:
+            f.write(report_media.wav_bytes(audio, sample_rate))
+        out[label] = path
+    return out
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_report(directory: str, results: list[dict], summary: dict, sample_rate: int) -> dict:
+    """Write every report file for `results` (sorted worst first; those with "media" get pictures and
+    players); returns the summary with "aggregates" added (also in summary.json)."""
+    os.makedirs(directory, exist_ok=True)
+    rows = flatten(results)
+    aggs = aggregates(rows)
+    summary = {**summary, "aggregates": aggs}
+    pq.write_table(pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), os.path.join(directory, "items.parquet"))
+    agg_table = pa.Table.from_pylist(aggs) if aggs else pa.table({"group": pa.array([], pa.string())})
+    pq.write_table(agg_table, os.path.join(directory, "aggregates.parquet"))
+    with open(os.path.join(directory, "items.json"), "w") as f:
+        json.dump(_json_ready(rows), f, indent=1)
+    with open(os.path.join(directory, "summary.json"), "w") as f:
+        json.dump(_json_ready(summary), f, indent=2, default=str)
+    media = {r["key"]: write_media(directory, rank, r, sample_rate) for rank, r in enumerate(results) if "media" in r}
+    with open(os.path.join(directory, "index.html"), "w", encoding="utf-8") as f:
+        f.write(render_html(results, rows, aggs, summary, media))
+    return summary
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _table(header: list[str], body: list[list[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = ["<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else _fmt(c)}</td>" for c in row) + "</tr>"
+             for row in body]
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'
+
+
+class _Raw(str):
+    """Already-escaped HTML for a table cell."""
+
+
+_CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}td:nth-child(2){text-align:left}
+th{max-width:16em}
+.pass{color:#fff;background:#2a7d2a;padding:4px 10px}.fail{color:#fff;background:#b22;padding:4px 10px}
+.warn{background:#fff3cd;border:1px solid #e0c36a;padding:6px}.card{border:1px solid #ccc;margin:16px 0;padding:8px}
+.media{display:flex;flex-wrap:wrap;gap:12px}.media figure{margin:0}.media img{display:block;border:1px solid #999}
+.hist{margin-right:12px}.bad td{background:#fde8e8}"""
+
+
+def render_html(results: list[dict], rows: list[dict], aggs: list[dict], summary: dict,
+                media: dict[str, dict[str, str]]) -> str:
+    """The report page as one string (media referenced by relative paths)."""
+    s, e = summary, html.escape
+    verdict = '<span class="pass">PASSED</span>' if s.get("passed") else '<span class="fail">FAILED</span>'
+    title = f"audiotok verify: {e(str(s.get('tokens')))}"
+    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style></head>"
+    out = [head, f"<body><h1>audiotok verify {verdict}</h1>"]
+    if s.get("random_weights"):
+        out.append('<p class="warn">The model has RANDOM weights: decoded audio is noise-like and SI-SNR is '
+                   "meaningless; only code agreement is a real check.</p>")
+    info = [[k, v if isinstance(v := s.get(k), str) else _Raw(e(json.dumps(_json_ready(v), default=str)))] for k in
+            ("tokens", "rows_total", "rows_sampled", "sample", "seed", "model_source", "model_sha256",
+             "model_matches_provenance", "device", "threads", "bandwidths", "thresholds", "path")]
+    out.append("<h2>Summary</h2>" + _table(["setting", "value"], info))
+    if s.get("failures"):
+        out.append("<h2>Failures</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in s["failures"]) + "</ul>")
+    header = ["kbps", "source", "n"] + [f"{m}: mean · p5 · median · p95" for m in METRICS]
+    for group, title in (("bandwidth", "By bandwidth"), ("source", "By source")):
+        body = [[a["bandwidth_kbps"], (a["source"] or "all").rsplit("/", 1)[-1], a["n"]]
+                + [_Raw(" · ".join(_fmt(a[f"{m}_{st}"], 3) for st in _STATS)) for m in METRICS]
+                for a in aggs if a["group"] == group]
+        out.append(f"<h2>{title}</h2>" + _table(header, body))
+    top = max((r["bandwidth_kbps"] for r in rows if r["bandwidth_kbps"] is not None), default=None)
+    th = s.get("thresholds") or {}
+    limits = {"si_snr_db": th.get("min_si_snr_db"), "mel_distance_db": th.get("max_mel_distance"),
+              "code_agreement": th.get("min_code_agreement")}
+    out.append(f"<h2>Histograms at {_fmt(top)} kbps</h2><div>")
+    for m in METRICS:
+        values = [r[m] for r in rows if r["bandwidth_kbps"] == top]
+        out.append(report_media.histogram_svg(values, m, limits.get(m)))
+    out.append("</div><h2>Items, worst first</h2>")
+    body = []
+    for r in rows:
+        key = _Raw(f'<a href="#item-{r["rank"]}">{e(r["key"])}</a>' if r["key"] in media else e(r["key"]))
+        body.append([r["rank"], key, r["source"].rsplit("/", 1)[-1], r["status"], r["bandwidth_kbps"], r["n_q"],
+                     r["duration_s"], r["si_snr_db"], r["mel_distance_db"], r["lsd_db"], r["code_agreement"],
+                     _Raw(e(r["detail"])) if r["detail"] else ""])
+    out.append(_table(["rank", "key", "source", "status", "kbps", "n_q", "seconds", "SI-SNR dB", "mel dB",
+                       "LSD dB", "code agreement", "detail"], body, "items"))
+    for rank, r in enumerate(results):
+        if r["key"] not in media:
+            continue
+        out.append(f'<div class="card" id="item-{rank}"><h3>#{rank} {e(r["key"])}</h3>'
+                   f'<p>{e(r["source"])} · {r["duration_s"]:.2f} s from {r["start_s"]:.2f} s · code agreement '
+                   f'{_fmt(r["code_agreement_all"])}</p><div class="media">')
+        for label, stem in media[r["key"]].items():
+            out.append(f'<figure><figcaption>{e(label)}</figcaption><img src="{stem}.png" alt="{e(label)} spectrogram">'
+                       f'<audio controls preload="auto" src="{stem}.wav"></audio></figure>')
+        out.append("</div></div>")
+    out.append("</body></html>")
+    return "\n".join(out)

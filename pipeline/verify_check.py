@@ -1,0 +1,146 @@
+"""Measure token rows against their originals: re-read, decode per bandwidth, re-encode, compare.
+
+`Checker` holds one model and runs inline (pipeline.verify) or inside a Ray actor
+(pipeline.verify_ray); `CheckSettings` is the plain data both need.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import audio as audio_prep
+from . import metrics, sources
+from .config import AudioConfig, SourceConfig
+from .records import Segment, Shard
+
+STATUSES = ("ok", "missing_original", "length_mismatch", "bad_row")
+
+
+@dataclass
+class CheckSettings:
+    """Everything a checker (inline or in a Ray actor) needs; plain picklable data."""
+
+    model: str
+    device: str
+    precision: str
+    threads: int | None
+    sample_rate: int
+    channels: int
+    source: SourceConfig
+    audio: AudioConfig
+    input_spec: str | None
+    bandwidths: list[float]
+    n_q: dict[float, int]
+    encode_bandwidth: float
+
+
+def base_keys(key: str) -> set[str]:
+    """Source keys a row key may come from: the key itself and, for `k#n`, k."""
+    match = re.fullmatch(r"(.*)#\d+", key)
+    return {key, match.group(1)} if match else {key}
+
+
+class Checker:
+    """Holds one model; `check(rows)` re-reads the originals and measures each row."""
+
+    def __init__(self, settings: CheckSettings):
+        from codec import load_model
+
+        self.settings = settings
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[settings.precision]
+        self.model = load_model(settings.model, device=settings.device, dtype=dtype)
+        self._shards: dict[str, Shard] | None = None
+
+    def shard_for(self, url: str) -> Shard:
+        if self._shards is None:
+            self._shards = {}
+            if self.settings.input_spec:
+                try:
+                    self._shards = {s.url: s for s in sources.list_shards(self.settings.input_spec, self.settings.source)}
+                except (ValueError, OSError):
+                    pass  # input moved or gone: fall back to the row's own source URL
+        return self._shards.get(url) or Shard(sources.shard_id_for(url), url, "webdataset")
+
+    def originals(self, rows: list[dict]) -> dict[str, Segment | tuple[str, str]]:
+        """{row key: Segment re-read like the job did, or (status, detail)} for rows of any sources."""
+        s = self.settings
+        found: dict[str, Segment | tuple[str, str]] = {}
+        by_source: dict[str, set[str]] = {}
+        for row in rows:
+            by_source.setdefault(row["source"], set()).add(row["key"])
+        for url, wanted in sorted(by_source.items()):
+            bases = set().union(*(base_keys(k) for k in wanted))
+            try:
+                for sample in sources.read_shard(self.shard_for(url), s.source):
+                    if sample.key not in bases:
+                        continue
+                    segments, rejections = audio_prep.prepare(sample, s.audio, s.sample_rate, s.channels)
+                    for seg in segments:
+                        if seg.key in wanted:
+                            found[seg.key] = seg
+                    for rej in rejections:
+                        if rej.key in wanted:
+                            found[rej.key] = ("missing_original", f"now rejected: {rej.reason} ({rej.detail})")
+                    if wanted <= set(found):
+                        break
+            except (sources.ShardReadError, ValueError, OSError) as exc:
+                for key in wanted - set(found):
+                    found[key] = ("missing_original", f"cannot read {url}: {type(exc).__name__}: {exc}"[:300])
+            for key in wanted - set(found):
+                found[key] = ("missing_original", f"key not found in {url}")
+        return found
+
+    def check(self, rows: list[dict], keep_audio: bool = False) -> list[dict]:
+        """One result per row (see `check_one`); torch runs with settings.threads threads meanwhile."""
+        before = torch.get_num_threads()
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        try:
+            originals = self.originals(rows)
+            return [self.check_one(row, originals[row["key"]], keep_audio) for row in rows]
+        finally:
+            torch.set_num_threads(before)
+
+    def check_one(self, row: dict, original: Segment | tuple[str, str], keep_audio: bool) -> dict:
+        """{key, source, status, detail, num_samples, duration_s, code_agreement_all, bandwidths:
+        {kbps: {n_q, si_snr_db, mel_distance_db, lsd_db, code_agreement}}, media (when keep_audio):
+        {"original": float32 [C, T], "decoded": {kbps: float32 [C, T]}}}."""
+        from codec import EncodedItem
+
+        s = self.settings
+        result = {"key": row["key"], "source": row["source"], "status": "ok", "detail": "",
+                  "num_samples": int(row["num_samples"]), "duration_s": float(row["duration_s"]),
+                  "start_s": float(row["start_s"]), "code_agreement_all": math.nan, "bandwidths": {}}
+        if isinstance(original, tuple):
+            result["status"], result["detail"] = original
+            return result
+        if original.num_samples != row["num_samples"]:
+            result["status"] = "length_mismatch"
+            result["detail"] = f"original now has {original.num_samples} samples, the row {row['num_samples']}"
+            return result
+        stored = torch.from_numpy(row["codes"].astype(np.int64))
+        try:
+            now = self.model.encode(torch.from_numpy(original.audio)[None], bandwidth=s.encode_bandwidth)[0].codes
+            if now.shape != stored.shape:
+                raise ValueError(f"stored codes {tuple(stored.shape)} but the original encodes to {tuple(now.shape)}")
+            same = (now == stored).double()
+            result["code_agreement_all"] = float(same.mean())
+            media = {"original": original.audio, "decoded": {}}
+            for b in s.bandwidths:
+                n_q = s.n_q[b]
+                item = EncodedItem(stored[:n_q], row["scales"], int(row["num_samples"]))
+                decoded = self.model.decode([item])[0].numpy()
+                result["bandwidths"][b] = {"n_q": n_q, **metrics.all_metrics(original.audio, decoded, s.sample_rate),
+                                           "code_agreement": float(same[:n_q].mean())}
+                media["decoded"][b] = decoded
+        except (ValueError, IndexError, RuntimeError) as exc:
+            result["status"], result["detail"] = "bad_row", f"{type(exc).__name__}: {exc}"[:300]
+            return result
+        if keep_audio:
+            result["media"] = media
+        return result
