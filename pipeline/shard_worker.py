@@ -1,23 +1,27 @@
 """Tokenize one shard end to end, without Ray: read -> prepare -> bucket -> encode -> commit.
 
-`ShardTokenizer` holds one model. Decoding and resampling run in a thread pool (libsndfile and
-soxr release the GIL) and the next shard can be prefetched while the current one is encoded.
+`ShardTokenizer` holds one model. Decoding and resampling run in `decode_threads` crash-isolated
+worker processes (`decode_pool.DecodePool`), fed by one reader thread, so the next shard is read
+and decoded while the current one is encoded. A commit that fails removes the shard's part files
+it already moved into place, so readers never see a shard without its manifest record.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import fsspec
 import numpy as np
 import torch
 
 from codec import EncodecModel
 
-from . import audio as audio_prep
 from . import buckets, schema, sources, writer
 from .config import JobConfig
+from .decode_pool import DecodePool
 from .records import Rejection, Segment, Shard
 
 
@@ -29,6 +33,7 @@ class Prepared:
     rejections: list[Rejection] = field(default_factory=list)
     input_keys: int = 0
     read_seconds: float = 0.0
+    stats: dict = field(default_factory=dict)  # decoder_restarts, decoder_peak_rss_mb
 
 
 class BadInputError(RuntimeError):
@@ -42,9 +47,11 @@ class ShardTokenizer:
         self.out_dir = out_dir
         self.provenance = provenance
         self.n_q = model.config.num_quantizers_for(max(cfg.bandwidths))
-        self.pool = ThreadPoolExecutor(max(1, cfg.decode_threads))
+        self.decoders = DecodePool(cfg.audio, model.config.sampling_rate, model.config.audio_channels,
+                                   max(1, cfg.decode_threads))
         self.reader = ThreadPoolExecutor(1)
         self.pending: dict[str, Future] = {}
+        self.record_extra: dict = {}  # added to every manifest record (e.g. the Ray node id)
 
     def prefetch(self, shard: Shard) -> None:
         if shard.shard_id not in self.pending:
@@ -74,15 +81,22 @@ class ShardTokenizer:
             "input_keys": prepared.input_keys,
             "audio_seconds": sum(s.num_samples for s in prepared.segments) / self.model.config.sampling_rate,
             "attempt": attempt,
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **self.record_extra,
             "read_seconds": prepared.read_seconds,
             "wall_seconds": time.time() - started,
             **stats,
+            **prepared.stats,
         }
-        writer.commit_shard(
-            self.out_dir, shard.shard_id,
-            schema.tokens_table(rows, passthrough), schema.rejects_table(prepared.rejections),
-            record, schema.file_metadata(self.provenance), self.cfg.output,
-        )
+        try:
+            writer.commit_shard(
+                self.out_dir, shard.shard_id,
+                schema.tokens_table(rows, passthrough), schema.rejects_table(prepared.rejections),
+                record, schema.file_metadata(self.provenance), self.cfg.output,
+            )
+        except BaseException:
+            _remove_uncommitted_parts(self.out_dir, shard.shard_id)
+            raise
         return record
 
     # ----- stages -------------------------------------------------------------------------------
@@ -92,9 +106,8 @@ class ShardTokenizer:
         samples = _read_with_retries(shard, cfg)
         if isinstance(samples, Rejection):
             return Prepared(rejections=[samples], input_keys=0, read_seconds=time.time() - started)
-        rate, channels = self.model.config.sampling_rate, self.model.config.audio_channels
-        results = self.pool.map(lambda s: audio_prep.prepare(s, cfg.audio, rate, channels), samples)
-        prepared = Prepared(input_keys=len(samples))
+        results, stats = self.decoders.prepare_all(samples)
+        prepared = Prepared(input_keys=len(samples), stats=stats)
         for segments, rejections in results:
             prepared.segments.extend(segments)
             prepared.rejections.extend(rejections)
@@ -113,7 +126,9 @@ class ShardTokenizer:
         # chunked models batch chunks, not items: budget by chunk so long items are not split badly
         budget = cfg.batch_budget_samples if chunk is None else max(cfg.batch_budget_samples, max(lengths))
         # chunked models: each forward pass takes at most this many chunks, whatever the items
-        max_chunks = None if chunk is None else max(1, min(cfg.max_batch_items, cfg.batch_budget_samples // chunk))
+        max_chunks = None
+        if chunk is not None and self.model.device.type == "cuda":
+            max_chunks = max(1, min(cfg.max_batch_items, cfg.batch_budget_samples // chunk))
         batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items,
                                        multiple=self.model.config.hop_length)
         padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
@@ -136,8 +151,20 @@ class ShardTokenizer:
         return rows, {"padded_samples": int(padded), "true_samples": int(true), "batches": len(batches)}
 
     def close(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
         self.reader.shutdown(wait=False, cancel_futures=True)
+        self.decoders.close()
+
+
+def _remove_uncommitted_parts(out_dir: str, shard_id: str) -> None:
+    """After a failed commit: delete the shard's part files unless its manifest record exists."""
+    fs, root = fsspec.core.url_to_fs(str(out_dir))
+    root = root.rstrip("/") or "/"
+    if fs.isfile(f"{root}/{writer.MANIFEST}/{shard_id}.json"):
+        return
+    for kind in writer.PARTS:
+        path = f"{root}/{writer.part_name(kind, shard_id)}"
+        if fs.isfile(path):
+            fs.rm(path)
 
 
 def _read_with_retries(shard: Shard, cfg: JobConfig):

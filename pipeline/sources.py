@@ -166,6 +166,10 @@ def fetch(url: str, cfg: SourceConfig) -> tuple[bytes | None, tuple[str, str] | 
     refusal = refuse_url(url)
     if refusal:
         return None, ("unsafe_member", refusal)
+    local = url.removeprefix("file://") if "://" not in url or url.startswith("file://") else None
+    if local is not None and os.path.exists(local) and not (os.path.isfile(local) or os.path.isdir(local)):
+        # a FIFO, device or socket would block or stream forever (/dev/zero, a named pipe)
+        return None, ("unsafe_member", f"{url[:200]} is not a regular file")
     try:
         with fsspec.open(url, "rb", **cfg.storage_options) as f:
             data = f.read(cfg.max_member_bytes + 1)

@@ -31,3 +31,24 @@ def real_audio(rel: str, sample_rate: int, channels: int, seconds: float | None 
     if seconds is not None:
         x = x[:, : int(seconds * sample_rate)]
     return x
+
+
+@pytest.fixture(scope="session")
+def fault_inputs(tmp_path_factory):
+    """(spec, reference Outcome) of the fault suite's input: 8 shards x 4 real clips, tokenized once without faults."""
+    from tests import fault_scenarios as fs
+
+    root = tmp_path_factory.mktemp("fault-inputs")
+    spec = fs.make_shards(root / "in")
+    return spec, fs.reference(spec, fs.demo_config(), root / "reference")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault table (tests/fault_scenarios.py) when fault tests ran."""
+    import sys
+
+    scenarios = sys.modules.get("tests.fault_scenarios")
+    if scenarios is not None and scenarios.ROWS:
+        terminalreporter.write_sep("=", "fault table")
+        for line in scenarios.format_table(scenarios.ROWS).splitlines():
+            terminalreporter.write_line(line)

@@ -83,7 +83,7 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
 
     expected = bad_shard(tmp_path / "bad-000.tar")
     out = tmp_path / "out"
-    cfg = load_config(REPO / "configs" / "demo.yaml")
+    cfg = load_config(REPO / "configs" / "test.yaml")
     summary = run_job(cfg, str(tmp_path / "bad-000.tar"), str(out), log=lambda m: None)
     tokens, rejects = keys_of(out)
     assert tokens == ["good"]
@@ -122,7 +122,7 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
 def test_second_run_skips_committed_shards(tmp_path):
     from pipeline.runner import run_job
 
-    cfg = load_config(REPO / "configs" / "demo.yaml")
+    cfg = load_config(REPO / "configs" / "test.yaml")
     first = run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").iterdir()}
     lines = []
@@ -139,7 +139,7 @@ def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
 
     from pipeline.runner import run_job
 
-    cfg = load_config(REPO / "configs" / "demo.yaml")
+    cfg = load_config(REPO / "configs" / "test.yaml")
     run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
     files = sorted(str(p) for p in (tmp_path / "tokens").glob("*.parquet"))
     table = pads.dataset(files).to_table()
@@ -154,47 +154,46 @@ def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
     assert json.loads((tmp_path / "_provenance.json").read_text())["checkpoint_sha256"]
 
 
-def test_killed_driver_then_rerun_gives_exact_rows(tmp_path):
-    """SIGKILL the whole job (driver and its local Ray) after its first commit, re-run, compare."""
-    shards = tmp_path / "in"
-    shards.mkdir()
-    flacs = [corpus_file(f"speech/{n}").read_bytes() for n in ("librivox_0890_16k.flac", "cards_005_16k.wav")]
-    for s in range(4):
-        with tarfile.open(shards / f"s-{s:03d}.tar", "w") as tf:
-            for i in range(3):
-                _add(tf, f"k{s}-{i}.{'flac' if i % 2 == 0 else 'wav'}", flacs[i % 2])
-    cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/demo.yaml",
-           "--input", str(shards / "s-{000..003}.tar"), "--output"]
+@pytest.mark.faults
+def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
+    """SIGKILL the whole job (driver, its local Ray, actors, decoders) at random points, twice, then
+    re-run the same command to the end: the rows equal the uninterrupted reference exactly."""
+    import random
+
+    from tests.fault_scenarios import SEED, commits, compare, read_outcome
+
+    spec, want = fault_inputs
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/test.yaml", "--input", spec, "--output", str(out)]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + [str(killed)], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((killed / "_manifest").glob("*.json")) if killed.exists() else time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed_before = len(list((killed / "_manifest").glob("*.json")))
-    assert 1 <= committed_before
-    subprocess.run(cmd + [str(killed)], cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-    clean = tmp_path / "clean"
-    subprocess.run(cmd + [str(clean)], cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-
-    def rows(out):
-        t = pads.dataset(out / "tokens").to_table(columns=["key", "codes"]).to_pylist()
-        return sorted((r["key"], str(r["codes"])) for r in t)
-
-    assert rows(killed) == rows(clean)
-    assert len(rows(clean)) == 12 and len({k for k, _ in rows(killed)}) == 12
-    assert not list((killed / "_tmp").iterdir()) if (killed / "_tmp").exists() else True
+    rng = random.Random(SEED + 4)
+    killed_at = []
+    for kill in range(2):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before, deadline = commits(out), time.time() + 120
+        if kill == 0:  # mid-run: a random moment after the first new commit
+            while commits(out) == before and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:  # anywhere: start-up, model loading, decoding, encoding, committing
+            time.sleep(rng.uniform(0.5, 12.0))
+        killed_at.append(f"{commits(out) - before} new commits" if proc.poll() is None else "finished")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 1 <= commits(out) and killed_at[0] != "finished"
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    row = compare("driver SIGKILLed, then re-run", 3, read_outcome(out), want, "killed after " + ", ".join(killed_at))
+    assert row.ok, row.problems
+    assert not list(out.rglob(".tmp-*"))
 
 
 def test_strict_mode_fails_fast(tmp_path):
     from pipeline.runner import JobFailed, run_job
 
     bad_shard(tmp_path / "bad.tar")
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["strict=true"])
+    cfg = load_config(REPO / "configs" / "test.yaml", ["strict=true"])
     with pytest.raises(JobFailed, match="strict"):
         run_job(cfg, str(tmp_path / "bad.tar"), str(tmp_path / "out"), log=lambda m: None)
     assert not list((tmp_path / "out" / "_manifest").glob("*")) if (tmp_path / "out" / "_manifest").exists() else True

@@ -1,0 +1,273 @@
+"""Crash-isolated decoding: `audio.prepare` runs in a few child processes, one file at a time each.
+
+libsndfile is C code fed hostile bytes: a segfault, an abort or a hang in it must cost one file,
+not the actor. Each worker is `python -m pipeline.decode_pool <fd>`, a fresh interpreter (no fork
+of the threaded Ray worker) that talks to its parent over a socketpair with length-prefixed byte
+messages only (JSON headers and raw float32 arrays; nothing is pickled in either direction):
+
+    parent ─► child   {"key", "source", "ext", "try"}  then the encoded bytes
+    child  ─► parent  {"segments": [{key, start_s, duration_s, shape}], "rejections": [...], "rss_mb"}
+                      then one float32 [C, T] buffer per segment;  or {"error": traceback}
+
+A worker that dies (EOF on its socket: segfault, abort, out of memory, killed from outside) is
+replaced; its file is tried again up to `AudioConfig.decoder_crash_retries` more times, then
+rejected as `decoder_crash`. A file still decoding after `AudioConfig.decode_timeout_s` has its
+worker killed and is rejected as `decoder_crash` at once (a hang is not retried). A Python
+exception in the child is a bug in our code, not bad data: it is raised in the parent
+(`DecoderError`, naming the key), as is a worker that fails to start START_TRIES times in a row. Children exit when the parent
+goes away (EOF, or a watchdog on the parent pid), and run under RLIMIT_AS as a last guard.
+
+Test hook, inert unless set: `AUDIOTOK_TEST_DECODER_FAULTS="segv:<key>,abort:<key>,..."` makes the
+child do that instead of decoding the sample with that exact key. Modes: `segv` (a real SIGSEGV via
+ctypes), `abort` (os.abort), `segv-once` (SIGSEGV on the first try only), `hang` (sleep until
+killed), `raise` (a Python exception). Read by the child from its environment only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+import numpy as np
+
+from . import audio as audio_prep
+from .config import AudioConfig
+from .records import Rejection, Sample, Segment
+from .rejects import check_reason
+
+FAULTS_ENV = "AUDIOTOK_TEST_DECODER_FAULTS"
+START_TIMEOUT_S = 120.0
+START_TRIES = 3  # a worker that dies while starting is started again (it may have been killed)
+_OOM_EXIT = 3
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+class DecoderError(RuntimeError):
+    """Our decoding code failed (a Python exception in a worker, or a worker that cannot start)."""
+
+
+class _Worker:
+    def __init__(self, init: bytes):
+        parent, child = socket.socketpair()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_pool", str(child.fileno())],
+                                         pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+        self.task: tuple[int, float] | None = None  # (sample index, deadline)
+        try:
+            self.conn.send_bytes(init)
+            if not self.conn.poll(START_TIMEOUT_S) or json.loads(self.conn.recv_bytes()) != {"ready": True}:
+                raise DecoderError(f"decoder process did not start within {START_TIMEOUT_S} s")
+        except (EOFError, OSError) as exc:
+            self.kill()
+            raise DecoderError(f"decoder process died while starting (exit code {self.proc.wait()})") from exc
+
+    def kill(self) -> int | None:
+        """Kill the process (if alive) and reap it; returns its exit code."""
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.conn.close()
+        return self.proc.wait()
+
+
+class DecodePool:
+    """`prepare_all(samples)`: `audio.prepare` of each sample in `workers` crash-isolated processes.
+
+    Results are in sample order and equal to calling `audio.prepare` in this process, except that
+    a sample whose decoder dies or hangs becomes a `decoder_crash` Rejection. One caller at a time.
+    """
+
+    def __init__(self, cfg: AudioConfig, sample_rate: int, channels: int, workers: int = 2):
+        self.cfg, self.sample_rate, self.channels = cfg, sample_rate, channels
+        limit = cfg.max_file_bytes + 6 * cfg.max_decoded_bytes + (1 << 30)
+        self._init = json.dumps({"audio": dataclasses.asdict(cfg), "sample_rate": sample_rate,
+                                 "channels": channels, "memory_limit": limit}).encode()
+        self.workers: list[_Worker | None] = [None] * max(1, workers)
+        self.restarts = 0  # workers replaced after dying or hanging, over the pool's life
+        self.lock = threading.Lock()
+
+    def prepare_all(self, samples: list[Sample]) -> tuple[list[tuple[list[Segment], list[Rejection]]], dict]:
+        """([(segments, rejections)] per sample, stats {decoder_restarts, decoder_peak_rss_mb} of this call)."""
+        with self.lock:
+            results: list = [None] * len(samples)
+            todo: deque[int] = deque()
+            for i, s in enumerate(samples):
+                if s.reject is not None or not s.data:  # nothing to decode: answered here
+                    results[i] = audio_prep.prepare(s, self.cfg, self.sample_rate, self.channels)
+                else:
+                    todo.append(i)
+            stats = {"decoder_restarts": 0, "decoder_peak_rss_mb": 0.0}
+            tries = [0] * len(samples)
+            try:
+                self._run(samples, todo, results, tries, stats)
+            except BaseException:
+                for n, w in enumerate(self.workers):  # busy workers hold replies nobody will read
+                    if w is not None and w.task is not None:
+                        w.kill()
+                        self.workers[n] = None
+                raise
+            return results, stats
+
+    def _run(self, samples, todo, results, tries, stats) -> None:
+        while todo or any(w is not None and w.task is not None for w in self.workers):
+            for n in range(len(self.workers)):
+                if todo and (self.workers[n] is None or self.workers[n].task is None):
+                    self.workers[n] = self.workers[n] or self._start()
+                    index = todo.popleft()
+                    tries[index] += 1
+                    self._send(self.workers[n], samples[index], index, tries[index])
+            busy = {w.conn: n for n, w in enumerate(self.workers) if w is not None and w.task is not None}
+            timeout = max(0.0, min(self.workers[n].task[1] for n in busy.values()) - time.monotonic())
+            for conn in wait(list(busy), timeout):
+                n = busy[conn]
+                index = self.workers[n].task[0]
+                try:
+                    results[index], rss = self._receive(self.workers[n], samples[index])
+                    stats["decoder_peak_rss_mb"] = max(stats["decoder_peak_rss_mb"], rss)
+                    self.workers[n].task = None
+                except (EOFError, OSError):
+                    code = self._replace(n, stats)
+                    why = "out of memory" if code == _OOM_EXIT else f"exit code {code}"
+                    self._crashed(samples[index], index, tries, todo, results, f"decoder process died ({why})",
+                                  retry=tries[index] <= self.cfg.decoder_crash_retries)
+            now = time.monotonic()
+            for n, w in enumerate(self.workers):
+                if w is not None and w.task is not None and w.task[1] <= now:
+                    index = w.task[0]
+                    self._replace(n, stats)
+                    self._crashed(samples[index], index, tries, todo, results,  # a hang is not retried
+                                  f"decoding took longer than decode_timeout_s {self.cfg.decode_timeout_s}", retry=False)
+
+    def _start(self) -> _Worker:
+        for attempt in range(1, START_TRIES + 1):
+            try:
+                return _Worker(self._init)
+            except DecoderError:
+                if attempt == START_TRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _send(self, worker: _Worker, sample: Sample, index: int, attempt: int) -> None:
+        head = {"key": sample.key, "source": sample.source, "ext": sample.ext, "try": attempt}
+        worker.task = (index, time.monotonic() + self.cfg.decode_timeout_s)
+        try:
+            worker.conn.send_bytes(json.dumps(head).encode())
+            worker.conn.send_bytes(sample.data)
+        except OSError:
+            pass  # the worker died; wait() reports EOF on its socket next
+
+    def _receive(self, worker: _Worker, sample: Sample):
+        reply = json.loads(worker.conn.recv_bytes())
+        if "error" in reply:
+            raise DecoderError(f"decoding {sample.key!r} from {sample.source} failed in our code:\n{reply['error']}")
+        segments = []
+        for s in reply["segments"]:
+            audio = np.empty(s["shape"], dtype=np.float32)
+            worker.conn.recv_bytes_into(audio.reshape(-1).view(np.uint8))
+            segments.append(Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta)))
+        rejections = [Rejection(r["key"], sample.source, check_reason(r["reason"]), r["detail"])
+                      for r in reply["rejections"]]
+        return (segments, rejections), reply["rss_mb"]
+
+    def _replace(self, n: int, stats: dict) -> int | None:
+        code = self.workers[n].kill()
+        self.workers[n] = None  # restarted when next needed
+        self.restarts += 1
+        stats["decoder_restarts"] += 1
+        return code
+
+    @staticmethod
+    def _crashed(sample, index, tries, todo, results, detail, retry: bool) -> None:
+        if retry:
+            todo.appendleft(index)
+        else:
+            results[index] = ([], [Rejection(sample.key, sample.source, "decoder_crash",
+                                             f"{detail}; try {tries[index]} of this file")])
+
+    def close(self) -> None:
+        for n, w in enumerate(self.workers):
+            if w is not None:
+                w.kill()
+                self.workers[n] = None
+
+
+# ----- the child process ------------------------------------------------------------------------
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _planted_fault(spec: str, key: str, attempt: int) -> None:
+    for item in filter(None, spec.split(",")):
+        mode, _, target = item.partition(":")
+        if target != key:
+            continue
+        if mode == "segv" or (mode == "segv-once" and attempt == 1):
+            import ctypes
+
+            ctypes.string_at(0)
+        elif mode == "abort":
+            os.abort()
+        elif mode == "hang":
+            while True:
+                time.sleep(1.0)
+        elif mode == "raise":
+            raise RuntimeError(f"planted fault for key {key!r} ({FAULTS_ENV})")
+
+
+def _child(fd: int) -> None:
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    conn = Connection(fd)
+    init = json.loads(conn.recv_bytes())
+    limit = init["memory_limit"]
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cfg = AudioConfig(**init["audio"])
+    faults = os.environ.get(FAULTS_ENV, "")
+    conn.send_bytes(b'{"ready": true}')
+    while True:
+        try:
+            head = json.loads(conn.recv_bytes())
+            data = conn.recv_bytes()
+        except EOFError:
+            return
+        try:
+            if faults:
+                _planted_fault(faults, head["key"], head["try"])
+            sample = Sample(head["key"], head["source"], data, head["ext"])
+            segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"])
+        except MemoryError:
+            os._exit(_OOM_EXIT)
+        except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
+            import traceback
+
+            conn.send_bytes(json.dumps({"error": traceback.format_exc()[-4000:]}).encode())
+            continue
+        del data, sample
+        reply = {"segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
+                               "shape": list(s.audio.shape)} for s in segments],
+                 "rejections": [dataclasses.asdict(r) for r in rejections],
+                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        conn.send_bytes(json.dumps(reply).encode())
+        for s in segments:
+            conn.send_bytes(np.ascontiguousarray(s.audio, dtype=np.float32).reshape(-1).view(np.uint8))
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]))
