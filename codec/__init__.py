@@ -2,7 +2,7 @@
 
 from .config import PRESETS, EncodecConfig
 from .features import prepare_inputs
-from .loading import load_model, random_model, save_model, sha256_file
+from .loading import load_first, load_model, random_model, save_model, sha256_file
 from .model import EncodecModel, EncodedItem
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "EncodecConfig",
     "EncodecModel",
     "EncodedItem",
+    "load_first",
     "load_model",
     "prepare_inputs",
     "random_model",

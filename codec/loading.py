@@ -5,6 +5,9 @@ Sources:
     `pytorch_model.bin`, read with `torch.load(weights_only=True)`);
   * an original EnCodec checkpoint file (`encodec_24khz-d7cc33bc.th`, `encodec_48khz-7e698e3e.th`);
   * a hub id (`facebook/encodec_24khz`), through huggingface_hub's cache when it is installed;
+  * `tiny:24khz`: the small model trained by this project and shipped in the repository
+    (`models/tiny-24khz`, see its MODEL_CARD.md; `jobs.train_codec` made it): real but low-quality
+    reconstructions, for offline demos and pipeline checks;
   * `random:24khz` / `random:48khz` (optionally `random:24khz:seed=7`): seeded random weights with
     non-trivial codebooks, for tests and demos only; `model.provenance["random_weights"]` is True.
 """
@@ -24,9 +27,11 @@ from .codebooks import fit_codebooks
 from .config import PRESETS, EncodecConfig
 from .model import EncodecModel
 
+TINY_MODELS = {"tiny:24khz": Path(__file__).resolve().parents[1] / "models" / "tiny-24khz"}
+
 _ALTERNATIVES = (
     "a local directory with config.json + model.safetensors (e.g. written by transformers' "
-    "save_pretrained), an original checkpoint file such as encodec_24khz-d7cc33bc.th, or random:24khz"
+    "save_pretrained), an original checkpoint file such as encodec_24khz-d7cc33bc.th, tiny:24khz, or random:24khz"
 )
 
 
@@ -36,6 +41,12 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
     text = str(source)
     if text.startswith("random:"):
         model = random_model(text)
+    elif text.startswith("tiny:"):
+        if text not in TINY_MODELS or not TINY_MODELS[text].is_dir():
+            raise ValueError(f"tiny model {text!r} not found; shipped: "
+                             f"{[k for k, v in TINY_MODELS.items() if v.is_dir()]} (in the repository's models/)")
+        model = _load_directory(TINY_MODELS[text], name=text)
+        model.provenance["model_card"] = str(TINY_MODELS[text] / "MODEL_CARD.md")
     else:
         path = Path(text).expanduser()
         if path.is_dir():
@@ -49,6 +60,18 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
     model.eval().to(device=device, dtype=dtype)
     model.quantizer.float()
     return model
+
+
+def load_first(sources: list[str], **kwargs) -> tuple[EncodecModel, list[str]]:
+    """The first of `sources` that loads (e.g. ["facebook/encodec_24khz", "tiny:24khz"]), and one
+    line per source skipped before it, saying why; raises ValueError naming every failure if none loads."""
+    skipped = []
+    for source in sources:
+        try:
+            return load_model(source, **kwargs), skipped
+        except ValueError as exc:
+            skipped.append(f"{source}: {exc}")
+    raise ValueError("no model source could be loaded:\n  " + "\n  ".join(skipped))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -1,0 +1,189 @@
+"""Train a small EnCodec (our `codec/`, 24 kHz mono) on licensed corpus audio; ship it with a card.
+
+python -m jobs.train_codec --config configs/train_tiny.yaml [--out DIR] [--steps N]
+
+    corpus files (config data.train) ─► mono, soxr to 24 kHz ─► seeded random 1 s segments, gain
+      ─► TrainableEncodec (codec.training): n_q drawn per batch from the target bandwidths
+      ─► loss = w_t L1(wave) + w_f multi-scale mel (codec.losses) + w_c commitment; Adam, cosine lr
+      ─► export (weight norm folded) ─► codec.save_model(out): config.json + model.safetensors
+      ─► held-out files (data.heldout), trained vs the step-0 weights (random, k-means codebooks),
+         per bandwidth: SI-SNR and mel distance (pipeline.metrics) ─► out/training.json, MODEL_CARD.md
+
+Reproducible from `seed` for a given torch version and thread count (`threads`); the data files
+and their licences are part of the config and of the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from codec import PRESETS, EncodecConfig, EncodecModel, save_model
+from codec.losses import MultiScaleMelLoss, waveform_l1
+from codec.training import TrainableEncodec
+
+from .train_codec_card import evaluate, write_card
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get("AUDIOTOK_CORPUS", REPO.parent / "shared" / "corpus"))
+
+
+def load_mono(path: Path, rate: int) -> np.ndarray:
+    """A file decoded, mixed to mono (mean of channels) and resampled with soxr HQ: float32 [T]."""
+    import soundfile as sf
+    import soxr
+
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    if sr != rate:
+        mono = soxr.resample(mono, sr, rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def build_config(cfg: dict) -> EncodecConfig:
+    base = {**PRESETS["24khz"].to_dict(), "codebook_dim": None}  # None: follows hidden_size
+    return EncodecConfig.from_dict({**base, **cfg["model"]}, name="tiny-24khz")
+
+
+class SegmentSampler:
+    """Seeded random segments [B, 1, segment] from the training clips, drawn in proportion to length."""
+
+    def __init__(self, clips: list[np.ndarray], segment: int, min_rms: float, gain_db: tuple[float, float],
+                 generator: torch.Generator):
+        self.clips = [torch.from_numpy(c) for c in clips if len(c) >= segment]
+        if not self.clips:
+            raise ValueError(f"no training clip is at least {segment} samples long")
+        self.weights = torch.tensor([len(c) - segment + 1 for c in self.clips], dtype=torch.float64)
+        self.segment, self.min_rms, self.gain_db, self.gen = segment, min_rms, gain_db, generator
+
+    def draw(self) -> torch.Tensor:
+        for _ in range(20):
+            clip = self.clips[int(torch.multinomial(self.weights, 1, generator=self.gen))]
+            start = int(torch.randint(len(clip) - self.segment + 1, (1,), generator=self.gen))
+            x = clip[start : start + self.segment]
+            if x.pow(2).mean().sqrt() >= self.min_rms:
+                break
+        lo, hi = self.gain_db
+        gain = 10 ** ((lo + (hi - lo) * float(torch.rand((), generator=self.gen))) / 20)
+        sign = 1.0 if float(torch.rand((), generator=self.gen)) < 0.5 else -1.0
+        return (x * gain * sign).clamp(-1.0, 1.0)
+
+    def batch(self, size: int) -> torch.Tensor:
+        return torch.stack([self.draw() for _ in range(size)])[:, None]
+
+
+def train(cfg: dict, out: Path) -> dict:
+    torch.set_num_threads(int(cfg["threads"]))
+    torch.manual_seed(int(cfg["seed"]))
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    config = build_config(cfg)
+    rate, data, tcfg, wts = config.sampling_rate, cfg["data"], cfg["train"], cfg["loss"]
+    corpus = corpus_dir()
+    train_clips = [load_mono(corpus / item["file"], rate) for item in data["train"]]
+    heldout = {item["file"]: load_mono(corpus / item["file"], rate) for item in data["heldout"]}
+    segment = round(data["segment_s"] * rate / config.hop_length) * config.hop_length
+    sampler = SegmentSampler(train_clips, segment, data["min_rms"], tuple(data["gain_db"]), gen)
+
+    model = TrainableEncodec(config)
+    with torch.no_grad():
+        latents = model.encode_latents(sampler.batch(int(tcfg["init_segments"])))
+        model.ema.kmeans_init(latents.permute(0, 2, 1).reshape(-1, latents.shape[1]), gen)
+    step0 = model.export()
+    step0.provenance = {"source": "step 0 (random weights, k-means codebooks)", "sha256": None, "random_weights": True}
+
+    mel_loss = MultiScaleMelLoss(rate)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=float(tcfg["lr"]),
+                           betas=tuple(tcfg["betas"]))
+    steps, lr0, lr1 = int(tcfg["steps"]), float(tcfg["lr"]), float(tcfg["lr_final"])
+    n_qs = [config.num_quantizers_for(b) for b in config.target_bandwidths]
+    history, start = [], time.time()
+    cpu_start = time.process_time()
+    model.train()
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * (step - 1) / max(1, steps)))
+        x = sampler.batch(int(data["batch_size"]))
+        n_q = n_qs[int(torch.randint(len(n_qs), (1,), generator=gen))]
+        recon, commit, _ = model(x, n_q, gen)
+        l_t, l_f = waveform_l1(x, recon), mel_loss(x, recon)
+        loss = wts["waveform"] * l_t + wts["mel"] * l_f + wts["commitment"] * commit
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+        opt.step()
+        if step % int(tcfg["log_every"]) == 0 or step == steps:
+            elapsed = time.time() - start
+            row = {"step": step, "n_q": n_q, "loss": float(loss.detach()), "l1": float(l_t.detach()), "mel": float(l_f.detach()),
+                   "commit": float(commit.detach()), "elapsed_s": round(elapsed, 1)}
+            history.append(row)
+            eta = elapsed / step * (steps - step)
+            if step % int(tcfg.get("save_every", 0) or steps) == 0 and step < steps:
+                save_model(model.export(), out)  # a usable partial model if the run is cut short
+            print(f"[train] step {step}/{steps} loss {row['loss']:.3f} l1 {row['l1']:.4f} mel {row['mel']:.3f} "
+                  f"commit {row['commit']:.4f} n_q {n_q} | {elapsed / 60:.1f} min, eta {eta / 60:.1f} min", flush=True)
+    wall, cpu = time.time() - start, time.process_time() - cpu_start
+
+    trained = model.export()
+    save_model(trained, out)
+    record = {
+        "seed": cfg["seed"], "steps": steps, "threads": cfg["threads"], "wall_time_s": round(wall, 1),
+        "cpu_time_s": round(cpu, 1), "machine": machine(), "torch": torch.__version__,
+        "config": config.to_dict(), "data": data, "train": tcfg, "loss_weights": wts, "history": history,
+        "train_seconds": round(sum(len(c) for c in train_clips) / rate, 1),
+        "heldout_seconds": round(sum(len(c) for c in heldout.values()) / rate, 1),
+        "eval": {"trained": evaluate(load_trained(out), heldout), "random": evaluate(step0, heldout)},
+        "command": " ".join(["python -m jobs.train_codec", *sys.argv[1:]]),
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=1))
+    write_card(record, out / "MODEL_CARD.md")
+    return record
+
+
+def load_trained(out: Path) -> EncodecModel:
+    from codec import load_model
+
+    return load_model(out)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs), {platform.system()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.train_codec", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="training YAML, e.g. configs/train_tiny.yaml")
+    p.add_argument("--out", help="output directory (default: the config's `out`)")
+    p.add_argument("--steps", type=int, help="training steps (default: the config's train.steps)")
+    args = p.parse_args(argv)
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    if args.steps is not None:
+        cfg["train"]["steps"] = args.steps
+    out = Path(args.out or cfg["out"])
+    record = train(cfg, out)
+    print(f"[train] wrote {out} in {record['wall_time_s'] / 60:.1f} min; held-out metrics in {out / 'MODEL_CARD.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
