@@ -139,6 +139,7 @@ def ours(shards: list[str], model_source: str, out: Path, preset: str) -> dict:
     encode = sum(r.get("encode_seconds", 0) for r in records)
     return {"wall_s": wall, "audio_s": summary["audio_hours"] * 3600, "rows": summary["rows"],
             "padding_waste": summary["padding_waste"], "decode_s": read, "encode_s": encode,
+            "actor_peak_rss_mb": max((r.get("worker_peak_rss_mb", 0) for r in records), default=0),
             "cpu_busy_pct_driver": 100 * (cpu_seconds() - cpu0) / wall / os.cpu_count()}
 
 
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
     print(f"baseline CPU busy {a['cpu_busy_pct']:.0f} % of all cores; driver peak RSS {peak:.0f} MiB")
     print(f"ours: decode+resample {b['decode_s']:.1f} s, encode {b['encode_s']:.1f} s (summed over shards); "
           f"bound by {'encode' if b['encode_s'] >= b['decode_s'] else 'CPU decode'}")
+    print(f"ours: actor peak RSS {b['actor_peak_rss_mb']:.0f} MiB")
     print(f"ratio (ours / baseline): {(b['audio_s'] / b['wall_s']) / (a['audio_s'] / a['wall_s']):.2f}")
     return 0
 

@@ -62,11 +62,14 @@ class VerifyConfig:
     max_mel_distance: float | None = None
     min_code_agreement: float | None = 0.999
     sample_count: int = 0  # rows verified at the end of jobs.tokenize (0: off)
+    seed: int = 0  # the verify sample depends only on this seed and the keys
+    report_dir: str | None = None  # verify report of jobs.tokenize; None: <output>/_verify
 
 
 @dataclass
 class JobConfig:
     model: str = "random:24khz"
+    model_fallback: str | None = None  # loaded when `model` cannot be (e.g. offline): tiny:24khz in the demo
     model_sha256: str | None = None  # when set, the checkpoint must hash to this
     bandwidths: list[float] = field(default_factory=lambda: [6.0])
     precision: str = "fp32"  # fp32 | bf16 | fp16 (codec-side choice, see codec docs)

@@ -2,8 +2,15 @@
 
 The driver lists shards, drops the ones already committed, and keeps every actor busy with one
 shard in flight and the next one prefetching. A shard is committed by the actor (atomically, see
-`writer.py`); the driver only counts. An actor that dies has its shard re-queued (bounded); an
-exception raised by our own code fails the job naming the shard.
+`writer.py`); the driver only counts.
+
+Faults: Ray never restarts an actor or retries a task by itself (a poison input would loop
+forever). An actor that dies (killed, OOM, node lost) is replaced by the driver with a fresh one,
+placed anywhere in the cluster, and its shard is re-queued; a shard is attempted at most
+`max_shard_attempts` times and an actor slot may die at most `max_actor_restarts` times in a row
+(without committing a shard in between), else the job fails. An exception raised by our own code
+fails the job naming the shard, after the other in-flight shards have finished or failed, so no
+commit is cut off by the driver.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ class JobFailed(RuntimeError):
     pass
 
 
+FAILURE_GRACE_S = 300.0  # on failure, how long the driver waits for other in-flight shards
+
+
 @ray.remote
 class TokenizerActor:
     """One model per actor; `run(shard, next_shard)` commits `shard` and starts decoding `next_shard`."""
@@ -36,7 +46,7 @@ class TokenizerActor:
     def __init__(self, cfg: JobConfig, out_dir: str):
         import torch
 
-        from codec import load_model
+        from codec import load_first
 
         from .shard_worker import ShardTokenizer
 
@@ -46,10 +56,12 @@ class TokenizerActor:
         if device == "cpu":
             torch.set_num_threads(max(1, int(cfg.cpus_per_actor)))
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        self.model = load_model(cfg.model, device=device, dtype=dtype)
-        self.info = model_info(self.model, cfg, device)
+        sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
+        self.model, skipped = load_first(sources, device=device, dtype=dtype)
+        self.info = {**model_info(self.model, cfg, device), "model_sources_skipped": skipped}
         check_sha256(self.info, cfg)
         self.worker = ShardTokenizer(self.model, cfg, out_dir, self.info)
+        self.worker.record_extra = {"node_id": ray.get_runtime_context().get_node_id()}
 
     def describe(self) -> dict:
         return {**self.info, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
@@ -89,9 +101,11 @@ def model_info(model, cfg: JobConfig, device: str) -> dict:
 
 
 def check_sha256(info: dict, cfg: JobConfig) -> None:
-    if cfg.model_sha256 and cfg.model_sha256 != info["checkpoint_sha256"]:
+    """Any model_sha256 given (even one YAML read as a number, e.g. 000...0) must equal the checkpoint's."""
+    want = cfg.model_sha256
+    if want is not None and str(want).strip().lower() != info["checkpoint_sha256"]:
         raise JobFailed(f"model checkpoint sha256 {info['checkpoint_sha256']} does not match "
-                        f"model_sha256 {cfg.model_sha256} in the config")
+                        f"model_sha256 {want} in the config")
 
 
 @dataclass
@@ -100,6 +114,7 @@ class _Slot:
     shard: Shard | None = None
     ref: object = None
     queued: Shard | None = None
+    deaths: int = 0  # deaths in a row without a committed shard
 
 
 def connect_ray(num_cpus: int | None = None) -> bool:
@@ -135,61 +150,127 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict:
         options = {"num_cpus": cfg.cpus_per_actor}
         count = cfg.num_actors or 1
     count = max(1, min(count, len(todo))) if todo else 0
-    actor_cls = TokenizerActor.options(max_restarts=cfg.max_actor_restarts, max_task_retries=0, **options)
-    slots = [_Slot(actor_cls.remote(cfg, out_dir)) for _ in range(count)]
-    info = ray.get(slots[0].actor.describe.remote()) if slots else {}
-    if info:
-        writer.write_provenance(out_dir, {**info, "job_config": to_dict(cfg), "input": input_spec})
-        if info["random_weights"]:
-            log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
+    actor_cls = TokenizerActor.options(max_restarts=0, max_task_retries=0, **options)
+    driver = _Driver(cfg, log, todo, lambda: actor_cls.remote(cfg, out_dir), count)
+    try:
+        info = driver.describe() if driver.slots else {}
+        if info:
+            writer.write_provenance(out_dir, {**info, "job_config": to_dict(cfg), "input": input_spec})
+            for line in info.get("model_sources_skipped", []):
+                log(f"[audiotok] model source skipped: {line.splitlines()[0][:300]}")
+            log(f"[audiotok] model: {info['model_source']} (sha256 {info['checkpoint_sha256'][:16]}...)")
+            if info["random_weights"]:
+                log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
+            elif str(info["model_source"]).startswith("tiny:"):
+                log("[audiotok] NOTE: this is audiotok's small demo codec (models/tiny-24khz/MODEL_CARD.md), "
+                    "not facebook/encodec_24khz; its quality is low. Pass --model for real tokens.")
+        records = driver.run(done, len(shards))
+    finally:
+        for slot in driver.slots:
+            ray.kill(slot.actor, no_restart=True)
 
-    attempts: dict[str, int] = {}
-    records = dict(done)
-    progress = _Progress(len(shards), len(done), log, cfg.progress_interval_s)
+    summary = summarize(records, shards, time.time() - started, info)
+    from . import verify
 
-    def dispatch(slot: _Slot) -> None:
+    checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
+    summary["verify"] = checked and {k: checked[k] for k in ("passed", "failures", "rows_sampled", "report")}
+    with open(os.path.join(out_dir, "_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+class _Driver:
+    """Keeps `count` actor slots busy with shards from `todo`; replaces dead actors (bounded)."""
+
+    def __init__(self, cfg: JobConfig, log, todo: deque, new_actor, count: int):
+        self.cfg, self.log, self.todo, self.new_actor = cfg, log, todo, new_actor
+        self.slots = [_Slot(new_actor()) for _ in range(count)]
+        self.attempts: dict[str, int] = {}
+
+    def describe(self) -> dict:
+        slot = self.slots[0]
+        while True:
+            try:
+                return ray.get(slot.actor.describe.remote())
+            except ray.exceptions.RayActorError as exc:
+                self._died(slot, exc, "while starting")
+                self.log("[audiotok] the first actor died while starting; replacing it")
+                self._replace(slot)
+
+    def run(self, done: dict, total: int) -> dict:
+        """{shard_id: record} of every committed shard; raises JobFailed."""
+        records = dict(done)
+        progress = _Progress(total, len(done), self.log, self.cfg.progress_interval_s)
+        for slot in self.slots:
+            self._dispatch(slot)
+        try:
+            while any(s.ref is not None for s in self.slots):
+                refs = [s.ref for s in self.slots if s.ref is not None]
+                ready, _ = ray.wait(refs, num_returns=1, timeout=self.cfg.progress_interval_s)
+                for ref in ready:
+                    slot = next(s for s in self.slots if s.ref is ref)
+                    record = self._collect(slot)
+                    if record is not None:
+                        records[record["shard_id"]] = record
+                        progress.shard_done(record)
+                    self._dispatch(slot)
+                progress.maybe_print(records)
+        except JobFailed:
+            inflight = [s.ref for s in self.slots if s.ref is not None]
+            if inflight:  # let the other shards commit or fail on their own: never cut a commit short
+                self.log(f"[audiotok] job failed; waiting up to {FAILURE_GRACE_S:.0f} s for "
+                         f"{len(inflight)} shard(s) in flight")
+                ray.wait(inflight, num_returns=len(inflight), timeout=FAILURE_GRACE_S)
+            raise
+        progress.maybe_print(records, force=True)
+        return records
+
+    def _dispatch(self, slot: _Slot) -> None:
+        todo = self.todo
         if slot.queued is None and todo:
             slot.queued = todo.popleft()
         slot.shard, slot.queued = slot.queued, (todo.popleft() if todo else None)
         if slot.shard is not None:
-            attempts[slot.shard.shard_id] = attempts.get(slot.shard.shard_id, 0) + 1
-            slot.ref = slot.actor.run.remote(slot.shard, slot.queued, attempts[slot.shard.shard_id])
+            n = self.attempts[slot.shard.shard_id] = self.attempts.get(slot.shard.shard_id, 0) + 1
+            slot.ref = slot.actor.run.remote(slot.shard, slot.queued, n)
         else:
             slot.ref = None
 
-    for slot in slots:
-        dispatch(slot)
-    while any(s.ref is not None for s in slots):
-        refs = [s.ref for s in slots if s.ref is not None]
-        ready, _ = ray.wait(refs, num_returns=1, timeout=cfg.progress_interval_s)
-        for ref in ready:
-            slot = next(s for s in slots if s.ref is ref)
-            try:
-                record = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                shard = slot.shard
-                if attempts[shard.shard_id] >= cfg.max_shard_attempts:
-                    raise JobFailed(f"shard {shard.url} failed {attempts[shard.shard_id]} times "
-                                    f"(actor died each time): {exc}") from exc
-                log(f"[audiotok] actor died on shard {shard.shard_id}; retrying it")
-                if slot.queued is not None:
-                    todo.appendleft(slot.queued)
-                todo.appendleft(shard)
-                slot.queued = None
-                dispatch(slot)
-                continue
-            except ray.exceptions.RayTaskError as exc:
-                raise JobFailed(f"shard {slot.shard.url} failed: {exc}") from exc
-            records[record["shard_id"]] = record
-            progress.shard_done(record)
-            dispatch(slot)
-        progress.maybe_print(records)
-    progress.maybe_print(records, force=True)
+    def _collect(self, slot: _Slot) -> dict | None:
+        """The finished shard's record, or None after re-queueing the shard of an actor that died."""
+        shard, ref = slot.shard, slot.ref
+        slot.ref = None
+        try:
+            record = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            if self.attempts[shard.shard_id] >= self.cfg.max_shard_attempts and not exc.actor_init_failed:
+                raise JobFailed(f"shard {shard.url} failed {self.attempts[shard.shard_id]} times "
+                                f"(actor died each time): {exc}") from exc
+            self._died(slot, exc, f"on shard {shard.url}")
+            self.log(f"[audiotok] actor died on shard {shard.shard_id}; replacing it and retrying the shard")
+            if slot.queued is not None:
+                self.todo.appendleft(slot.queued)
+            self.todo.appendleft(shard)
+            slot.queued = None
+            self._replace(slot)
+            return None
+        except ray.exceptions.RayTaskError as exc:
+            raise JobFailed(f"shard {shard.url} failed: {exc}") from exc
+        slot.deaths = 0
+        return record
 
-    summary = summarize(records, shards, time.time() - started, info)
-    with open(os.path.join(out_dir, "_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    def _died(self, slot: _Slot, exc: Exception, where: str) -> None:
+        """Count an actor death; raises JobFailed if its constructor raised or it died too often."""
+        if getattr(exc, "actor_init_failed", False):
+            raise JobFailed(f"the model actor failed to start: {exc}") from exc
+        slot.deaths += 1
+        if slot.deaths > self.cfg.max_actor_restarts:
+            raise JobFailed(f"an actor died {slot.deaths} times in a row (max_actor_restarts "
+                            f"{self.cfg.max_actor_restarts}), last {where}: {exc}") from exc
+
+    def _replace(self, slot: _Slot) -> None:
+        ray.kill(slot.actor, no_restart=True)  # it may only be unreachable: make sure it is gone
+        slot.actor = self.new_actor()
 
 
 def summarize(records: dict, shards: list[Shard], wall: float, info: dict) -> dict:

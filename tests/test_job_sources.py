@@ -78,7 +78,7 @@ def test_manifest_source_with_metadata(tmp_path):
     lines = [json.dumps({"path": str(corpus_file(rel)), "speaker": f"spk-{key}"}) for key, rel in FILES.items()]
     manifest = tmp_path / "list.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["source.manifest_rows_per_shard=2"])
+    cfg = load_config(REPO / "configs" / "test.yaml", ["source.manifest_rows_per_shard=2"])
     summary = run(cfg, str(manifest), tmp_path / "out")
     assert summary["shards"] == 2 and summary["rows"] == 4 and summary["rejects"] == 0
     found = rows(tmp_path / "out")
@@ -93,7 +93,7 @@ def test_hf_saved_dataset_source(tmp_path):
     ds = datasets.Dataset.from_dict({"key": list(FILES), "audio": paths, "text": [f"t-{k}" for k in FILES]})
     ds = ds.cast_column("audio", datasets.Audio(decode=False))
     ds.save_to_disk(str(tmp_path / "saved"), num_shards=2)
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["source.key_column=key"])
+    cfg = load_config(REPO / "configs" / "test.yaml", ["source.key_column=key"])
     summary = run(cfg, f"hf:{tmp_path / 'saved'}", tmp_path / "out")
     assert summary["shards"] == 2 and summary["rows"] == 4
     assert_rows_match_transformers(cfg, tmp_path / "out", tmp_path, meta=("text", {k: f"t-{k}" for k in FILES}))
@@ -110,7 +110,7 @@ def test_file_url_brace_pattern_and_48khz_model(tmp_path):
             for key in keys[2 * s : 2 * s + 2]:
                 rel = FILES[key]
                 tf.add(corpus_file(rel), arcname=f"{key}.{rel.rsplit('.', 1)[1]}")
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["model=random:48khz", "bandwidths=[6.0,24.0]"])
+    cfg = load_config(REPO / "configs" / "test.yaml", ["model=random:48khz", "bandwidths=[6.0,24.0]"])
     summary = run(cfg, f"file://{shards}/part-{{00..01}}.tar", tmp_path / "out")
     assert summary["shards"] == 2 and summary["rows"] == 4
     assert_rows_match_transformers(cfg, tmp_path / "out", tmp_path)
