@@ -33,6 +33,17 @@ def real_audio(rel: str, sample_rate: int, channels: int, seconds: float | None 
     return x
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for one test module (ray.init takes seconds: once per module, not per test)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def fault_inputs(tmp_path_factory):
     """(spec, reference Outcome) of the fault suite's input: 8 shards x 4 real clips, tokenized once without faults."""

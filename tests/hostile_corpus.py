@@ -188,7 +188,8 @@ EXPECTED = {  # key -> reject reason, or "ok" (tokenized; maybe shorter than the
 }
 
 
-def _tar(path: Path, members: list[tuple]) -> bytes:
+def write_tar(path: Path, members: list[tuple]) -> bytes:
+    """members: (name, bytes) for files, or (name, tarfile type, linkname) for links and devices."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, *rest in members:
@@ -210,8 +211,8 @@ def build(directory: str | os.PathLike) -> dict:
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
     markers = [str(root / "PWNED-pickle"), str(root / "PWNED-shell")]
-    _tar(root / "hostile-000.tar", _members(markers[0]))
-    whole = _tar(root / "hostile-tmp.tar", [("a.flac", (CORPUS / FLAC).read_bytes()), ("b.wav", (CORPUS / WAV).read_bytes())])
+    write_tar(root / "hostile-000.tar", _members(markers[0]))
+    whole = write_tar(root / "hostile-tmp.tar", [("a.flac", (CORPUS / FLAC).read_bytes()), ("b.wav", (CORPUS / WAV).read_bytes())])
     (root / "hostile-tmp.tar").unlink()
     (root / "hostile-001.tar").write_bytes(whole[: len(whole) // 3])  # cut inside a member
     (root / "ok.flac").write_bytes((CORPUS / FLAC).read_bytes())

@@ -15,15 +15,9 @@ from tests.conftest import REPO
 from tests.hostile_corpus import HOSTILE_OVERRIDES, build
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("local_ray")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:

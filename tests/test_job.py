@@ -26,12 +26,7 @@ ray = pytest.importorskip("ray")
 DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def _add(tf, name, data, **kw):

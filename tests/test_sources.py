@@ -13,6 +13,7 @@ from pipeline.config import SourceConfig
 from pipeline.rejects import REASONS
 from pipeline.sources import ShardReadError, list_shards, read_shard
 from tests.conftest import corpus_file
+from tests.hostile_corpus import write_tar
 
 FLAC = "speech/librivox_0890_16k.flac"
 WAV = "speech/cmu_arctic_a0007_16k.wav"
@@ -24,20 +25,6 @@ def audio(rel: str) -> bytes:
     return corpus_file(rel).read_bytes()
 
 
-def write_tar(path, members) -> bytes:
-    """members: (name, bytes) for files, or (name, tarfile type, linkname) for links and devices."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, *rest in members:
-            info = tarfile.TarInfo(name)
-            if len(rest) == 1:
-                info.size = len(rest[0])
-                tar.addfile(info, io.BytesIO(rest[0]))
-            else:
-                info.type, info.linkname = rest
-                tar.addfile(info)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
 
 
 def read_all(spec: str, cfg: SourceConfig | None = None):
