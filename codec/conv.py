@@ -89,20 +89,20 @@ class PaddedConv1d(nn.Module):
         xp = pad1d(x, left, right, self.pad_mode)
         if lengths is None:
             return xp
+        tails = []  # (destination in xp, source in x) per item and tail sample, reflect: x[n - 2 - j]
         for b, length in enumerate(lengths):
             if length == total:
                 continue
             item_left, item_right = self.paddings(length)
-            if length <= max(item_left, item_right):
+            if length <= max(item_left, item_right):  # rare (very short items): pad this item alone
                 xp[b, :, : item_left + length + item_right] = pad1d(
                     x[b, :, :length], item_left, item_right, self.pad_mode
                 )
-            elif item_right > 0:
-                tail = xp[b, :, left + length : left + length + item_right]
-                if self.pad_mode == "reflect":
-                    tail.copy_(x[b, :, length - 1 - item_right : length - 1].flip(-1))
-                else:
-                    tail.zero_()
+            else:
+                tails.extend((b, left + length + j, length - 2 - j) for j in range(item_right))
+        if tails:  # one gather + scatter for the whole batch (a kernel per item costs launches on CUDA)
+            b, dst, src = torch.tensor(tails, device=x.device).t()
+            xp[b, :, dst] = x[b, :, src] if self.pad_mode == "reflect" else 0.0
         return xp
 
     def forward(self, x: torch.Tensor, lengths: list[int] | None = None):

@@ -45,12 +45,15 @@ def batch_of(audio, lengths):
     return x
 
 
-def test_batched_codes_equal_reference_per_item(pair):
+# None: the CPU default (one item per forward pass); 8: the whole mixed-length batch in one pass,
+# as on CUDA, so each conv rewrites the padded tails per item (the LSTM still runs per item on the CPU)
+@pytest.mark.parametrize("max_batch", [None, 8])
+def test_batched_codes_equal_reference_per_item(pair, max_batch):
     preset, ours, ref, audio = pair
     lengths = LENGTHS[preset]
     x = batch_of(audio, lengths)
     for bw in ours.config.target_bandwidths:
-        items = ours.encode(x, lengths, bandwidth=bw)
+        items = ours.encode(x, lengths, bandwidth=bw, max_batch=max_batch)
         for b, n in enumerate(lengths):
             codes, scales, _ = ref_encode(ref, x[b, :, :n], bw)
             assert items[b].codes.shape == codes.shape, (bw, n)
@@ -61,10 +64,11 @@ def test_batched_codes_equal_reference_per_item(pair):
                 assert items[b].scales == pytest.approx(scales, rel=0, abs=0)
 
 
-def test_batched_equals_one_by_one_on_every_frame(pair):
+@pytest.mark.parametrize("max_batch", [None, 8])
+def test_batched_equals_one_by_one_on_every_frame(pair, max_batch):
     _, ours, _, audio = pair
     lengths = [777, 25000, 321, 60001, 2000]
-    batched = ours.encode(batch_of(audio, lengths), lengths)
+    batched = ours.encode(batch_of(audio, lengths), lengths, max_batch=max_batch)
     for b, n in enumerate(lengths):
         single = ours.encode(audio[None, :, 1000 * b : 1000 * b + n])
         assert torch.equal(batched[b].codes, single[0].codes), f"len={n}"
