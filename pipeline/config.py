@@ -22,6 +22,9 @@ class SourceConfig:
     manifest_rows_per_shard: int = 256
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec, never logged
     shard_read_retries: int = 3
+    # seconds: a storage call (an open, or one read of at most 4 MiB) that has not returned by then fails
+    # the shard read, which is retried (shard_read_retries); None waits forever
+    read_timeout_s: float | None = 300.0
     max_member_bytes: int = 2 * 1024**3  # an audio tar member / manifest file larger than this: too_large
     hf_split: str | None = None  # Hugging Face DatasetDict / Hub: the split to read (None: all, sorted)
     hf_config: str | None = None  # Hugging Face Hub: the dataset configuration name
@@ -156,6 +159,9 @@ def validate(cfg: JobConfig) -> None:
         raise ValueError("audio.max_duration_s must be > 0 and audio.min_duration_s >= 0")
     if cfg.audio.min_duration_s > cfg.audio.max_duration_s:
         raise ValueError("audio.min_duration_s must not exceed audio.max_duration_s")
+    timeout = cfg.source.read_timeout_s
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"source.read_timeout_s must be > 0 seconds or null; got {timeout!r}")
     if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
         raise ValueError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
 

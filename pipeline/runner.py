@@ -15,7 +15,6 @@ commit is cut off by the driver.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -136,7 +135,6 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict:
     """Tokenize every shard of `input_spec` into `out_dir`; returns the run summary (also written)."""
     started = time.time()
     shards = sources.list_shards(input_spec, cfg.source)
-    os.makedirs(out_dir, exist_ok=True)
     writer.cleanup_uncommitted(out_dir)
     done = writer.committed_shards(out_dir)
     todo = deque(s for s in shards if s.shard_id not in done)
@@ -170,12 +168,12 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict:
             ray.kill(slot.actor, no_restart=True)
 
     summary = summarize(records, shards, time.time() - started, info)
+    summary["actors"] = count  # actor slots used (0 when every shard was already committed)
     from . import verify
 
     checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
     summary["verify"] = checked and {k: checked[k] for k in ("passed", "failures", "rows_sampled", "report")}
-    with open(os.path.join(out_dir, "_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    writer.write_summary(out_dir, summary)
     return summary
 
 

@@ -17,11 +17,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import fsspec
-
 from .config import SourceConfig
 from .records import Sample, Shard
 from .sources import ShardReadError, dedupe, ext_of, fetch, is_remote, keep_meta, shard_id_for
+from .timed_read import open_timed
 
 
 def _records(f, is_csv: bool) -> Iterator[tuple[int, Any]]:
@@ -58,7 +57,7 @@ def list_manifest(url: str, cfg: SourceConfig) -> list[Shard]:
     groups: list[list[int]] = []  # [byte offset, rows, first row index]
     columns = None
     try:
-        f = fsspec.open(url, "rb", **cfg.storage_options).open()
+        f = open_timed(url, cfg.storage_options, cfg.read_timeout_s)
     except FileNotFoundError as exc:
         raise ValueError(f"manifest {url!r} does not exist") from exc
     with f:
@@ -97,7 +96,7 @@ def read_manifest(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
     opts = shard.options
     url, columns = opts["manifest"], opts["columns"]
     try:
-        with fsspec.open(url, "rb", **cfg.storage_options) as f:
+        with open_timed(url, cfg.storage_options, cfg.read_timeout_s) as f:
             f.seek(opts["offset"])
             records = list(itertools.islice(_records(f, columns is not None), opts["rows"]))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

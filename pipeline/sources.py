@@ -2,7 +2,9 @@
 
 `list_shards(spec, cfg)` turns an input spec into `Shard`s in a fixed order; `read_shard(shard, cfg)`
 streams the shard's `Sample`s (encoded audio bytes + passthrough metadata) in the same order on every
-call, so a caller that gets `ShardReadError` halfway reads the shard again from the start.
+call, so a caller that gets `ShardReadError` halfway reads the shard again from the start. Tars,
+manifests and the files that rows name are read through `timed_read.open_timed`: storage that
+stalls for `cfg.read_timeout_s` raises ShardReadError instead of hanging the reader.
 
 Tars are streamed with `tarfile` over an fsspec file object: members are never extracted to disk,
 never unpickled, links and devices are never followed, and `pipe:` URLs are refused (the webdataset
@@ -30,6 +32,7 @@ import fsspec
 
 from .config import SourceConfig
 from .records import Sample, Shard
+from .timed_read import open_timed
 
 AUDIO_EXTS = frozenset(
     {"flac", "wav", "wave", "mp3", "ogg", "oga", "opus", "aiff", "aif", "aifc", "au", "snd", "w64", "caf", "rf64"}
@@ -160,8 +163,8 @@ def refuse_url(url: str) -> str | None:
 def fetch(url: str, cfg: SourceConfig) -> tuple[bytes | None, tuple[str, str] | None]:
     """Bytes of one audio file (at most cfg.max_member_bytes), or (None, (reason, detail)).
 
-    A missing or unreadable file is the item's fault (undecodable); other I/O errors are the
-    storage's (ShardReadError, so the shard is retried).
+    A missing or unreadable file is the item's fault (undecodable); other I/O errors, and storage
+    that stalls for cfg.read_timeout_s, are the storage's (ShardReadError, so the shard is retried).
     """
     refusal = refuse_url(url)
     if refusal:
@@ -171,7 +174,7 @@ def fetch(url: str, cfg: SourceConfig) -> tuple[bytes | None, tuple[str, str] | 
         # a FIFO, device or socket would block or stream forever (/dev/zero, a named pipe)
         return None, ("unsafe_member", f"{url[:200]} is not a regular file")
     try:
-        with fsspec.open(url, "rb", **cfg.storage_options) as f:
+        with open_timed(url, cfg.storage_options, cfg.read_timeout_s) as f:
             data = f.read(cfg.max_member_bytes + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ImportError, ValueError) as exc:
         return None, ("undecodable", f"cannot open {url[:200]}: {type(exc).__name__}: {exc}"[:400])
@@ -300,7 +303,7 @@ def _read_tar(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
     seen: dict[str, int] = {}
     group: _Group | None = None
     try:
-        with fsspec.open(shard.url, "rb", **cfg.storage_options) as f, tarfile.open(
+        with open_timed(shard.url, cfg.storage_options, cfg.read_timeout_s) as f, tarfile.open(
             fileobj=f, mode="r|*", tarinfo=_StrictTarInfo
         ) as tar:
             for member in tar:

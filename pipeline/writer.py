@@ -6,6 +6,7 @@ Layout under the output directory (a local path or an fsspec URL):
   rejects/part-<shard_id>.parquet   its rejections (always written, maybe 0 rows)
   _manifest/<shard_id>.json         the commit point: one record per finished shard, written last
   _provenance.json                  model and config, outside Parquet too (datasets drops file metadata)
+  _summary.json                     the last run's summary (`write_summary`)
 
 Files are first written next to their final name as `.tmp-<shard_id>-<uuid>` (a dot-file with
 no extension: pyarrow.dataset, datasets, Spark and `*.parquet` globs all skip it), then renamed
@@ -22,6 +23,9 @@ Guarantees by filesystem:
                  Readers that need exactly-once while a job runs (or after a crash, before
                  `cleanup_uncommitted`) should read only `committed_parts(out_dir)`.
   memory, other  as the filesystem's `mv` allows; the record is still written last.
+Off the local disk, files are staged in a local temp directory (not fsynced: a crash loses only
+the staging) and uploaded next to their final name before the rename. Listings are never served
+from fsspec's listing cache.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 PARTS = ("tokens", "rejects")
 MANIFEST = "_manifest"
 PROVENANCE = "_provenance.json"
+SUMMARY = "_summary.json"
 TMP_PREFIX = ".tmp-"
 RECORD_KEYS = ("shard_id", "url", "rows", "rejects", "rejects_by_reason", "audio_seconds", "attempt")
 _SHARD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -63,21 +68,23 @@ def part_name(kind: str, shard_id: str) -> str:
     return f"{kind}/part-{shard_id}.parquet"
 
 
-def _write_parquet(path: str, table: pa.Table, metadata: dict, cfg: OutputConfig) -> None:
+def _write_parquet(path: str, table: pa.Table, metadata: dict, cfg: OutputConfig, sync: bool) -> None:
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     level = cfg.compression_level if cfg.compression in _LEVELED else None
     with open(path, "wb") as f:
         pq.write_table(table, f, compression=cfg.compression, compression_level=level,
                        row_group_size=max(1, cfg.row_group_rows), use_dictionary=True)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
-def _write_bytes(path: str, data: bytes) -> None:
+def _write_bytes(path: str, data: bytes, sync: bool) -> None:
     with open(path, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _plain(value):
@@ -131,11 +138,12 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
         staged = temps if local else {kind: os.path.join(spool, kind) for kind in temps}
         try:
             for kind, table in zip(PARTS, (tokens, rejects)):
-                _write_parquet(staged[kind], table, metadata, cfg)
+                _write_parquet(staged[kind], table, metadata, cfg, sync=local)
             files = {k: {"path": part_name(k, shard_id), "bytes": os.path.getsize(staged[k])} for k in PARTS}
             committed = {**record, "finished_at": record.get("finished_at", time.time()),
                          "format_version": FORMAT_VERSION, "files": files}
-            _write_bytes(staged[MANIFEST], json.dumps(committed, indent=1, sort_keys=True, default=_plain).encode())
+            record_blob = json.dumps(committed, indent=1, sort_keys=True, default=_plain).encode()
+            _write_bytes(staged[MANIFEST], record_blob, sync=local)
             for kind in (*PARTS, MANIFEST):
                 if local:
                     os.replace(temps[kind], finals[kind])
@@ -154,7 +162,12 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
 
 
 def _list(fs, path: str) -> dict[str, int]:
-    """{file name: size} of the plain files directly in `path` ({} when it does not exist)."""
+    """{file name: size} of the plain files directly in `path` ({} when it does not exist).
+
+    Listed afresh: s3fs and gcsfs cache listings per filesystem instance, and fsspec reuses the
+    instance, so a driver would otherwise not see the shards its actors committed since.
+    """
+    fs.invalidate_cache(path)
     try:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:
@@ -265,13 +278,23 @@ def write_provenance(out_dir: str, provenance: dict) -> None:
         if changed:
             raise ValueError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
                              f"write to a new output directory")
-    blob = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+    _replace_file(fs, root, PROVENANCE, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+
+
+def write_summary(out_dir: str, summary: dict) -> None:
+    """Write the run summary to `_summary.json` (replacing the last run's)."""
+    fs, root = _fs(out_dir)
+    _replace_file(fs, root, SUMMARY, json.dumps(summary, indent=2).encode())
+
+
+def _replace_file(fs, root: str, name: str, blob: bytes) -> None:
+    """`root/name` := blob, through a temp file and a rename (atomic where the filesystem's rename is)."""
     fs.makedirs(root, exist_ok=True)
-    tmp = f"{root}/{TMP_PREFIX}provenance-{uuid.uuid4().hex}"
+    tmp = f"{root}/{TMP_PREFIX}{name.lstrip('_')}-{uuid.uuid4().hex}"
     if isinstance(fs, LocalFileSystem):
-        _write_bytes(tmp, blob)
-        os.replace(tmp, path)
+        _write_bytes(tmp, blob, sync=True)
+        os.replace(tmp, f"{root}/{name}")
         _fsync_dir(root)
     else:
         fs.pipe_file(tmp, blob)
-        fs.mv(tmp, path)
+        fs.mv(tmp, f"{root}/{name}")

@@ -121,10 +121,12 @@ def test_second_run_skips_committed_shards(tmp_path):
     first = run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").iterdir()}
     lines = []
-    second = run_job(cfg, DEMO, str(tmp_path), log=lines.append)
+    second = run_job(cfg, DEMO, f"file://{tmp_path}", log=lines.append)  # an output URL, not a path
     assert "2 already committed, 0 to do" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").iterdir()} == stamps
     assert second["rows"] == first["rows"] == 7
+    assert json.loads((tmp_path / "_summary.json").read_text()) == json.loads(json.dumps(second))
+    assert not Path("file:").exists()
 
 
 def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
