@@ -4,13 +4,26 @@ python -m jobs.bench_e2e --kind speech|music --minutes M [--model random:24khz] 
 
 (a) baseline: `datasets` streams the tar shards (webdataset builder, audio as bytes), soundfile + soxr
     decode and resample, transformers' EncodecModel encodes batches of 16 padded to the longest
-    (fp32, no_grad), codes written to Parquet;
+    (fp32, no_grad, on the GPU when torch sees one), codes written to Parquet;
 (b) our job with its default config for the model (configs/encodec_24khz.yaml or _48khz.yaml,
     model overridden) through `pipeline.runner.run_job` on a local Ray.
 The corpus is built from ../shared/corpus (AUDIOTOK_CORPUS): 16 kHz speech or 44.1 kHz stereo music,
-transcoded to FLAC and repeated until M minutes. Prints x realtime, CPU busy %, peak RSS,
-padding waste, the ratio (b)/(a) and which stage bounds our run. GPU busy % needs nvidia-smi
-and is reported only when a GPU is present.
+transcoded to FLAC and repeated until M minutes.
+
+Output, in order:
+  * stage ceilings (jobs.stage_ceilings): decode, and resample + channel conversion, timed in this
+    process on the corpus bytes in memory, as × realtime per core and × the machine's core count;
+  * one block per run: × realtime, rows, wall; GPU busy % (mean) and peak GPU memory while the run
+    was timed (jobs.resource_monitor, nvidia-smi; "n/a (no GPU)" without it); CPU busy %, system-wide
+    over all cores and processes; padding waste; peak RSS (baseline: this process's ru_maxrss;
+    ours: the actors' and decoder processes' peaks from the manifest records); for ours also the
+    summed prepare (read + decode + resample) and encode seconds;
+  * the ratio ours / baseline in × realtime;
+  * the bound line: the lower of the job's encode ceiling (encode rate per actor x actors) and the
+    CPU decode + resample ceiling names the bound ("neither stage alone" when our run reached less
+    than half of it), with the share reached and both ceilings stated.
+The timed windows start after the model is loaded for the baseline and include actor start and
+model loading for ours.
 """
 
 from __future__ import annotations
@@ -23,51 +36,83 @@ import resource
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from jobs.resource_monitor import ResourceMonitor, Usage
+from jobs.stage_ceilings import Ceilings
 
 SPEECH = ["speech/librivox_0870_16k.wav", "speech/librivox_0890_16k.flac", "speech/librivox_0920_16k.ogg",
           "speech/cards_005_16k.wav", "speech/cmu_arctic_a0007_16k.wav", "speech/goforward_16k.wav"]
 MUSIC = ["music/wesnoth_battle-epic_10s_44k.flac", "music/wesnoth_elvish-theme_6s_44k.wav",
          "music/drascula_track12_9s_44k.ogg", "music/wesnoth_loyalists_30s_44k_192kbps.mp3"]
+REPO = Path(__file__).resolve().parents[1]
 
 
-def build_corpus(kind: str, minutes: float, out: Path, per_shard: int) -> tuple[list[str], float]:
+@dataclass
+class Run:
+    """One timed run. peak_rss: (what, MiB) pairs, each saying where the number comes from."""
+
+    name: str
+    wall_s: float
+    audio_s: float
+    rows: int
+    padding_waste: float
+    usage: Usage
+    peak_rss: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def realtime(self) -> float:
+        return self.audio_s / self.wall_s
+
+
+@dataclass(frozen=True)
+class JobStages:
+    """From our job's manifest records: seconds summed over shards, and the number of actors."""
+
+    prepare_s: float  # read + decode + resample, wall of the actor's reader thread (overlaps encode)
+    encode_s: float
+    actors: int
+
+
+def flac_sources(kind: str) -> list[tuple[bytes, float]]:
+    """The corpus files of `kind` transcoded to FLAC once (the datasets webdataset builder wants one
+    type): (bytes, duration in seconds)."""
     import soundfile as sf
 
-    corpus = Path(os.environ.get("AUDIOTOK_CORPUS", Path(__file__).resolve().parents[1].parent / "shared" / "corpus"))
-    files = []  # every source transcoded to FLAC once (the datasets webdataset builder wants one type)
+    corpus = Path(os.environ.get("AUDIOTOK_CORPUS", REPO.parent / "shared" / "corpus"))
+    files = []
     for rel in SPEECH if kind == "speech" else MUSIC:
         data, rate = sf.read(corpus / rel, dtype="float32", always_2d=True)
         buf = io.BytesIO()
         sf.write(buf, np.clip(data, -1, 1), rate, format="FLAC", subtype="PCM_16")
         files.append((buf.getvalue(), data.shape[0] / rate))
-    out.mkdir(parents=True, exist_ok=True)
-    total, i, shards = 0.0, 0, []
-    tf = None
+    return files
+
+
+def build_corpus(files: list[tuple[bytes, float]], minutes: float, out: Path,
+                 per_shard: int) -> tuple[list[str], list[tuple[bytes, float]]]:
+    """Tar shards of `files` repeated until `minutes` of audio: (shard paths, items in write order)."""
+    items: list[tuple[bytes, float]] = []
+    total = 0.0
     while total < minutes * 60:
-        if i % per_shard == 0:
-            if tf:
-                tf.close()
-            shards.append(str(out / f"bench-{len(shards):05d}.tar"))
-            tf = tarfile.open(shards[-1], "w")
-        data, duration = files[i % len(files)]
-        info = tarfile.TarInfo(f"item{i:06d}.flac")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-        total += duration
-        i += 1
-    tf.close()
-    return shards, total
+        items.append(files[len(items) % len(files)])
+        total += items[-1][1]
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for first in range(0, len(items), per_shard):
+        shards.append(str(out / f"bench-{len(shards):05d}.tar"))
+        with tarfile.open(shards[-1], "w") as tf:
+            for i in range(first, min(first + per_shard, len(items))):
+                info = tarfile.TarInfo(f"item{i:06d}.flac")
+                info.size = len(items[i][0])
+                tf.addfile(info, io.BytesIO(items[i][0]))
+    return shards, items
 
 
-def cpu_seconds() -> float:
-    self_, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return self_.ru_utime + self_.ru_stime + children.ru_utime + children.ru_stime
-
-
-def baseline(shards: list[str], model_source: str, out: Path) -> dict:
+def baseline(shards: list[str], model_source: str, out: Path) -> Run:
     """What a user writes today with datasets + transformers (see module docstring)."""
     import datasets
     import pyarrow as pa
@@ -81,13 +126,9 @@ def baseline(shards: list[str], model_source: str, out: Path) -> dict:
 
     ref_dir = Path(tempfile.mkdtemp()) / "ref"
     save_model(load_model(model_source), ref_dir)
-    model = transformers.EncodecModel.from_pretrained(ref_dir).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = transformers.EncodecModel.from_pretrained(ref_dir).eval().to(device)
     rate, channels = model.config.sampling_rate, model.config.audio_channels
-    started, cpu0 = time.perf_counter(), cpu_seconds()
-    # audio as raw bytes: datasets 5 Audio feature (even decode=False) needs torchcodec, not installed here
-    features = datasets.Features({"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
-                                  "flac": datasets.Value("binary")})
-    ds = datasets.load_dataset("webdataset", data_files=shards, split="train", streaming=True, features=features)
     batch, rows, audio_s, padded, true = [], [], 0.0, 0, 0
 
     def flush():
@@ -99,51 +140,104 @@ def baseline(shards: list[str], model_source: str, out: Path) -> dict:
             x[j, :, : a.shape[-1]] = a
             mask[j, : a.shape[-1]] = 1
         with torch.no_grad():
-            out_ = model.encode(torch.from_numpy(x), torch.from_numpy(mask), bandwidth=max(model.config.target_bandwidths))
-        codes = out_.audio_codes.transpose(0, 1)  # [B, chunks, n_q, F]
+            out_ = model.encode(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device),
+                                bandwidth=max(model.config.target_bandwidths))
+        codes = out_.audio_codes.transpose(0, 1).cpu()  # [B, chunks, n_q, F]
         for j in range(len(batch)):
             rows.append(codes[j].reshape(codes.shape[2], -1).numpy().astype(np.int16).tolist())
         padded += x.shape[0] * longest
         true += int(mask.sum())
         batch.clear()
 
-    for example in ds:
-        a, sr = sf.read(io.BytesIO(example["flac"]), dtype="float32", always_2d=True)
-        a = a.mean(1, keepdims=True) if channels == 1 else (np.repeat(a, 2, 1) if a.shape[1] == 1 else a[:, :2])
-        a = soxr.resample(a, sr, rate) if sr != rate else a
-        audio_s += a.shape[0] / rate
-        batch.append(np.ascontiguousarray(a.T))
-        if len(batch) == 16:
+    with ResourceMonitor() as monitor:
+        started = time.perf_counter()
+        # audio as raw bytes: datasets 5 Audio feature (even decode=False) needs torchcodec, not installed here
+        features = datasets.Features({"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
+                                      "flac": datasets.Value("binary")})
+        ds = datasets.load_dataset("webdataset", data_files=shards, split="train", streaming=True, features=features)
+        for example in ds:
+            a, sr = sf.read(io.BytesIO(example["flac"]), dtype="float32", always_2d=True)
+            a = a.mean(1, keepdims=True) if channels == 1 else (np.repeat(a, 2, 1) if a.shape[1] == 1 else a[:, :2])
+            a = soxr.resample(a, sr, rate) if sr != rate else a
+            audio_s += a.shape[0] / rate
+            batch.append(np.ascontiguousarray(a.T))
+            if len(batch) == 16:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
-    pq.write_table(pa.table({"codes": rows}), out / "baseline.parquet", compression="zstd")
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "audio_s": audio_s, "cpu_busy_pct": 100 * (cpu_seconds() - cpu0) / wall / os.cpu_count(),
-            "padding_waste": 1 - true / padded, "rows": len(rows)}
+        pq.write_table(pa.table({"codes": rows}), out / "baseline.parquet", compression="zstd")
+        wall = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return Run("baseline (datasets + transformers, batch 16, fp32)", wall, audio_s, len(rows),
+               1 - true / padded, monitor.usage,
+               [("driver (ru_maxrss of this process so far: corpus, ceilings, model load, run)", rss)])
 
 
-def ours(shards: list[str], model_source: str, out: Path, preset: str) -> dict:
-    from pipeline.config import load_config
+def ours(shards: list[str], cfg, out: Path) -> tuple[Run, JobStages]:
     from pipeline.runner import connect_ray, run_job
 
-    config = Path(__file__).resolve().parents[1] / "configs" / f"encodec_{preset}.yaml"
-    cfg = load_config(config, [f"model={model_source}", f"cpus_per_actor={max(1, (os.cpu_count() or 2) // 2)}"])
     connect_ray()
-    started, cpu0 = time.perf_counter(), cpu_seconds()
-    summary = run_job(cfg, "{" + ",".join(shards) + "}" if len(shards) > 1 else shards[0], str(out / "ours"),
-                      log=lambda m: None)
-    wall = time.perf_counter() - started
+    spec = "{" + ",".join(shards) + "}" if len(shards) > 1 else shards[0]
+    with ResourceMonitor() as monitor:
+        started = time.perf_counter()
+        summary = run_job(cfg, spec, str(out / "ours"), log=lambda m: None)
+        wall = time.perf_counter() - started
     records = [json.loads(p.read_text()) for p in (out / "ours" / "_manifest").glob("*.json")]
-    read = sum(r.get("read_seconds", 0) for r in records)
-    encode = sum(r.get("encode_seconds", 0) for r in records)
-    return {"wall_s": wall, "audio_s": summary["audio_hours"] * 3600, "rows": summary["rows"],
-            "padding_waste": summary["padding_waste"], "decode_s": read, "encode_s": encode,
-            "actor_peak_rss_mb": max((r.get("worker_peak_rss_mb", 0) for r in records), default=0),
-            "cpu_busy_pct_driver": 100 * (cpu_seconds() - cpu0) / wall / os.cpu_count()}
+    peak = [("actor", max((r.get("worker_peak_rss_mb", 0) for r in records), default=0)),
+            ("decoder process", max((r.get("decoder_peak_rss_mb", 0) for r in records), default=0))]
+    run = Run("audiotok job (default config)", wall, summary["audio_hours"] * 3600, summary["rows"],
+              summary["padding_waste"], monitor.usage, peak)
+    stages = JobStages(sum(r.get("read_seconds", 0) for r in records),
+                       sum(r.get("encode_seconds", 0) for r in records), summary["actors"])
+    return run, stages
+
+
+def rt(x: float) -> str:
+    return f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def ceiling_lines(c: Ceilings, cores: int, rate: int, channels: int, quality: str) -> list[str]:
+    rows = [("decode (soundfile)", c.decode_rt),
+            (f"resample + channels (soxr {quality} -> {rate} Hz, {channels} ch)", c.resample_rt),
+            ("decode + resample", c.prepare_rt)]
+    return [f"stage ceilings (one process, CPU time, {c.audio_s:.1f} s of the corpus in memory):"] + [
+        f"  {name}: {rt(v)} rt per core, {rt(v * cores)} on {cores} cores" for name, v in rows]
+
+
+def run_lines(r: Run) -> list[str]:
+    u = r.usage
+    gpu = (f"GPU busy {u.gpu.busy_pct:.0f} % (mean of {u.gpu.samples} samples), "
+           f"GPU mem peak {u.gpu.peak_mem_mib:.0f} MiB (device-wide)") if u.gpu else \
+        f"GPU busy n/a ({u.gpu_missing}), GPU mem n/a ({u.gpu_missing})"
+    cpu = "n/a (no /proc/stat)" if u.cpu_busy_pct is None else f"{u.cpu_busy_pct:.0f} %"
+    return [f"{r.name}:",
+            f"  {rt(r.realtime)} realtime, {r.rows} rows, wall {r.wall_s:.1f} s",
+            f"  {gpu}",
+            f"  CPU busy {cpu} (system-wide: all cores, all processes)",
+            f"  padding waste {100 * r.padding_waste:.1f} %",
+            "  peak RSS: " + ", ".join(f"{what} {mib:.0f} MiB" for what, mib in r.peak_rss)]
+
+
+def bound_line(ours_rt: float, stages: JobStages, audio_s: float, c: Ceilings, cores: int) -> str:
+    """Names the lower of the encode ceiling (per-actor encode rate x actors) and the CPU decode +
+    resample ceiling (per core x cores), with the share of it our run reached; states both."""
+    per_actor = audio_s / stages.encode_s if stages.encode_s > 0 else float("inf")
+    limits = {"encode": per_actor * stages.actors, "CPU decode + resample": c.prepare_rt * cores}
+    name = min(limits, key=limits.get)
+    share = 100 * ours_rt / limits[name]
+    head = f"bound by {name}" if share >= 50 else "bound by neither stage alone (below half of the lower ceiling)"
+    actors = f"{stages.actors} actor" + ("s" if stages.actors != 1 else "")
+    return (f"{head}: ours {rt(ours_rt)} rt = {share:.0f} % of the {name} ceiling; "
+            f"encode ceiling {rt(limits['encode'])} ({rt(per_actor)} rt per actor x {actors}); "
+            f"CPU decode + resample ceiling {rt(limits['CPU decode + resample'])} on {cores} cores "
+            f"(decode alone {rt(c.decode_rt * cores)})")
 
 
 def main(argv=None) -> int:
+    from codec import PRESETS
+    from jobs import stage_ceilings
+    from pipeline.config import load_config
+
     p = argparse.ArgumentParser(description="baseline (datasets + transformers) vs our job, same shards")
     p.add_argument("--kind", choices=["speech", "music"], default="speech")
     p.add_argument("--minutes", type=float, default=5.0)
@@ -153,20 +247,23 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     preset = "24khz" if args.kind == "speech" else "48khz"
     model = args.model or f"random:{preset}"
+    cores = os.cpu_count() or 1
+    cfg = load_config(REPO / "configs" / f"encodec_{preset}.yaml",
+                      [f"model={model}", f"cpus_per_actor={max(1, cores // 2)}"])
     work = Path(args.work or tempfile.mkdtemp(prefix="audiotok-bench-"))
-    shards, seconds = build_corpus(args.kind, args.minutes, work / "shards", args.items_per_shard)
-    print(f"corpus: {args.kind}, {seconds / 60:.1f} min in {len(shards)} shards; model {model}; {os.cpu_count()} CPUs")
+    shards, items = build_corpus(flac_sources(args.kind), args.minutes, work / "shards", args.items_per_shard)
+    seconds = sum(d for _, d in items)
+    print(f"corpus: {args.kind}, {seconds / 60:.1f} min in {len(shards)} shards; model {model}; {cores} CPUs")
+    rate, channels = PRESETS[preset].sampling_rate, PRESETS[preset].audio_channels
+    ceilings = stage_ceilings.measure(items, rate, channels, cfg.audio)
+    print("\n".join(ceiling_lines(ceilings, cores, rate, channels, cfg.audio.resample_quality)))
     a = baseline(shards, model, work)
-    b = ours(shards, model, work, preset)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for name, r in (("baseline (datasets + transformers, batch 16, fp32)", a), ("audiotok job (default config)", b)):
-        print(f"{name}: {r['audio_s'] / r['wall_s']:.1f}x realtime, {r['rows']} rows, wall {r['wall_s']:.1f} s, "
-              f"padding waste {100 * r['padding_waste']:.1f} %")
-    print(f"baseline CPU busy {a['cpu_busy_pct']:.0f} % of all cores; driver peak RSS {peak:.0f} MiB")
-    print(f"ours: decode+resample {b['decode_s']:.1f} s, encode {b['encode_s']:.1f} s (summed over shards); "
-          f"bound by {'encode' if b['encode_s'] >= b['decode_s'] else 'CPU decode'}")
-    print(f"ours: actor peak RSS {b['actor_peak_rss_mb']:.0f} MiB")
-    print(f"ratio (ours / baseline): {(b['audio_s'] / b['wall_s']) / (a['audio_s'] / a['wall_s']):.2f}")
+    b, stages = ours(shards, cfg, work)
+    print("\n".join(run_lines(a) + run_lines(b)))
+    print(f"  prepare (read + decode + resample, overlaps encode) {stages.prepare_s:.1f} s, "
+          f"encode {stages.encode_s:.1f} s (summed over shards)")
+    print(f"ratio (ours / baseline): {b.realtime / a.realtime:.2f}")
+    print(bound_line(b.realtime, stages, b.audio_s, ceilings, cores))
     return 0
 
 
