@@ -14,6 +14,7 @@ Sources:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from .checkpoints import detect_preset, fold_weight_norm, original_to_transforme
 from .codebooks import fit_codebooks
 from .config import PRESETS, EncodecConfig
 from .model import EncodecModel
+from .precision import check_precision
 
 TINY_MODELS = {"tiny:24khz": Path(__file__).resolve().parents[1] / "models" / "tiny-24khz"}
 
@@ -37,7 +39,10 @@ _ALTERNATIVES = (
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> EncodecModel:
-    """Build an inference-ready EncodecModel (weight norm folded, eval mode) from `source`."""
+    """Build an inference-ready EncodecModel (weight norm folded, eval mode) from `source`.
+
+    dtype bfloat16 / float16: weights and activations in that type, the quantizer in fp32; the
+    model must first pass `check_precision` on `device` (ValueError otherwise)."""
     text = str(source)
     if text.startswith("random:"):
         model = random_model(text)
@@ -57,8 +62,12 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
             model = _load_directory(_hub_snapshot(text), name=text)
         else:
             raise ValueError(f"model source {text!r} not found; expected {_ALTERNATIVES}, or a hub id")
-    model.eval().to(device=device, dtype=dtype)
-    model.quantizer.float()
+    model.eval()
+    reference = copy.deepcopy(model).to(device) if dtype != torch.float32 else None
+    model.to(device=device, dtype=dtype)
+    model.quantizer.float()  # RVQ distances stay fp32
+    if reference is not None:
+        check_precision(reference, model)  # raises on a wrong reduced-precision kernel
     return model
 
 

@@ -128,9 +128,10 @@ def test_missing_source_and_offline_hub_id_name_alternatives(tmp_path, monkeypat
         load_model("facebook/encodec_24khz-not-cached")
 
 
-def test_original_encodec_package_as_second_reference(m24):
+def test_original_encodec_package_as_second_reference(m24, monkeypatch):
     """The original `encodec` package, where it imports; its model code does not need torchaudio
-    (only its audio I/O helpers do), so a stand-in module is used when torchaudio is unusable."""
+    (only its audio I/O helpers do), so a stand-in module is used when torchaudio is unusable
+    (for this test only: transformers, imported later, refuses a torchaudio without a spec)."""
     import importlib.util
 
     if importlib.util.find_spec("encodec") is None:
@@ -140,8 +141,8 @@ def test_original_encodec_package_as_second_reference(m24):
     except (ImportError, OSError):
         sys.modules.pop("encodec", None)
         for name in [n for n in sys.modules if n.startswith(("encodec.", "torchaudio"))]:
-            sys.modules.pop(name)
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))
         try:
             import encodec  # noqa: F401
         except Exception as exc:  # pragma: no cover
