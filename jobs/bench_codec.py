@@ -14,7 +14,8 @@ python -m jobs.bench_codec [--presets 24khz 48khz] [--batch-sizes 1 16] [--bandw
 4. For each preset, bandwidth and batch size: transformers (fp32, batched, no_grad) and each variant
    of ours, timed (best of --repeats after a warm-up); prints x realtime, the ratio to transformers,
    the code agreement with the reference (all codebooks of that bandwidth, every frame; and of the
-   first codebook alone, q0: a flip there changes every later residual), and peak
+   first codebook alone, q0: a flip there changes every later residual; for transformers at 48 kHz
+   only the full 1 s chunks, as it pads the last one), and peak
    memory (CUDA: max allocated; CPU: peak process RSS during the timed calls).
 
 Variants (`--variants`; those that need CUDA are skipped on the CPU, with a note):
@@ -203,10 +204,14 @@ def agreement(codes: list[torch.Tensor], reference: list[torch.Tensor], levels: 
     return 100.0 * same / sum(c.numel() for c in codes)
 
 
-def hf_codes(out, batch: int) -> list[torch.Tensor]:
-    """transformers' audio_codes [chunks, B, n_q, F] -> per item [n_q, chunks * F]."""
+def hf_codes(out, batch: int, model: EncodecModel, num_samples: int) -> list[torch.Tensor]:
+    """transformers' audio_codes [chunks, B, n_q, F] -> per item [n_q, frames]. 48 kHz: transformers
+    pads the last chunk to a full one (with its own scale) where we encode the remainder as it is,
+    so only the frames of full chunks are comparable and kept."""
     codes = out.audio_codes.cpu()
-    return [torch.cat(list(codes[:, b]), dim=-1) for b in range(batch)]
+    hop, full = model.config.hop_length, model.config.chunk_length
+    frames = sum(-(-n // hop) for _, n in model.chunk_spans(num_samples) if full is None or n == full)
+    return [torch.cat(list(codes[:, b]), dim=-1)[:, :frames] for b in range(batch)]
 
 
 def bench_preset(preset: str | None, args, device: str) -> None:
@@ -250,7 +255,7 @@ def bench_preset(preset: str | None, args, device: str) -> None:
             audio_s = batch * args.seconds
             with PeakMemory(device) as mem, torch.no_grad():
                 t_hf, out = timed(lambda: ref_model.encode(x, bandwidth=bw), args.repeats)
-            rows = [("transformers", t_hf, hf_codes(out, batch), mem.peak)]
+            rows = [("transformers", t_hf, hf_codes(out, batch, base, x.shape[-1]), mem.peak)]
             for v in variants:
                 with PeakMemory(device) as mem, backend_flags(**v.flags):
                     t, items = timed(lambda: v.model.encode(x, bandwidth=bw, max_batch=v.max_batch), args.repeats)

@@ -1,6 +1,7 @@
 """End-to-end throughput: the baseline users write today vs our job, on the same shards, in one run.
 
 python -m jobs.bench_e2e --kind speech|music --minutes M [--model random:24khz] [--work DIR] [--items-per-shard 8]
+                         [--set KEY=VALUE ...]   (overrides of our job's config, e.g. audio.resample_on=actor)
 
 (a) baseline: `datasets` streams the tar shards (webdataset builder, audio as bytes), soundfile + soxr
     decode and resample, transformers' EncodecModel encodes batches of 16 padded to the longest
@@ -218,19 +219,23 @@ def run_lines(r: Run) -> list[str]:
             "  peak RSS: " + ", ".join(f"{what} {mib:.0f} MiB" for what, mib in r.peak_rss)]
 
 
-def bound_line(ours_rt: float, stages: JobStages, audio_s: float, c: Ceilings, cores: int) -> str:
-    """Names the lower of the encode ceiling (per-actor encode rate x actors) and the CPU decode +
-    resample ceiling (per core x cores), with the share of it our run reached; states both."""
+def bound_line(ours_rt: float, stages: JobStages, audio_s: float, c: Ceilings, cores: int,
+               resample_on_cpu: bool = True) -> str:
+    """Names the lower of the encode ceiling (per-actor encode rate x actors) and the CPU ceiling
+    (decode + resample per core x cores; decode alone when the actor resamples), with the share of
+    it our run reached; states both."""
     per_actor = audio_s / stages.encode_s if stages.encode_s > 0 else float("inf")
-    limits = {"encode": per_actor * stages.actors, "CPU decode + resample": c.prepare_rt * cores}
+    cpu_name, cpu_rt = ("CPU decode + resample", c.prepare_rt) if resample_on_cpu else ("CPU decode", c.decode_rt)
+    limits = {"encode": per_actor * stages.actors, cpu_name: cpu_rt * cores}
     name = min(limits, key=limits.get)
     share = 100 * ours_rt / limits[name]
     head = f"bound by {name}" if share >= 50 else "bound by neither stage alone (below half of the lower ceiling)"
     actors = f"{stages.actors} actor" + ("s" if stages.actors != 1 else "")
+    encode = "encode" if resample_on_cpu else "resample + encode"
     return (f"{head}: ours {rt(ours_rt)} rt = {share:.0f} % of the {name} ceiling; "
-            f"encode ceiling {rt(limits['encode'])} ({rt(per_actor)} rt per actor x {actors}); "
-            f"CPU decode + resample ceiling {rt(limits['CPU decode + resample'])} on {cores} cores "
-            f"(decode alone {rt(c.decode_rt * cores)})")
+            f"{encode} ceiling {rt(limits['encode'])} ({rt(per_actor)} rt per actor x {actors}); "
+            f"{cpu_name} ceiling {rt(limits[cpu_name])} on {cores} cores"
+            + (f" (decode alone {rt(c.decode_rt * cores)})" if resample_on_cpu else ""))
 
 
 def main(argv=None) -> int:
@@ -244,16 +249,21 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="default random:24khz for speech, random:48khz for music")
     p.add_argument("--items-per-shard", type=int, default=8)
     p.add_argument("--work", default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of our job's config, e.g. audio.resample_on=actor prefetch_shards=3")
     args = p.parse_args(argv)
     preset = "24khz" if args.kind == "speech" else "48khz"
     model = args.model or f"random:{preset}"
     cores = os.cpu_count() or 1
-    cfg = load_config(REPO / "configs" / f"encodec_{preset}.yaml",
-                      [f"model={model}", f"cpus_per_actor={max(1, cores // 2)}"])
+    config = REPO / "configs" / f"encodec_{preset}.yaml"
+    # the preset's cpus_per_actor, or every core where there are fewer (Ray could not place the actor)
+    cpus = min(load_config(config).cpus_per_actor, cores)
+    cfg = load_config(config, [f"model={model}", f"cpus_per_actor={cpus}", *args.set])
     work = Path(args.work or tempfile.mkdtemp(prefix="audiotok-bench-"))
     shards, items = build_corpus(flac_sources(args.kind), args.minutes, work / "shards", args.items_per_shard)
     seconds = sum(d for _, d in items)
-    print(f"corpus: {args.kind}, {seconds / 60:.1f} min in {len(shards)} shards; model {model}; {cores} CPUs")
+    print(f"corpus: {args.kind}, {seconds / 60:.1f} min in {len(shards)} shards; model {model}; {cores} CPUs; "
+          f"our overrides: {' '.join(args.set) or 'none'}")
     rate, channels = PRESETS[preset].sampling_rate, PRESETS[preset].audio_channels
     ceilings = stage_ceilings.measure(items, rate, channels, cfg.audio)
     print("\n".join(ceiling_lines(ceilings, cores, rate, channels, cfg.audio.resample_quality)))
@@ -263,7 +273,7 @@ def main(argv=None) -> int:
     print(f"  prepare (read + decode + resample, overlaps encode) {stages.prepare_s:.1f} s, "
           f"encode {stages.encode_s:.1f} s (summed over shards)")
     print(f"ratio (ours / baseline): {b.realtime / a.realtime:.2f}")
-    print(bound_line(b.realtime, stages, b.audio_s, ceilings, cores))
+    print(bound_line(b.realtime, stages, b.audio_s, ceilings, cores, cfg.audio.resample_on == "decoder"))
     return 0
 
 

@@ -179,7 +179,8 @@ def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_s
 
 
 def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -> tuple[list[Segment], list[Rejection]]:
-    """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz, or Rejections.
+    """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz (at the file's own
+    rate, with `Segment.rate` set, when cfg.resample_on is "actor"), or Rejections.
 
     Every input key ends up in exactly one of the two lists (a segmented key as key#0, key#1, ...).
     """
@@ -201,6 +202,13 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
     except AudioRejected as exc:
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
     source_seconds = len(x) / header.sample_rate
-    x = resample(convert_channels(x, channels), header.sample_rate, sample_rate, cfg.resample_quality)
+    x = convert_channels(x, channels)
+    if cfg.resample_on == "actor" and header.sample_rate != sample_rate:  # resampled next to the model
+        segments, rejections = split_segments(sample, np.ascontiguousarray(x.T, dtype=np.float32),
+                                              header.sample_rate, source_seconds, cfg)
+        for seg in segments:
+            seg.rate = header.sample_rate
+        return segments, rejections
+    x = resample(x, header.sample_rate, sample_rate, cfg.resample_quality)
     audio = np.ascontiguousarray(x.T, dtype=np.float32)
     return split_segments(sample, audio, sample_rate, source_seconds, cfg)

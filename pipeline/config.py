@@ -40,6 +40,7 @@ class AudioConfig:
     min_duration_s: float = 0.05
     max_duration_s: float = 30.0  # longer items are cut into segments key#0, key#1, ...
     resample_quality: str = "HQ"  # soxr: QQ, LQ, MQ, HQ, VHQ
+    resample_on: str = "decoder"  # decoder: soxr in the decoder processes; actor: torch, on the model's device
     decode_timeout_s: float = 120.0
     decoder_crash_retries: int = 1  # retries of a file whose decoder process died
 
@@ -80,7 +81,8 @@ class JobConfig:
     num_actors: int = 0  # 0: one per GPU, or 1 on a CPU-only machine
     gpus_per_actor: float = 1.0
     cpus_per_actor: float = 1.0
-    decode_threads: int = 2
+    decode_threads: int = 0  # decoder processes per actor; 0: the actor's share of its node's cores, less 1
+    prefetch_shards: int = 2  # shards an actor decodes ahead of the one it encodes (memory: that many shards)
     strict: bool = False
     max_actor_restarts: int = 3
     max_shard_attempts: int = 3
@@ -155,6 +157,8 @@ def validate(cfg: JobConfig) -> None:
         raise ValueError(f"device must be one of auto, cpu, cuda; got {cfg.device!r}")
     if cfg.audio.resample_quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
         raise ValueError(f"audio.resample_quality must be QQ, LQ, MQ, HQ or VHQ; got {cfg.audio.resample_quality!r}")
+    if cfg.audio.resample_on not in ("decoder", "actor"):
+        raise ValueError(f"audio.resample_on must be decoder or actor; got {cfg.audio.resample_on!r}")
     if cfg.audio.max_duration_s <= 0 or cfg.audio.min_duration_s < 0:
         raise ValueError("audio.max_duration_s must be > 0 and audio.min_duration_s >= 0")
     if cfg.audio.min_duration_s > cfg.audio.max_duration_s:
@@ -162,6 +166,9 @@ def validate(cfg: JobConfig) -> None:
     timeout = cfg.source.read_timeout_s
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"source.read_timeout_s must be > 0 seconds or null; got {timeout!r}")
+    if cfg.decode_threads < 0 or cfg.prefetch_shards < 0:
+        raise ValueError(f"decode_threads (0: auto) and prefetch_shards must be >= 0; got "
+                         f"{cfg.decode_threads} and {cfg.prefetch_shards}")
     if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
         raise ValueError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
 

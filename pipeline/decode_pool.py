@@ -6,7 +6,7 @@ of the threaded Ray worker) that talks to its parent over a socketpair with leng
 messages only (JSON headers and raw float32 arrays; nothing is pickled in either direction):
 
     parent ─► child   {"key", "source", "ext", "try"}  then the encoded bytes
-    child  ─► parent  {"segments": [{key, start_s, duration_s, shape}], "rejections": [...], "rss_mb"}
+    child  ─► parent  {"segments": [{key, start_s, duration_s, shape, rate}], "rejections": [...], "rss_mb"}
                       then one float32 [C, T] buffer per segment;  or {"error": traceback}
 
 A worker that dies (EOF on its socket: segfault, abort, out of memory, killed from outside) is
@@ -50,6 +50,13 @@ START_TIMEOUT_S = 120.0
 START_TRIES = 3  # a worker that dies while starting is started again (it may have been killed)
 _OOM_EXIT = 3
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def default_processes(node_cpus: int | None = None, actors_on_node: int = 1) -> int:
+    """Decoder processes for `decode_threads: 0`: the node's cores shared by the actors on it, one
+    core left to each actor's own thread (reading, batching, encoding, writing)."""
+    cpus = node_cpus or len(os.sched_getaffinity(0))
+    return max(1, int(cpus) // max(1, actors_on_node) - 1)
 
 
 class DecoderError(RuntimeError):
@@ -180,7 +187,8 @@ class DecodePool:
         for s in reply["segments"]:
             audio = np.empty(s["shape"], dtype=np.float32)
             worker.conn.recv_bytes_into(audio.reshape(-1).view(np.uint8))
-            segments.append(Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta)))
+            segments.append(Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta),
+                                    s.get("rate")))
         rejections = [Rejection(r["key"], sample.source, check_reason(r["reason"]), r["detail"])
                       for r in reply["rejections"]]
         return (segments, rejections), reply["rss_mb"]
@@ -261,7 +269,7 @@ def _child(fd: int) -> None:
             continue
         del data, sample
         reply = {"segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
-                               "shape": list(s.audio.shape)} for s in segments],
+                               "shape": list(s.audio.shape), "rate": s.rate} for s in segments],
                  "rejections": [dataclasses.asdict(r) for r in rejections],
                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         conn.send_bytes(json.dumps(reply).encode())

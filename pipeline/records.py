@@ -47,9 +47,10 @@ class Sample:
 
 @dataclass
 class Segment:
-    """Decoded, channel-converted, resampled audio ready for the codec.
+    """Decoded, channel-converted audio ready for the codec.
 
-    audio: float32 [C, T] at the model's sample rate and channel count.
+    audio: float32 [C, T] at the model's channel count, and at the model's sample rate when `rate`
+        is None; else at `rate` Hz, to be resampled next to the model (`audio.resample_on: actor`).
     start_s, duration_s: position of the segment in the source item, in seconds.
     """
 
@@ -59,6 +60,7 @@ class Segment:
     start_s: float
     duration_s: float
     meta: dict[str, Any] = field(default_factory=dict)
+    rate: int | None = None
 
     @property
     def num_samples(self) -> int:

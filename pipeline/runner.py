@@ -1,7 +1,7 @@
 """The Ray wiring of the tokenization job: actors that each hold a model and pull shards.
 
 The driver lists shards, drops the ones already committed, and keeps every actor busy with one
-shard in flight and the next one prefetching. A shard is committed by the actor (atomically, see
+shard in flight and the next `prefetch_shards` decoding. A shard is committed by the actor (atomically, see
 `writer.py`); the driver only counts.
 
 Faults: Ray never restarts an actor or retries a task by itself (a poison input would loop
@@ -19,13 +19,14 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 import ray.exceptions
 
 from . import sources, writer
 from .config import JobConfig, to_dict
+from .decode_pool import default_processes
 from .records import Shard
 
 PIPELINE_VERSION = "0.1.0"
@@ -40,7 +41,7 @@ FAILURE_GRACE_S = 300.0  # on failure, how long the driver waits for other in-fl
 
 @ray.remote
 class TokenizerActor:
-    """One model per actor; `run(shard, next_shard)` commits `shard` and starts decoding `next_shard`."""
+    """One model per actor; `run(shard, next_shards)` commits `shard` and starts decoding `next_shards`."""
 
     def __init__(self, cfg: JobConfig, out_dir: str):
         import torch
@@ -59,18 +60,43 @@ class TokenizerActor:
         self.model, skipped = load_first(sources, device=device, dtype=dtype)
         self.info = {**model_info(self.model, cfg, device), "model_sources_skipped": skipped}
         check_sha256(self.info, cfg)
-        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.info)
+        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.info, decoders=decoder_processes(cfg, device))
         self.worker.record_extra = {"node_id": ray.get_runtime_context().get_node_id()}
 
     def describe(self) -> dict:
-        return {**self.info, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        return {**self.info, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "decoder_processes": self.worker.decoder_processes}
 
-    def run(self, shard: Shard, next_shard: Shard | None, attempt: int) -> dict:
-        if next_shard is not None:
-            self.worker.prefetch(next_shard)
+    def run(self, shard: Shard, next_shards: list[Shard], attempt: int) -> dict:
+        for upcoming in next_shards:
+            self.worker.prefetch(upcoming)
         record = self.worker.run(shard, attempt)
         record["node_id"] = ray.get_runtime_context().get_node_id()
         return record
+
+
+def decoder_processes(cfg: JobConfig, device: str) -> int:
+    """`decode_threads`, or for 0 this actor's share of its node's cores (Ray's logical CPUs): the
+    node is shared by as many actors as it has GPUs for (or CPUs, for CPU actors)."""
+    if cfg.decode_threads:
+        return cfg.decode_threads
+    node_id = ray.get_runtime_context().get_node_id()
+    resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
+    cpus = int(resources.get("CPU", 0)) or None
+    if device == "cuda":
+        sharing = int(resources.get("GPU", 1) / max(cfg.gpus_per_actor, 1e-9))
+    else:
+        sharing = min(cfg.num_actors or 1, int((cpus or 1) / max(cfg.cpus_per_actor, 1)))
+    return default_processes(cpus, max(1, sharing))
+
+
+def resampler_info(cfg: JobConfig, device: str) -> dict:
+    if cfg.audio.resample_on == "actor":
+        from . import device_resample as r
+
+        return {"library": "audiotok.device_resample", "zeros": r.ZEROS, "rolloff": r.ROLLOFF,
+                "kaiser_beta": r.KAISER_BETA, "device": device}
+    return {"library": "soxr", "quality": cfg.audio.resample_quality}
 
 
 def model_info(model, cfg: JobConfig, device: str) -> dict:
@@ -94,7 +120,7 @@ def model_info(model, cfg: JobConfig, device: str) -> dict:
         "precision": cfg.precision,
         "device": device,
         "pipeline_version": PIPELINE_VERSION,
-        "resampler": {"library": "soxr", "quality": cfg.audio.resample_quality},
+        "resampler": resampler_info(cfg, device),
         "segment_max_s": cfg.audio.max_duration_s,
     }
 
@@ -112,7 +138,7 @@ class _Slot:
     actor: object
     shard: Shard | None = None
     ref: object = None
-    queued: Shard | None = None
+    queued: deque = field(default_factory=deque)  # shards this slot's actor decodes ahead
     deaths: int = 0  # deaths in a row without a committed shard
 
 
@@ -156,7 +182,9 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict:
             writer.write_provenance(out_dir, {**info, "job_config": to_dict(cfg), "input": input_spec})
             for line in info.get("model_sources_skipped", []):
                 log(f"[audiotok] model source skipped: {line.splitlines()[0][:300]}")
-            log(f"[audiotok] model: {info['model_source']} (sha256 {info['checkpoint_sha256'][:16]}...)")
+            log(f"[audiotok] model: {info['model_source']} (sha256 {info['checkpoint_sha256'][:16]}...); "
+                f"{count} actor(s) on {info['device']}, {info['decoder_processes']} decoder processes each, "
+                f"{cfg.prefetch_shards} shard(s) decoded ahead")
             if info["random_weights"]:
                 log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
             elif str(info["model_source"]).startswith("tiny:"):
@@ -224,13 +252,12 @@ class _Driver:
         return records
 
     def _dispatch(self, slot: _Slot) -> None:
-        todo = self.todo
-        if slot.queued is None and todo:
-            slot.queued = todo.popleft()
-        slot.shard, slot.queued = slot.queued, (todo.popleft() if todo else None)
+        while self.todo and len(slot.queued) < 1 + self.cfg.prefetch_shards:
+            slot.queued.append(self.todo.popleft())
+        slot.shard = slot.queued.popleft() if slot.queued else None
         if slot.shard is not None:
             n = self.attempts[slot.shard.shard_id] = self.attempts.get(slot.shard.shard_id, 0) + 1
-            slot.ref = slot.actor.run.remote(slot.shard, slot.queued, n)
+            slot.ref = slot.actor.run.remote(slot.shard, list(slot.queued), n)
         else:
             slot.ref = None
 
@@ -246,10 +273,9 @@ class _Driver:
                                 f"(actor died each time): {exc}") from exc
             self._died(slot, exc, f"on shard {shard.url}")
             self.log(f"[audiotok] actor died on shard {shard.shard_id}; replacing it and retrying the shard")
-            if slot.queued is not None:
-                self.todo.appendleft(slot.queued)
+            self.todo.extendleft(reversed(slot.queued))
             self.todo.appendleft(shard)
-            slot.queued = None
+            slot.queued.clear()
             self._replace(slot)
             return None
         except ray.exceptions.RayTaskError as exc:

@@ -1,8 +1,9 @@
 """Tokenize one shard end to end, without Ray: read -> prepare -> bucket -> encode -> commit.
 
 `ShardTokenizer` holds one model. Decoding and resampling run in `decode_threads` crash-isolated
-worker processes (`decode_pool.DecodePool`), fed by one reader thread, so the next shard is read
-and decoded while the current one is encoded. A commit that fails removes the shard's part files
+worker processes (`decode_pool.DecodePool`; 0: the actor's share of the node's cores), split into
+1 + `prefetch_shards` pools with a reader thread each, so the next shards are read and decoded
+while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). A commit that fails removes the shard's part files
 it already moved into place, so readers never see a shard without its manifest record.
 """
 
@@ -11,17 +12,18 @@ from __future__ import annotations
 import resource
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from queue import Queue
 from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
-import torch
 
 from codec import EncodecModel
 
 from . import buckets, schema, sources, writer
 from .config import JobConfig
-from .decode_pool import DecodePool
+from .decode_pool import DecodePool, default_processes
+from .device_resample import batch_at_model_rate, model_length
 from .records import Rejection, Segment, Shard
 
 
@@ -41,15 +43,23 @@ class BadInputError(RuntimeError):
 
 
 class ShardTokenizer:
-    def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: dict):
+    def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: dict,
+                 decoders: int | None = None):
         self.model = model
         self.cfg = cfg
         self.out_dir = out_dir
         self.provenance = provenance
         self.n_q = model.config.num_quantizers_for(max(cfg.bandwidths))
-        self.decoders = DecodePool(cfg.audio, model.config.sampling_rate, model.config.audio_channels,
-                                   max(1, cfg.decode_threads))
-        self.reader = ThreadPoolExecutor(1)
+        # one decoder pool per shard decoding at once (the shard in hand plus prefetch_shards ahead),
+        # the decoder processes split between them, so several small shards keep every process busy
+        total = decoders or cfg.decode_threads or default_processes()
+        lanes = max(1, min(1 + cfg.prefetch_shards, total))
+        self.pools: Queue[DecodePool] = Queue()
+        for i in range(lanes):
+            size = total // lanes + (1 if i < total % lanes else 0)
+            self.pools.put(DecodePool(cfg.audio, model.config.sampling_rate, model.config.audio_channels, size))
+        self.decoder_processes = total
+        self.reader = ThreadPoolExecutor(lanes)
         self.pending: dict[str, Future] = {}
         self.record_extra: dict = {}  # added to every manifest record (e.g. the Ray node id)
 
@@ -79,7 +89,7 @@ class ShardTokenizer:
             "rejects": len(prepared.rejections),
             "rejects_by_reason": by_reason,
             "input_keys": prepared.input_keys,
-            "audio_seconds": sum(s.num_samples for s in prepared.segments) / self.model.config.sampling_rate,
+            "audio_seconds": sum(s.duration_s for s in prepared.segments),
             "attempt": attempt,
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             **self.record_extra,
@@ -106,7 +116,11 @@ class ShardTokenizer:
         samples = _read_with_retries(shard, cfg)
         if isinstance(samples, Rejection):
             return Prepared(rejections=[samples], input_keys=0, read_seconds=time.time() - started)
-        results, stats = self.decoders.prepare_all(samples)
+        pool = self.pools.get()  # a free one: there are as many as reader threads
+        try:
+            results, stats = pool.prepare_all(samples)
+        finally:
+            self.pools.put(pool)
         prepared = Prepared(input_keys=len(samples), stats=stats)
         for segments, rejections in results:
             prepared.segments.extend(segments)
@@ -118,7 +132,8 @@ class ShardTokenizer:
         if not segments:
             return [], {"padded_samples": 0, "true_samples": 0, "batches": 0}
         cfg = self.cfg.buckets
-        lengths = [s.num_samples for s in segments]
+        rate = self.model.config.sampling_rate
+        lengths = [model_length(s, rate) for s in segments]
         chunk = self.model.config.chunk_length
         boundaries = cfg.boundaries_s and [int(b * self.model.config.sampling_rate) for b in cfg.boundaries_s]
         if boundaries is None:
@@ -133,14 +148,9 @@ class ShardTokenizer:
                                        multiple=self.model.config.hop_length)
         padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
         rows: list[schema.TokenRow | None] = [None] * len(segments)
-        channels = self.model.config.audio_channels
         for batch in batches:
-            longest = max(lengths[i] for i in batch)
-            x = np.zeros((len(batch), channels, longest), dtype=np.float32)
-            for j, i in enumerate(batch):
-                x[j, :, : lengths[i]] = segments[i].audio
-            items = self.model.encode(torch.from_numpy(x), [lengths[i] for i in batch],
-                                      bandwidth=max(self.cfg.bandwidths), max_batch=max_chunks)
+            x, batch_lengths = batch_at_model_rate([segments[i] for i in batch], rate, self.model.device)
+            items = self.model.encode(x, batch_lengths, bandwidth=max(self.cfg.bandwidths), max_batch=max_chunks)
             for i, item in zip(batch, items):
                 seg = segments[i]
                 rows[i] = schema.TokenRow(
@@ -152,7 +162,8 @@ class ShardTokenizer:
 
     def close(self):
         self.reader.shutdown(wait=False, cancel_futures=True)
-        self.decoders.close()
+        while not self.pools.empty():
+            self.pools.get().close()
 
 
 def _remove_uncommitted_parts(out_dir: str, shard_id: str) -> None:

@@ -16,6 +16,7 @@ import torch
 from . import audio as audio_prep
 from . import metrics, sources
 from .config import AudioConfig, SourceConfig
+from .device_resample import batch_at_model_rate
 from .records import Segment, Shard
 
 STATUSES = ("ok", "missing_original", "length_mismatch", "bad_row")
@@ -119,23 +120,25 @@ class Checker:
         if isinstance(original, tuple):
             result["status"], result["detail"] = original
             return result
-        if original.num_samples != row["num_samples"]:
+        x, (length,) = batch_at_model_rate([original], s.sample_rate, self.model.device)
+        if length != row["num_samples"]:
             result["status"] = "length_mismatch"
-            result["detail"] = f"original now has {original.num_samples} samples, the row {row['num_samples']}"
+            result["detail"] = f"original now has {length} samples, the row {row['num_samples']}"
             return result
+        audio = x[0].cpu().numpy()
         stored = torch.from_numpy(row["codes"].astype(np.int64))
         try:
-            now = self.model.encode(torch.from_numpy(original.audio)[None], bandwidth=s.encode_bandwidth)[0].codes
+            now = self.model.encode(x, bandwidth=s.encode_bandwidth)[0].codes
             if now.shape != stored.shape:
                 raise ValueError(f"stored codes {tuple(stored.shape)} but the original encodes to {tuple(now.shape)}")
             same = (now == stored).double()
             result["code_agreement_all"] = float(same.mean())
-            media = {"original": original.audio, "decoded": {}}
+            media = {"original": audio, "decoded": {}}
             for b in s.bandwidths:
                 n_q = s.n_q[b]
                 item = EncodedItem(stored[:n_q], row["scales"], int(row["num_samples"]))
                 decoded = self.model.decode([item])[0].numpy()
-                result["bandwidths"][b] = {"n_q": n_q, **metrics.all_metrics(original.audio, decoded, s.sample_rate),
+                result["bandwidths"][b] = {"n_q": n_q, **metrics.all_metrics(audio, decoded, s.sample_rate),
                                            "code_agreement": float(same[:n_q].mean())}
                 media["decoded"][b] = decoded
         except (ValueError, IndexError, RuntimeError) as exc:

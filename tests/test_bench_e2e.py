@@ -37,6 +37,12 @@ def test_bound_line_names_the_lower_ceiling():
     line = bound_line(1.0, JobStages(prepare_s=1.0, encode_s=5.0, actors=1), 60.0, cheap_cpu, cores=2)
     assert line.startswith("bound by neither stage alone")
 
+    # resampling on the actor: the CPU ceiling is decode alone (120x on 2 cores), encode includes resampling
+    line = bound_line(100.0, JobStages(prepare_s=1.0, encode_s=0.1, actors=2), 60.0, dear_cpu, cores=2,
+                      resample_on_cpu=False)
+    assert line.startswith("bound by CPU decode: ours 100x rt = 83 % of the CPU decode ceiling")
+    assert "resample + encode ceiling 1200x" in line and "decode alone" not in line
+
 
 def test_run_lines_report_missing_gpu_and_system_wide_cpu():
     run = Run("ours", wall_s=10.0, audio_s=60.0, rows=3, padding_waste=0.25,

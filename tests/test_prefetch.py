@@ -1,0 +1,89 @@
+"""Decoding ahead: decoder processes split into pools, several shards decoding at once, and the
+driver handing each actor its next shards; rows are the same whatever the depth."""
+
+import threading
+import time
+
+import pyarrow.dataset as pads
+import pytest
+
+from codec import load_model
+from pipeline import shard_worker
+from pipeline.decode_pool import default_processes
+from pipeline.runner import model_info, run_job
+from pipeline.shard_worker import ShardTokenizer
+from pipeline.sources import list_shards
+from tests.conftest import corpus_file
+from tests.fault_scenarios import demo_config
+from tests.hostile_corpus import write_tar
+
+
+def test_default_processes_share_the_node():
+    assert default_processes(16, 1) == 15  # one GPU actor on the 16-core box
+    assert default_processes(16, 2) == 7
+    assert default_processes(2, 1) == 1
+    assert default_processes(1, 4) == 1
+    assert default_processes() >= 1
+
+
+def worker_for(tmp_path, *overrides):
+    cfg = demo_config(*overrides)
+    model = load_model(cfg.model)
+    return ShardTokenizer(model, cfg, str(tmp_path / "out"), model_info(model, cfg, "cpu")), cfg
+
+
+@pytest.mark.parametrize("threads, prefetch, sizes", [(5, 2, [2, 2, 1]), (2, 2, [1, 1]), (15, 0, [15]), (1, 3, [1])])
+def test_decoder_processes_are_split_between_lanes(tmp_path, threads, prefetch, sizes):
+    worker, _ = worker_for(tmp_path, f"decode_threads={threads}", f"prefetch_shards={prefetch}")
+    try:
+        assert sorted((len(p.workers) for p in list(worker.pools.queue)), reverse=True) == sizes
+        assert worker.decoder_processes == threads and worker.reader._max_workers == len(sizes)
+    finally:
+        worker.close()
+
+
+def shards(tmp_path, count):
+    wav = corpus_file("speech/cmu_arctic_a0007_16k.wav").read_bytes()
+    for i in range(count):
+        write_tar(tmp_path / f"s{i}.tar", [(f"k{i}a.wav", wav), (f"k{i}b.wav", wav[: len(wav) // 2])])
+    return str(tmp_path / f"s{{0..{count - 1}}}.tar")
+
+
+def test_shards_ahead_decode_at_once(tmp_path, monkeypatch):
+    spec = shards(tmp_path, 3)
+    worker, cfg = worker_for(tmp_path, "decode_threads=3", "prefetch_shards=2")
+    started, release = [], threading.Event()
+    read = shard_worker._read_with_retries
+
+    def slow_read(shard, cfg):
+        started.append(time.monotonic())
+        release.wait(10)
+        return read(shard, cfg)
+
+    monkeypatch.setattr(shard_worker, "_read_with_retries", slow_read)
+    try:
+        todo = list_shards(spec, cfg.source)
+        for shard in todo:
+            worker.prefetch(shard)
+        deadline = time.monotonic() + 5
+        while len(started) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(started) == 3, "the three shards did not start reading together"
+        release.set()
+        records = [worker.run(s) for s in todo]
+    finally:
+        worker.close()
+    assert [r["rows"] for r in records] == [2, 2, 2]
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_rows_do_not_depend_on_prefetch_depth(tmp_path):
+    spec = shards(tmp_path, 5)
+    tables = {}
+    for depth in (0, 3):
+        cfg = demo_config(f"prefetch_shards={depth}", "decode_threads=0")
+        summary = run_job(cfg, spec, str(tmp_path / f"out{depth}"), log=lambda m: None)
+        assert summary["rows"] == 10
+        table = pads.dataset(str(tmp_path / f"out{depth}" / "tokens")).to_table().sort_by("key")
+        tables[depth] = table.select(["key", "codes", "num_samples"]).to_pylist()
+    assert tables[0] == tables[3]
