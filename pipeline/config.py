@@ -76,7 +76,7 @@ class JobConfig:
     model_fallback: str | None = None  # loaded when `model` cannot be (e.g. offline): tiny:24khz in the demo
     model_sha256: str | None = None  # when set, the checkpoint must hash to this
     bandwidths: list[float] = field(default_factory=lambda: [6.0])
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (codec-side choice, see codec docs)
+    precision: str = "fp32"  # fp32 | bf16 | fp16; reduced ones must pass codec.precision.check_precision
     device: str = "auto"  # auto | cpu | cuda
     num_actors: int = 0  # 0: one per GPU, or 1 on a CPU-only machine
     gpus_per_actor: float = 1.0
