@@ -11,13 +11,11 @@ import pytest
 
 from pipeline import writer
 from pipeline.config import load_config
-from tests.conftest import REPO
-from tests.hostile_corpus import HOSTILE_OVERRIDES, build
+from tests.conftest import REPO, corpus_file
+from tests.hostile_corpus import FLAC, HOSTILE_OVERRIDES, MP3, OGG, WAV, build
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("local_ray")]
-
-
 
 
 def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
@@ -28,6 +26,8 @@ def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
 def test_hostile_corpus_is_rejected_or_handled(tmp_path):
     from pipeline.runner import run_job
 
+    for rel in (FLAC, OGG, MP3, WAV):  # the real files it is built from: skip without the corpus
+        corpus_file(rel)
     built = build(tmp_path / "in")
     out = tmp_path / "out"
     before = snapshot(tmp_path, out)
