@@ -252,9 +252,14 @@ class _Driver:
         return records
 
     def _dispatch(self, slot: _Slot) -> None:
-        while self.todo and len(slot.queued) < 1 + self.cfg.prefetch_shards:
+        if not slot.queued and self.todo:
             slot.queued.append(self.todo.popleft())
         slot.shard = slot.queued.popleft() if slot.queued else None
+        # decode ahead, but never take shards another actor could start on: with few shards left
+        # they spread over the actors instead of queueing behind one
+        ahead = min(self.cfg.prefetch_shards, len(self.todo) // len(self.slots))
+        while self.todo and len(slot.queued) < ahead:
+            slot.queued.append(self.todo.popleft())
         if slot.shard is not None:
             n = self.attempts[slot.shard.shard_id] = self.attempts.get(slot.shard.shard_id, 0) + 1
             slot.ref = slot.actor.run.remote(slot.shard, list(slot.queued), n)

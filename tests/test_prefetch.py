@@ -87,3 +87,38 @@ def test_rows_do_not_depend_on_prefetch_depth(tmp_path):
         table = pads.dataset(str(tmp_path / f"out{depth}" / "tokens")).to_table().sort_by("key")
         tables[depth] = table.select(["key", "codes", "num_samples"]).to_pylist()
     assert tables[0] == tables[3]
+
+
+def test_driver_spreads_shards_before_decoding_ahead():
+    import itertools
+    import types
+    from collections import deque
+
+    from pipeline.runner import _Driver
+
+    calls = []
+
+    def fake_actor(number):
+        def remote(shard, ahead, attempt):
+            calls.append((number, shard.shard_id, [s.shard_id for s in ahead]))
+            return object()
+        return types.SimpleNamespace(run=types.SimpleNamespace(remote=remote))
+
+    def driver(shards):
+        numbers = itertools.count()
+        todo = deque(types.SimpleNamespace(shard_id=f"s{i}") for i in range(shards))
+        return _Driver(demo_config("prefetch_shards=2"), print, todo, lambda: fake_actor(next(numbers)), 3)
+
+    few = driver(6)  # 6 shards, 3 actors: each starts one, and only 2 are decoded ahead
+    for slot in few.slots:
+        few._dispatch(slot)
+    few._dispatch(few.slots[0])  # actor 0 finished its first shard
+    assert calls == [(0, "s0", ["s1"]), (1, "s2", ["s3"]), (2, "s4", []), (0, "s1", [])]
+
+    calls.clear()
+    many = driver(30)
+    for slot in many.slots:
+        many._dispatch(slot)
+    many._dispatch(many.slots[0])
+    assert calls == [(0, "s0", ["s1", "s2"]), (1, "s3", ["s4", "s5"]), (2, "s6", ["s7", "s8"]),
+                     (0, "s1", ["s2", "s9"])]
