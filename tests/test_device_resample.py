@@ -81,26 +81,37 @@ def test_prepare_defers_resampling_to_the_actor():
 def test_job_with_resampling_on_the_actor(tmp_path):
     from codec import load_model
     from pipeline import writer
+    from pipeline.config import to_dict
     from pipeline.runner import model_info
+    from pipeline.verify import VerifyOptions, run_verify
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
     from tests.conftest import REPO
 
     rows = {}
+    spec = str(REPO / "demo" / "shards" / "demo-000.tar")
     for where in ("decoder", "actor"):
         cfg = demo_config(f"audio.resample_on={where}")
         model = load_model(cfg.model)
         info = model_info(model, cfg, "cpu")
         out = tmp_path / where
         worker = ShardTokenizer(model, cfg, str(out), info)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(int(cfg.cpus_per_actor))  # as the actor does, and verify after it
         try:
-            records = [worker.run(s) for s in list_shards(str(REPO / "demo" / "shards" / "demo-000.tar"), cfg.source)]
+            records = [worker.run(s) for s in list_shards(spec, cfg.source)]
         finally:
+            torch.set_num_threads(threads)
             worker.close()
         import pyarrow.parquet as pq
 
         rows[where] = {r["key"]: r for r in pq.read_table(out / writer.part_name("tokens", records[0]["shard_id"])).to_pylist()}
         assert info["resampler"]["library"] == ("soxr" if where == "decoder" else "audiotok.device_resample")
+        # verify re-reads the originals and resamples them as the job did: the same codes again
+        writer.write_provenance(str(out), {**info, "job_config": to_dict(cfg), "input": spec})
+        summary = run_verify(str(out), str(tmp_path / f"report-{where}"),
+                             VerifyOptions(count=2, bandwidths=[6.0], use_ray="inline"))
+        assert summary["passed"] and summary["rows_sampled"] == 2, summary
     assert rows["decoder"].keys() == rows["actor"].keys() and rows["actor"]
     for key, row in rows["actor"].items():
         assert row["num_samples"] == rows["decoder"][key]["num_samples"]
