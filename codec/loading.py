@@ -42,7 +42,8 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
     """Build an inference-ready EncodecModel (weight norm folded, eval mode) from `source`.
 
     dtype bfloat16 / float16: weights and activations in that type, the quantizer in fp32; the
-    model must first pass `check_precision` on `device` (ValueError otherwise)."""
+    model must first pass `check_precision` on `device` (PrecisionError otherwise, which
+    `load_first` does not swallow: no silent fallback to another model)."""
     text = str(source)
     if text.startswith("random:"):
         model = random_model(text)

@@ -5,7 +5,7 @@ Backends have had wrong reduced-precision kernels for some shapes: torch 2.13.0 
 error above 1 (measured 2026-11-24), which turns the codes of `tiny:24khz` into noise. So before a
 model runs in bf16 or fp16, `check_precision` feeds one probe through each encoder and decoder
 layer in both precisions (each layer gets the fp32 input, so errors do not compound) and raises
-ValueError naming the first layer whose output is off by more than `tolerance` (relative RMS).
+PrecisionError naming the first layer whose output is off by more than `tolerance` (relative RMS).
 Correct kernels are at ~0.3-2 % in bf16 and ~0.05 % in fp16.
 """
 
@@ -17,6 +17,11 @@ from torch import nn
 DEFAULT_TOLERANCE = 0.1
 
 
+class PrecisionError(RuntimeError):
+    """Reduced precision computes wrong values on this device. Not a ValueError on purpose:
+    `load_first` must not take it for "this source cannot be loaded" and quietly use a fallback."""
+
+
 def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
     reference, other = reference.double(), other.double()
     return float((reference - other).norm() / reference.norm().clamp_min(1e-30))
@@ -25,8 +30,9 @@ def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
 @torch.inference_mode()
 def check_precision(fp32_model: nn.Module, reduced_model: nn.Module, seconds: float = 0.5,
                     tolerance: float = DEFAULT_TOLERANCE) -> float:
-    """Raise ValueError if a layer of `reduced_model` strays from `fp32_model`; returns the largest
-    per-layer relative error. Both models must have the same architecture, on the same device."""
+    """Raise PrecisionError if a layer of `reduced_model` strays from `fp32_model`; returns the largest
+    per-layer relative error. Both models must have the same architecture, on the same device. One
+    unpadded item is probed: a kernel wrong only for larger batches would not be seen."""
     cfg = fp32_model.config
     device = next(reduced_model.parameters()).device
     dtype = next(reduced_model.encoder.parameters()).dtype
@@ -39,7 +45,7 @@ def check_precision(fp32_model: nn.Module, reduced_model: nn.Module, seconds: fl
             y_reduced, _ = layer(x.to(dtype))
             error = relative_error(y, y_reduced)
             if not error <= tolerance:  # also catches NaN
-                raise ValueError(
+                raise PrecisionError(
                     f"{dtype} on {device.type} computes {part} layer {i} ({type(layer).__name__}) with a relative "
                     f"error of {error:.3g} against fp32 (tolerance {tolerance}): a wrong kernel in this backend; "
                     f"use precision fp32 on this device"

@@ -19,7 +19,8 @@ python -m jobs.bench_codec [--presets 24khz 48khz] [--batch-sizes 1 16] [--bandw
    memory (CUDA: max allocated; CPU: peak process RSS during the timed calls).
 
 Variants (`--variants`; those that need CUDA are skipped on the CPU, with a note):
-  fp32      the default: fp32 weights; CPU one item per forward pass, CUDA whole batches
+  fp32      the default: fp32 weights; CPU one item per forward pass, CUDA whole batches; TF32 off,
+            as the job's actors set it (transformers is timed with TF32 off too)
   batched   fp32, whole batches and the batched LSTM on the CPU too (the CUDA default path)
   bf16      bf16 weights and activations, RVQ in fp32 (job config `precision: bf16`); skipped
             when codec.precision.check_precision refuses it on this device
@@ -47,7 +48,7 @@ import torch
 
 from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
-from codec.precision import check_precision
+from codec.precision import PrecisionError, check_precision
 from codec.seanet import LSTM
 
 AUDIO_DIRS = ("music", "speech", "env")
@@ -130,7 +131,7 @@ def make_variant(name: str, base: EncodecModel, device: str) -> Variant:
         reference = copy.deepcopy(model)
         model.to(torch.bfloat16 if name == "bf16" else torch.float16)
         model.quantizer.float()  # as load_model(dtype=...) does: RVQ distances stay fp32
-        check_precision(reference, model)  # as load_model does: ValueError on a wrong kernel
+        check_precision(reference, model)  # as load_model does: PrecisionError on a wrong kernel
     if name in ("batched", "compile"):
         for module in model.modules():
             if isinstance(module, LSTM):
@@ -242,7 +243,7 @@ def bench_preset(preset: str | None, args, device: str) -> None:
             continue
         try:
             variants.append(make_variant(name, base, device))
-        except ValueError as exc:
+        except PrecisionError as exc:
             print(f"  ({name}: refused by the precision check, as load_model would: {exc})")
     print(f"{'preset':7} {'kbps':>5} {'batch':>5} {'variant':12} {'x realtime':>11} {'vs hf':>6} {'agree %':>8} {'q0 %':>8} {'peak MiB':>9}")
     for bw in args.bandwidths:
@@ -253,7 +254,7 @@ def bench_preset(preset: str | None, args, device: str) -> None:
             index = [i % len(clips) for i in range(batch)]
             x = clips[index].to(device)
             audio_s = batch * args.seconds
-            with PeakMemory(device) as mem, torch.no_grad():
+            with PeakMemory(device) as mem, torch.no_grad(), backend_flags(tf32=False):  # as the job runs
                 t_hf, out = timed(lambda: ref_model.encode(x, bandwidth=bw), args.repeats)
             rows = [("transformers", t_hf, hf_codes(out, batch, base, x.shape[-1]), mem.peak)]
             for v in variants:

@@ -151,6 +151,16 @@ def resample(x: np.ndarray, in_rate: int, out_rate: int, quality: str = "HQ") ->
     return np.asarray(y, dtype=np.float32)
 
 
+# `audio.resample_on: actor` builds one filter per output phase (rate_out / gcd of the rates):
+# 160 for 44.1 -> 48 kHz, but 24000 for an odd 47999 Hz file, a filter of gigabytes. Rates with
+# more phases than this are resampled by soxr in the decoder process as usual.
+MAX_DEVICE_PHASES = 1024
+
+
+def device_resamplable(rate_in: int, rate_out: int) -> bool:
+    return rate_out // math.gcd(rate_in, rate_out) <= MAX_DEVICE_PHASES
+
+
 def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_seconds: float,
                    cfg: AudioConfig) -> tuple[list[Segment], list[Rejection]]:
     """Cut [C, T] audio into Segments of cfg.max_duration_s; pieces under cfg.min_duration_s are rejected.
@@ -203,7 +213,7 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
     source_seconds = len(x) / header.sample_rate
     x = convert_channels(x, channels)
-    if cfg.resample_on == "actor" and header.sample_rate != sample_rate:  # resampled next to the model
+    if cfg.resample_on == "actor" and header.sample_rate != sample_rate and device_resamplable(header.sample_rate, sample_rate):
         segments, rejections = split_segments(sample, np.ascontiguousarray(x.T, dtype=np.float32),
                                               header.sample_rate, source_seconds, cfg)
         for seg in segments:

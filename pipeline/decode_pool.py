@@ -52,11 +52,11 @@ _OOM_EXIT = 3
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
-def default_processes(node_cpus: int | None = None, actors_on_node: int = 1) -> int:
-    """Decoder processes for `decode_threads: 0`: the node's cores shared by the actors on it, one
-    core left to each actor's own thread (reading, batching, encoding, writing)."""
+def default_processes(node_cpus: int | None = None, actors_on_node: int = 1, reserve: int = 1) -> int:
+    """Decoder processes for `decode_threads: 0`: the node's cores shared by the actors on it, less
+    `reserve` cores for each actor's own work (reading, batching, encoding, writing)."""
     cpus = node_cpus or len(os.sched_getaffinity(0))
-    return max(1, int(cpus) // max(1, actors_on_node) - 1)
+    return max(1, int(cpus) // max(1, actors_on_node) - reserve)
 
 
 class DecoderError(RuntimeError):

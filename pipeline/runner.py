@@ -55,6 +55,8 @@ class TokenizerActor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(max(1, int(cfg.cpus_per_actor)))
+        # fp32 means fp32: torch runs cuDNN convolutions in TF32 unless told not to (codes would drift)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=device, dtype=dtype)
@@ -68,7 +70,8 @@ class TokenizerActor:
                 "decoder_processes": self.worker.decoder_processes}
 
     def run(self, shard: Shard, next_shards: list[Shard], attempt: int) -> dict:
-        for upcoming in next_shards:
+        self.worker.keep_only([shard, *next_shards])  # shards the driver gave to other actors since
+        for upcoming in [shard, *next_shards]:  # the shard to run first, if it is not decoding yet
             self.worker.prefetch(upcoming)
         record = self.worker.run(shard, attempt)
         record["node_id"] = ray.get_runtime_context().get_node_id()
@@ -76,18 +79,20 @@ class TokenizerActor:
 
 
 def decoder_processes(cfg: JobConfig, device: str) -> int:
-    """`decode_threads`, or for 0 this actor's share of its node's cores (Ray's logical CPUs): the
-    node is shared by as many actors as it has GPUs for (or CPUs, for CPU actors)."""
+    """`decode_threads`, or for 0 this actor's share of its node's cores (Ray's logical CPUs), less
+    what the actor itself uses (1 core on a GPU, its torch threads on the CPU)."""
     if cfg.decode_threads:
         return cfg.decode_threads
     node_id = ray.get_runtime_context().get_node_id()
     resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
     cpus = int(resources.get("CPU", 0)) or None
-    if device == "cuda":
-        sharing = int(resources.get("GPU", 1) / max(cfg.gpus_per_actor, 1e-9))
-    else:
+    if device == "cuda":  # actors sharing this node, and the cores each keeps for itself
+        sharing, reserve = int(resources.get("GPU", 1) / max(cfg.gpus_per_actor, 1e-9)), 1
+        sharing = min(sharing, cfg.num_actors or sharing)
+    else:  # CPU actors: one unless num_actors says otherwise; each keeps its torch threads
         sharing = min(cfg.num_actors or 1, int((cpus or 1) / max(cfg.cpus_per_actor, 1)))
-    return default_processes(cpus, max(1, sharing))
+        reserve = max(1, int(cfg.cpus_per_actor))
+    return default_processes(cpus, max(1, sharing), reserve)
 
 
 def resampler_info(cfg: JobConfig, device: str) -> dict:
@@ -240,6 +245,8 @@ class _Driver:
                         records[record["shard_id"]] = record
                         progress.shard_done(record)
                     self._dispatch(slot)
+                for idle in [s for s in self.slots if s.ref is None]:  # e.g. shards re-queued by a death
+                    self._dispatch(idle)
                 progress.maybe_print(records)
         except JobFailed:
             inflight = [s.ref for s in self.slots if s.ref is not None]
@@ -254,6 +261,10 @@ class _Driver:
     def _dispatch(self, slot: _Slot) -> None:
         if not slot.queued and self.todo:
             slot.queued.append(self.todo.popleft())
+        if not slot.queued:  # nothing left to start: take the last shard another actor holds ahead
+            donor = max(self.slots, key=lambda s: len(s.queued))
+            if donor.queued:
+                slot.queued.append(donor.queued.pop())  # the donor drops it at its next run()
         slot.shard = slot.queued.popleft() if slot.queued else None
         # decode ahead, but never take shards another actor could start on: with few shards left
         # they spread over the actors instead of queueing behind one

@@ -63,6 +63,12 @@ class ShardTokenizer:
         self.pending: dict[str, Future] = {}
         self.record_extra: dict = {}  # added to every manifest record (e.g. the Ray node id)
 
+    def keep_only(self, shards: list[Shard]) -> None:
+        """Forget shards decoded ahead that are not in `shards` (the driver gave them to another actor)."""
+        wanted = {s.shard_id for s in shards}
+        for shard_id in [k for k in self.pending if k not in wanted]:
+            self.pending.pop(shard_id).cancel()  # a running decode finishes and is dropped
+
     def prefetch(self, shard: Shard) -> None:
         if shard.shard_id not in self.pending:
             self.pending[shard.shard_id] = self.reader.submit(self._prepare, shard)

@@ -55,6 +55,7 @@ class Checker:
         self.settings = settings
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[settings.precision]
         self.model = load_model(settings.model, device=settings.device, dtype=dtype)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # as the job's actors
         self._shards: dict[str, Shard] | None = None
 
     def shard_for(self, url: str) -> Shard:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from codec import random_model
+from codec.precision import PrecisionError
 from codec.seanet import LSTM
 from jobs import bench_codec
 from tests.conftest import real_audio
@@ -52,8 +53,8 @@ def test_variants(monkeypatch):
     assert bf16.model.dtype == torch.bfloat16 and bf16.model.quantizer.layers[0].codebook.embed.dtype == torch.float32
 
     def refuse(ref, model):
-        raise ValueError("wrong kernel")
+        raise PrecisionError("wrong kernel")
 
     monkeypatch.setattr(bench_codec, "check_precision", refuse)
-    with pytest.raises(ValueError, match="wrong kernel"):
+    with pytest.raises(PrecisionError, match="wrong kernel"):
         bench_codec.make_variant("bf16", base, "cpu")

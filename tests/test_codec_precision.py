@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from codec import load_model, random_model
-from codec.precision import check_precision
+from codec.precision import PrecisionError, check_precision
 
 
 def reduced(model, dtype=torch.bfloat16):
@@ -30,7 +30,7 @@ def test_a_wrong_layer_is_named(part, index):
     layer = getattr(bad, part).layers[index]
     conv = layer.conv if hasattr(layer, "conv") else layer.block[1].conv
     conv.weight.data.mul_(-1)  # a kernel that gets the sign wrong
-    with pytest.raises(ValueError, match=rf"{part} layer {index} \(\w+\) with a relative error of [0-9.]+"):
+    with pytest.raises(PrecisionError, match=rf"{part} layer {index} \(\w+\) with a relative error of [0-9.]+"):
         check_precision(model, bad)
 
 
@@ -38,7 +38,7 @@ def test_nan_output_is_refused():
     model = random_model("random:24khz")
     bad = reduced(model)
     bad.decoder.layers[0].conv.bias.data.fill_(float("nan"))
-    with pytest.raises(ValueError, match="decoder layer 0"):
+    with pytest.raises(PrecisionError, match="decoder layer 0"):
         check_precision(model, bad)
 
 
@@ -52,3 +52,15 @@ def test_load_model_runs_the_check(monkeypatch):
     model = load_model("random:24khz", dtype=torch.bfloat16)
     assert calls == [(torch.float32, torch.bfloat16)]
     assert model.quantizer.layers[0].codebook.embed.dtype == torch.float32
+
+
+def test_a_failed_check_is_not_a_fallback(monkeypatch):
+    import codec.loading
+    from codec import load_first
+
+    def refuse(ref, model):
+        raise PrecisionError("wrong kernel")
+
+    monkeypatch.setattr(codec.loading, "check_precision", refuse)
+    with pytest.raises(PrecisionError, match="wrong kernel"):  # not "tiny:24khz, loaded instead"
+        load_first(["random:24khz", "tiny:24khz"], dtype=torch.bfloat16)

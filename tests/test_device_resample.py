@@ -74,6 +74,16 @@ def test_prepare_defers_resampling_to_the_actor():
     x, (n,) = batch_at_model_rate([seg_later], 24000, "cpu")
     assert n == seg_now.num_samples
     assert snr_db(seg_now.audio[:, 2400:-2400], x[0, :, 2400:-2400].numpy()) > 40  # measured 47 dB
+    # an odd rate (24000 filter phases to 24 kHz) stays on soxr in the decoder process
+    import io
+
+    import soundfile as sf
+
+    odd = io.BytesIO()
+    sf.write(odd, np.zeros(47999, np.float32), 47999, format="WAV")
+    (seg_odd,), _ = audio_prep.prepare(Sample("odd", "s", odd.getvalue(), "wav", {}), later, 24000, 1)
+    assert seg_odd.rate is None and seg_odd.num_samples == 24000
+    assert audio_prep.device_resamplable(44100, 48000) and not audio_prep.device_resamplable(47999, 24000)
     with pytest.raises(ValueError, match="audio.resample_on must be decoder or actor"):
         demo_config("audio.resample_on=gpu")
 

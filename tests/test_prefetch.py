@@ -24,6 +24,7 @@ def test_default_processes_share_the_node():
     assert default_processes(2, 1) == 1
     assert default_processes(1, 4) == 1
     assert default_processes() >= 1
+    assert default_processes(16, 4, reserve=4) == 1 and default_processes(64, 4, reserve=4) == 12  # CPU actors
 
 
 def worker_for(tmp_path, *overrides):
@@ -112,8 +113,13 @@ def test_driver_spreads_shards_before_decoding_ahead():
     few = driver(6)  # 6 shards, 3 actors: each starts one, and only 2 are decoded ahead
     for slot in few.slots:
         few._dispatch(slot)
-    few._dispatch(few.slots[0])  # actor 0 finished its first shard
-    assert calls == [(0, "s0", ["s1"]), (1, "s2", ["s3"]), (2, "s4", []), (0, "s1", [])]
+    few._dispatch(few.slots[2])  # actor 2 finished s4: s5 is the last one not held by an actor
+    few._dispatch(few.slots[2])  # and s5: it takes s1 from actor 0, which was holding it ahead
+    few._dispatch(few.slots[0])  # actor 0 finished s0: it takes s3 from actor 1
+    few._dispatch(few.slots[1])  # actor 1 finished s2: nothing is left
+    assert calls == [(0, "s0", ["s1"]), (1, "s2", ["s3"]), (2, "s4", []), (2, "s5", []), (2, "s1", []),
+                     (0, "s3", [])]
+    assert few.slots[1].ref is None and not any(slot.queued for slot in few.slots)
 
     calls.clear()
     many = driver(30)
@@ -122,3 +128,17 @@ def test_driver_spreads_shards_before_decoding_ahead():
     many._dispatch(many.slots[0])
     assert calls == [(0, "s0", ["s1", "s2"]), (1, "s3", ["s4", "s5"]), (2, "s6", ["s7", "s8"]),
                      (0, "s1", ["s2", "s9"])]
+
+
+def test_shards_given_to_another_actor_are_forgotten(tmp_path):
+    spec = shards(tmp_path, 3)
+    worker, cfg = worker_for(tmp_path, "decode_threads=2", "prefetch_shards=2")
+    try:
+        a, b, c = list_shards(spec, cfg.source)
+        for shard in (a, b, c):
+            worker.prefetch(shard)
+        worker.keep_only([a, c])  # the driver gave b to another actor
+        assert set(worker.pending) == {a.shard_id, c.shard_id}
+        assert [worker.run(s)["rows"] for s in (a, c)] == [2, 2] and not worker.pending
+    finally:
+        worker.close()
