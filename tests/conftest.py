@@ -1,4 +1,5 @@
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("AUDIOTOK_CORPUS", REPO.parent / "shared" / "corpus"))
+
+
+@contextmanager
+def torch_threads(count: int):
+    """torch runs with `count` CPU threads inside the block (as an actor with cpus_per_actor=count:
+    float reductions, and so codes at near-ties, depend on the thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(count)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For a whole module: under load a second torch thread made the codec ~20x slower on this 2-core machine."""
+    with torch_threads(1):
+        yield
 
 
 def corpus_file(rel: str) -> Path:
@@ -16,18 +38,13 @@ def corpus_file(rel: str) -> Path:
 
 
 def real_audio(rel: str, sample_rate: int, channels: int, seconds: float | None = None) -> np.ndarray:
-    """A corpus file decoded, converted to `channels` and resampled: float32 [C, T]."""
+    """A corpus file decoded, resampled and converted to `channels` (pipeline.audio's functions): float32 [C, T]."""
     import soundfile as sf
-    import soxr
+
+    from pipeline.audio import convert_channels, resample
 
     data, sr = sf.read(corpus_file(rel), dtype="float32", always_2d=True)
-    if sr != sample_rate:
-        data = soxr.resample(data, sr, sample_rate).astype(np.float32)
-    if channels == 1:
-        data = data.mean(axis=1, keepdims=True)
-    elif data.shape[1] == 1:
-        data = np.repeat(data, 2, axis=1)
-    x = np.ascontiguousarray(data[:, :channels].T)
+    x = np.ascontiguousarray(convert_channels(resample(data, sr, sample_rate), channels).T)
     if seconds is not None:
         x = x[:, : int(seconds * sample_rate)]
     return x

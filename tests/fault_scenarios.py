@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 
-from tests.conftest import REPO, corpus_file
+from tests.conftest import REPO, corpus_file, torch_threads
 
 FAULTS_ENV = "AUDIOTOK_TEST_DECODER_FAULTS"
 DECODER_FAULTS = "segv:crash-segv,segv-once:crash-once,hang:crash-hang,raise:crash-raise"
@@ -76,24 +76,20 @@ def make_shards(root: Path, shards: int = 8, per_shard: int = 4, extra: dict[str
 
 def reference(spec: str, cfg, out: Path) -> Outcome:
     """The uninterrupted run: every shard through ShardTokenizer in this process, no Ray, no faults."""
-    import torch
-
     from codec import load_model
     from pipeline.runner import model_info
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
 
     model = load_model(cfg.model)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cfg.cpus_per_actor)))  # as the actor does: codes depend on it
     planted = os.environ.pop(FAULTS_ENV, None)
     worker = ShardTokenizer(model, cfg, str(out), model_info(model, cfg, "cpu"))
     try:
-        for shard in list_shards(spec, cfg.source):
-            worker.run(shard)
+        with torch_threads(cfg.cpus_per_actor):  # as the actor does: codes depend on it
+            for shard in list_shards(spec, cfg.source):
+                worker.run(shard)
     finally:
         worker.close()
-        torch.set_num_threads(threads)
         if planted is not None:
             os.environ[FAULTS_ENV] = planted
     return read_outcome(out)

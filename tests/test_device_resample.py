@@ -9,7 +9,7 @@ import torch
 from pipeline import audio as audio_prep
 from pipeline.device_resample import batch_at_model_rate, output_length, resample
 from pipeline.records import Sample, Segment
-from tests.conftest import corpus_file, real_audio
+from tests.conftest import corpus_file, real_audio, torch_threads
 from tests.fault_scenarios import demo_config
 
 
@@ -93,9 +93,9 @@ def test_job_with_resampling_on_the_actor(tmp_path):
     from pipeline import writer
     from pipeline.config import to_dict
     from pipeline.runner import model_info
-    from pipeline.verify import VerifyOptions, run_verify
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
+    from pipeline.verify import VerifyOptions, run_verify
     from tests.conftest import REPO
 
     rows = {}
@@ -106,12 +106,10 @@ def test_job_with_resampling_on_the_actor(tmp_path):
         info = model_info(model, cfg, "cpu")
         out = tmp_path / where
         worker = ShardTokenizer(model, cfg, str(out), info)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(int(cfg.cpus_per_actor))  # as the actor does, and verify after it
         try:
-            records = [worker.run(s) for s in list_shards(spec, cfg.source)]
+            with torch_threads(cfg.cpus_per_actor):  # as the actor does, and verify after it
+                records = [worker.run(s) for s in list_shards(spec, cfg.source)]
         finally:
-            torch.set_num_threads(threads)
             worker.close()
         import pyarrow.parquet as pq
 

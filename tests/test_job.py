@@ -20,7 +20,7 @@ from codec import random_model, save_model
 from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
-from tests.conftest import REPO, corpus_file
+from tests.conftest import REPO, corpus_file, torch_threads
 
 ray = pytest.importorskip("ray")
 DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
@@ -94,24 +94,22 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
     model = random_model(cfg.model)
     ref = transformers.EncodecModel.from_pretrained(save_model(model, tmp_path / "m")).eval()
     # the actor runs torch with cpus_per_actor=1 thread; float reductions depend on the thread count
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(cfg.cpus_per_actor))
-    table = pads.dataset(out / "demo" / "tokens").to_table().to_pylist()
-    by_key = {r["key"]: r for r in table}
-    with tarfile.open(REPO / "demo" / "shards" / "demo-000.tar") as tf:
-        for member in tf.getmembers():
-            key, ext = member.name.split(".", 1)
-            if ext == "json":
-                continue
-            sample = Sample(key, "x", tf.extractfile(member).read(), ext)
-            (seg,), _ = audio_prep.prepare(sample, cfg.audio, 24000, 1)
-            with torch.no_grad():  # transformers' LSTM takes another kernel path with autograd on
-                codes = ref.encode(torch.from_numpy(seg.audio)[None], bandwidth=max(cfg.bandwidths)).audio_codes[0, 0]
-            row = by_key[key]
-            assert torch.equal(torch.tensor(row["codes"]), codes), key
-            assert row["num_samples"] == seg.num_samples and row["num_frames"] == codes.shape[-1]
-            assert row["pad_samples"] == codes.shape[-1] * 320 - seg.num_samples
-    torch.set_num_threads(threads)
+    with torch_threads(cfg.cpus_per_actor):
+        table = pads.dataset(out / "demo" / "tokens").to_table().to_pylist()
+        by_key = {r["key"]: r for r in table}
+        with tarfile.open(REPO / "demo" / "shards" / "demo-000.tar") as tf:
+            for member in tf.getmembers():
+                key, ext = member.name.split(".", 1)
+                if ext == "json":
+                    continue
+                sample = Sample(key, "x", tf.extractfile(member).read(), ext)
+                (seg,), _ = audio_prep.prepare(sample, cfg.audio, 24000, 1)
+                with torch.no_grad():  # transformers' LSTM takes another kernel path with autograd on
+                    codes = ref.encode(torch.from_numpy(seg.audio)[None], bandwidth=max(cfg.bandwidths)).audio_codes[0, 0]
+                row = by_key[key]
+                assert torch.equal(torch.tensor(row["codes"]), codes), key
+                assert row["num_samples"] == seg.num_samples and row["num_frames"] == codes.shape[-1]
+                assert row["pad_samples"] == codes.shape[-1] * 320 - seg.num_samples
 
 
 def test_second_run_skips_committed_shards(tmp_path):

@@ -12,7 +12,7 @@ from codec import random_model, save_model
 from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
-from tests.conftest import REPO, corpus_file
+from tests.conftest import REPO, corpus_file, torch_threads
 
 ray = pytest.importorskip("ray")
 FILES = {  # key -> corpus file (real audio, mixed rates, channels and formats)
@@ -44,9 +44,7 @@ def assert_rows_match_transformers(cfg, out, tmp_path, meta=None):
     c = model.config
     found = rows(out)
     assert set(found) == set(FILES)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(cfg.cpus_per_actor))  # the actor's thread count: reductions depend on it
-    try:
+    with torch_threads(cfg.cpus_per_actor):  # the actor's thread count: reductions depend on it
         for key, rel in FILES.items():
             data = corpus_file(rel).read_bytes()
             (seg,), _ = audio_prep.prepare(Sample(key, "x", data, rel.rsplit(".", 1)[1]), cfg.audio, c.sampling_rate, c.audio_channels)
@@ -65,8 +63,6 @@ def assert_rows_match_transformers(cfg, out, tmp_path, meta=None):
                 assert row["scales"] == [float(s) for s in out_ref.audio_scales]
             if meta:
                 assert row[meta[0]] == meta[1][key]
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_manifest_source_with_metadata(tmp_path):

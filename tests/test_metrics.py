@@ -8,16 +8,7 @@ import pytest
 from pipeline import metrics as M
 
 RATE = 24000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a second thread under load was ~20x slower on this 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def noise(n, seed=0):

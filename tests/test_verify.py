@@ -32,13 +32,7 @@ DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Under load a second torch thread made the codec ~20x slower on this 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
