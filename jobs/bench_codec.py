@@ -67,9 +67,11 @@ def held_out(name: str) -> bool:
 
 
 def load_corpus(rate: int, channels: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(fit, held-out) lists of float32 [C, T] arrays: every readable corpus file at the model's format."""
+    """(fit, held-out) lists of float32 [C, T] arrays: every readable corpus file at the model's format,
+    converted and resampled as the job does (soxr HQ). Files libsndfile cannot read are named and skipped."""
     import soundfile as sf
-    import soxr
+
+    from pipeline.audio import convert_channels, resample
 
     fit, held = [], []
     for sub in AUDIO_DIRS:
@@ -78,11 +80,10 @@ def load_corpus(rate: int, channels: int) -> tuple[list[np.ndarray], list[np.nda
                 continue
             try:
                 data, sr = sf.read(path, dtype="float32", always_2d=True)
-            except Exception:  # formats this libsndfile cannot read (e.g. GSM in WAV): skipped
+            except sf.LibsndfileError as exc:  # e.g. GSM in WAV
+                print(f"  (skipped {sub}/{path.name}: {exc})")
                 continue
-            data = data.mean(1, keepdims=True) if channels == 1 else (
-                np.repeat(data, 2, 1) if data.shape[1] == 1 else data[:, :2])
-            data = soxr.resample(data, sr, rate) if sr != rate else data
+            data = resample(convert_channels(data, channels), sr, rate)
             (held if held_out(f"{sub}/{path.name}") else fit).append(np.ascontiguousarray(data.T, dtype=np.float32))
     if not fit or not held:
         raise SystemExit(f"no usable audio under {corpus_dir()} (set AUDIOTOK_CORPUS)")

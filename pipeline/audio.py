@@ -213,12 +213,12 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
     source_seconds = len(x) / header.sample_rate
     x = convert_channels(x, channels)
-    if cfg.resample_on == "actor" and header.sample_rate != sample_rate and device_resamplable(header.sample_rate, sample_rate):
-        segments, rejections = split_segments(sample, np.ascontiguousarray(x.T, dtype=np.float32),
-                                              header.sample_rate, source_seconds, cfg)
-        for seg in segments:
-            seg.rate = header.sample_rate
-        return segments, rejections
-    x = resample(x, header.sample_rate, sample_rate, cfg.resample_quality)
-    audio = np.ascontiguousarray(x.T, dtype=np.float32)
-    return split_segments(sample, audio, sample_rate, source_seconds, cfg)
+    deferred = (cfg.resample_on == "actor" and header.sample_rate != sample_rate
+                and device_resamplable(header.sample_rate, sample_rate))  # resampled next to the model
+    if not deferred:
+        x = resample(x, header.sample_rate, sample_rate, cfg.resample_quality)
+    rate = header.sample_rate if deferred else sample_rate
+    segments, rejections = split_segments(sample, np.ascontiguousarray(x.T, dtype=np.float32), rate, source_seconds, cfg)
+    for seg in segments if deferred else []:
+        seg.rate = rate
+    return segments, rejections

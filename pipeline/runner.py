@@ -258,14 +258,18 @@ class _Driver:
         progress.maybe_print(records, force=True)
         return records
 
+    def _next_shard(self, slot: _Slot) -> Shard | None:
+        """The slot's own next shard, else the next unstarted one, else the last one another actor
+        holds ahead (that actor forgets it at its next run())."""
+        if slot.queued:
+            return slot.queued.popleft()
+        if self.todo:
+            return self.todo.popleft()
+        donor = max(self.slots, key=lambda s: len(s.queued))
+        return donor.queued.pop() if donor.queued else None
+
     def _dispatch(self, slot: _Slot) -> None:
-        if not slot.queued and self.todo:
-            slot.queued.append(self.todo.popleft())
-        if not slot.queued:  # nothing left to start: take the last shard another actor holds ahead
-            donor = max(self.slots, key=lambda s: len(s.queued))
-            if donor.queued:
-                slot.queued.append(donor.queued.pop())  # the donor drops it at its next run()
-        slot.shard = slot.queued.popleft() if slot.queued else None
+        slot.shard = self._next_shard(slot)
         # decode ahead, but never take shards another actor could start on: with few shards left
         # they spread over the actors instead of queueing behind one
         ahead = min(self.cfg.prefetch_shards, len(self.todo) // len(self.slots))

@@ -3,8 +3,9 @@
 `ShardTokenizer` holds one model. Decoding and resampling run in `decode_threads` crash-isolated
 worker processes (`decode_pool.DecodePool`; 0: the actor's share of the node's cores), split into
 1 + `prefetch_shards` pools with a reader thread each, so the next shards are read and decoded
-while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). A commit that fails removes the shard's part files
-it already moved into place, so readers never see a shard without its manifest record.
+while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). A
+commit that fails removes the shard's part files it already moved into place, so readers never
+see a shard without its manifest record.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import resource
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from queue import Queue
 from dataclasses import dataclass, field
+from queue import Queue
 
 import fsspec
 import numpy as np
@@ -54,10 +55,14 @@ class ShardTokenizer:
         # the decoder processes split between them, so several small shards keep every process busy
         total = decoders or cfg.decode_threads or default_processes()
         lanes = max(1, min(1 + cfg.prefetch_shards, total))
-        self.pools: Queue[DecodePool] = Queue()
-        for i in range(lanes):
-            size = total // lanes + (1 if i < total % lanes else 0)
-            self.pools.put(DecodePool(cfg.audio, model.config.sampling_rate, model.config.audio_channels, size))
+        self.all_pools = [
+            DecodePool(cfg.audio, model.config.sampling_rate, model.config.audio_channels,
+                       total // lanes + (1 if i < total % lanes else 0))
+            for i in range(lanes)
+        ]
+        self.pools: Queue[DecodePool] = Queue()  # the free ones
+        for pool in self.all_pools:
+            self.pools.put(pool)
         self.decoder_processes = total
         self.reader = ThreadPoolExecutor(lanes)
         self.pending: dict[str, Future] = {}
@@ -168,8 +173,8 @@ class ShardTokenizer:
 
     def close(self):
         self.reader.shutdown(wait=False, cancel_futures=True)
-        while not self.pools.empty():
-            self.pools.get().close()
+        for pool in self.all_pools:  # also those a prefetch still holds
+            pool.close()
 
 
 def _remove_uncommitted_parts(out_dir: str, shard_id: str) -> None:
