@@ -7,7 +7,7 @@ python -m jobs.bench_e2e --kind speech|music --minutes M [--model random:24khz] 
     decode and resample, transformers' EncodecModel encodes batches of 16 padded to the longest
     (fp32, no_grad, on the GPU when torch sees one), codes written to Parquet;
 (b) our job with its default config for the model (configs/encodec_24khz.yaml or _48khz.yaml,
-    model overridden) through `pipeline.runner.run_job` on a local Ray.
+    model overridden) through `pipeline.job.run_job` on a local Ray.
 The corpus is built from ../shared/corpus (AUDIOTOK_CORPUS): 16 kHz speech or 44.1 kHz stereo music,
 transcoded to FLAC and repeated until M minutes.
 
@@ -175,7 +175,8 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
 
 
 def ours(shards: list[str], cfg, out: Path) -> tuple[Run, JobStages]:
-    from pipeline.runner import connect_ray, run_job
+    from pipeline.engine.ray_backend import connect_ray
+    from pipeline.job import run_job
 
     connect_ray()
     spec = "{" + ",".join(shards) + "}" if len(shards) > 1 else shards[0]

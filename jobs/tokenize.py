@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"audiotok: bad configuration: {exc}", file=sys.stderr)
         return 2
-    from pipeline.runner import JobFailed, connect_ray, run_job
+    from pipeline.engine.ray_backend import connect_ray
+    from pipeline.errors import JobFailed
+    from pipeline.job import run_job
 
     started_here = connect_ray()
     try:

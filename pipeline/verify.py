@@ -10,7 +10,7 @@ Re-encoding reproduces the job exactly only with the same model, precision, devi
 CPU, the same torch thread count (float reductions depend on it: 2 threads instead of 1 gave ~99 %
 agreement on the demo). So the check runs with the job's `cpus_per_actor` threads unless told
 otherwise; agreement then drops only for corrupted codes, a changed model or drifted numerics.
-Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (pipeline.verify_ray).
+Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (pipeline.engine.ray_backend).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         f"{'Ray actors' if use_ray else 'inline'}, model {settings.model}, {settings.threads or 'default'} threads")
     checker = None
     if use_ray:
-        from .verify_ray import check_with_ray
+        from .engine.ray_backend import check_with_ray  # Ray is imported only when it is used
 
         results, model_provenance = check_with_ray(rows, settings, options.num_actors)
     else:

@@ -1,7 +1,7 @@
 """Measure token rows against their originals: re-read, decode per bandwidth, re-encode, compare.
 
 `Checker` holds one model and runs inline (pipeline.verify) or inside a Ray actor
-(pipeline.verify_ray); `CheckSettings` is the plain data both need.
+(pipeline.engine.ray_backend); `CheckSettings` is the plain data both need.
 """
 
 from __future__ import annotations

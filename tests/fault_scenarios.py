@@ -77,7 +77,7 @@ def make_shards(root: Path, shards: int = 8, per_shard: int = 4, extra: dict[str
 def reference(spec: str, cfg, out: Path) -> Outcome:
     """The uninterrupted run: every shard through ShardTokenizer in this process, no Ray, no faults."""
     from codec import load_model
-    from pipeline.runner import model_info
+    from pipeline.provenance import model_info
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
 

@@ -92,7 +92,7 @@ def test_job_with_resampling_on_the_actor(tmp_path):
     from codec import load_model
     from pipeline import writer
     from pipeline.config import to_dict
-    from pipeline.runner import model_info
+    from pipeline.provenance import model_info
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
     from pipeline.verify import VerifyOptions, run_verify

@@ -28,7 +28,7 @@ def cluster():
 def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
     from ray._private import ray_constants
 
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     c, workers = cluster
     spec, want = fault_inputs

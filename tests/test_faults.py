@@ -46,7 +46,7 @@ def local_ray():
 
 
 def run(cfg, spec, out, lines):
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     return run_job(cfg, spec, str(out), log=lines.append)
 
@@ -120,7 +120,7 @@ def test_file_that_crashes_or_hangs_the_decoder_every_time(tmp_path):
 
 
 def test_exception_in_our_code_fails_naming_the_shard(tmp_path):
-    from pipeline.runner import JobFailed
+    from pipeline.errors import JobFailed
 
     spec = make_shards(tmp_path / "in", shards=3, per_shard=2, extra={"s-001": ["crash-raise"]})
     out, lines = tmp_path / "out", []
@@ -136,7 +136,7 @@ def test_exception_in_our_code_fails_naming_the_shard(tmp_path):
 def test_commit_that_fails_midway_leaves_nothing_visible_then_rerun(fault_inputs, tmp_path):
     """The manifest record (the last rename of a commit) cannot be written for one shard: its
     tokens and rejects parts were already renamed into place and must disappear again."""
-    from pipeline.runner import JobFailed
+    from pipeline.errors import JobFailed
 
     spec, want = fault_inputs
     cfg = demo_config()
@@ -159,7 +159,7 @@ def test_commit_that_fails_midway_leaves_nothing_visible_then_rerun(fault_inputs
 
 def test_actor_deaths_beyond_the_limit_fail_the_job(fault_inputs, tmp_path):
     """max_actor_restarts=0: the first actor death mid-run ends the job, loudly, with nothing half-written."""
-    from pipeline.runner import JobFailed
+    from pipeline.errors import JobFailed
 
     spec, _ = fault_inputs
     out, lines = tmp_path / "out", []

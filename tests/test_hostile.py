@@ -24,7 +24,7 @@ def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_hostile_corpus_is_rejected_or_handled(tmp_path):
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     for rel in (FLAC, OGG, MP3, WAV):  # the real files it is built from: skip without the corpus
         corpus_file(rel)

@@ -74,7 +74,7 @@ def keys_of(out):
 
 
 def test_job_rows_rejects_and_exact_codes(tmp_path):
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     expected = bad_shard(tmp_path / "bad-000.tar")
     out = tmp_path / "out"
@@ -113,7 +113,7 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
 
 
 def test_second_run_skips_committed_shards(tmp_path):
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     cfg = load_config(REPO / "configs" / "test.yaml")
     first = run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
@@ -132,7 +132,7 @@ def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     cfg = load_config(REPO / "configs" / "test.yaml")
     run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
@@ -185,7 +185,8 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
 
 
 def test_strict_mode_fails_fast(tmp_path):
-    from pipeline.runner import JobFailed, run_job
+    from pipeline.errors import JobFailed
+    from pipeline.job import run_job
 
     bad_shard(tmp_path / "bad.tar")
     cfg = load_config(REPO / "configs" / "test.yaml", ["strict=true"])

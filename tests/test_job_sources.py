@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def run(cfg, spec, out):
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     return run_job(cfg, spec, str(out), log=lambda m: None)
 

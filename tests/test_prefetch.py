@@ -10,7 +10,8 @@ import pytest
 from codec import load_model
 from pipeline import shard_worker
 from pipeline.decode_pool import default_processes
-from pipeline.runner import model_info, run_job
+from pipeline.job import run_job
+from pipeline.provenance import model_info
 from pipeline.shard_worker import ShardTokenizer
 from pipeline.sources import list_shards
 from tests.conftest import corpus_file
@@ -88,46 +89,6 @@ def test_rows_do_not_depend_on_prefetch_depth(tmp_path):
         table = pads.dataset(str(tmp_path / f"out{depth}" / "tokens")).to_table().sort_by("key")
         tables[depth] = table.select(["key", "codes", "num_samples"]).to_pylist()
     assert tables[0] == tables[3]
-
-
-def test_driver_spreads_shards_before_decoding_ahead():
-    import itertools
-    import types
-    from collections import deque
-
-    from pipeline.runner import _Driver
-
-    calls = []
-
-    def fake_actor(number):
-        def remote(shard, ahead, attempt):
-            calls.append((number, shard.shard_id, [s.shard_id for s in ahead]))
-            return object()
-        return types.SimpleNamespace(run=types.SimpleNamespace(remote=remote))
-
-    def driver(shards):
-        numbers = itertools.count()
-        todo = deque(types.SimpleNamespace(shard_id=f"s{i}") for i in range(shards))
-        return _Driver(demo_config("prefetch_shards=2"), print, todo, lambda: fake_actor(next(numbers)), 3)
-
-    few = driver(6)  # 6 shards, 3 actors: each starts one, and only 2 are decoded ahead
-    for slot in few.slots:
-        few._dispatch(slot)
-    few._dispatch(few.slots[2])  # actor 2 finished s4: s5 is the last one not held by an actor
-    few._dispatch(few.slots[2])  # and s5: it takes s1 from actor 0, which was holding it ahead
-    few._dispatch(few.slots[0])  # actor 0 finished s0: it takes s3 from actor 1
-    few._dispatch(few.slots[1])  # actor 1 finished s2: nothing is left
-    assert calls == [(0, "s0", ["s1"]), (1, "s2", ["s3"]), (2, "s4", []), (2, "s5", []), (2, "s1", []),
-                     (0, "s3", [])]
-    assert few.slots[1].ref is None and not any(slot.queued for slot in few.slots)
-
-    calls.clear()
-    many = driver(30)
-    for slot in many.slots:
-        many._dispatch(slot)
-    many._dispatch(many.slots[0])
-    assert calls == [(0, "s0", ["s1", "s2"]), (1, "s3", ["s4", "s5"]), (2, "s6", ["s7", "s8"]),
-                     (0, "s1", ["s2", "s9"])]
 
 
 def test_shards_given_to_another_actor_are_forgotten(tmp_path):

@@ -31,7 +31,7 @@ def _rows(out):
 
 
 def test_three_nodes_same_rows_as_one(tmp_path):
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
     from pipeline.writer import committed_shards
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -64,7 +64,8 @@ def test_malicious_pickle_checkpoints_are_refused(tmp_path):
 
 
 def test_checkpoint_sha256_recorded_and_mismatch_fails_the_job(tmp_path, local_ray):
-    from pipeline.runner import JobFailed, run_job
+    from pipeline.errors import JobFailed
+    from pipeline.job import run_job
 
     model_dir = save_model(random_model("random:24khz:seed=3"), tmp_path / "model")
     digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()

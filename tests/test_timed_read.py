@@ -202,7 +202,7 @@ def test_shard_worker_retries_a_stalled_shard_then_records_it_unreadable(stallfs
 def test_stalled_shard_is_committed_as_a_rejection_and_the_next_shard_tokenized(stallfs, tmp_path):
     from codec import load_model
     from pipeline import writer
-    from pipeline.runner import model_info
+    from pipeline.provenance import model_info
     from pipeline.shard_worker import ShardTokenizer
 
     wav = corpus_file("speech/cmu_arctic_a0007_16k.wav").read_bytes()

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """One job over the demo shards (2 shards, 7 rows, 1.5 and 6 kbps), Ray started once."""
-    from pipeline.runner import run_job
+    from pipeline.job import run_job
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -166,7 +166,7 @@ def test_failed_commit_in_the_shard_worker_removes_its_parts_then_the_job_resume
     shard cannot be placed (an error the process survives): its parts go, and a resume as `run_job`
     does it (cleanup, skip the committed shards, run the rest) gives the rows of a run without the fault."""
     from codec import load_model
-    from pipeline.runner import model_info
+    from pipeline.provenance import model_info
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
     from tests.fault_scenarios import demo_config, make_shards

@@ -1,0 +1,67 @@
+"""Progress lines while a job runs, and the run summary at its end (plain code, no Ray)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..records import Shard
+
+
+class Progress:
+    """Prints `shards done/total, hours of audio, x realtime, ETA, rejects` every `interval` seconds."""
+
+    def __init__(self, total: int, already: int, log: Callable[[str], None], interval: float):
+        self.total, self.done, self.log, self.interval = total, already, log, interval
+        self.started = time.time()
+        self.last = 0.0
+        self.audio = 0.0
+        self.rejects = 0
+        self.new = 0
+
+    def shard_done(self, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.new += 1
+        self.audio += record["audio_seconds"]
+        self.rejects += record["rejects"]
+
+    def maybe_print(self, force: bool = False, pending: int = 0) -> None:
+        now = time.time()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        wall = now - self.started
+        rate = self.audio / wall if wall else 0.0
+        left = self.total - self.done
+        eta = wall / self.new * left if self.new else float("nan")
+        waiting = f"  actors starting {pending}" if pending else ""
+        self.log(f"[audiotok] shards {self.done}/{self.total}  audio {self.audio / 3600:.3f} h  "
+                 f"{rate:,.1f}x realtime  ETA {eta:,.0f} s  rejects {self.rejects}{waiting}")
+
+
+def summarize(records: dict[str, dict[str, Any]], shards: list[Shard], wall: float,
+              info: dict[str, Any]) -> dict[str, Any]:
+    """The run summary over the shards of this input (records of other inputs are left out)."""
+    wanted = {s.shard_id for s in shards}
+    mine = [r for k, r in records.items() if k in wanted]
+    by_reason: dict[str, int] = {}
+    for r in mine:
+        for reason, n in r.get("rejects_by_reason", {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    audio = sum(r["audio_seconds"] for r in mine)
+    padded = sum(r.get("padded_samples", 0) for r in mine)
+    true = sum(r.get("true_samples", 0) for r in mine)
+    return {
+        "shards": len(shards),
+        "shards_committed": len(mine),
+        "rows": sum(r["rows"] for r in mine),
+        "rejects": sum(r["rejects"] for r in mine),
+        "rejects_by_reason": by_reason,
+        "audio_hours": audio / 3600,
+        "wall_seconds": wall,
+        "realtime_factor": audio / wall if wall > 0 else None,
+        "padding_waste": (padded - true) / padded if padded else 0.0,
+        "model_source": info.get("model_source"),
+        "random_weights": info.get("random_weights"),
+    }

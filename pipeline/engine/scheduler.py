@@ -1,0 +1,238 @@
+"""The driver's policy, without Ray: which shard goes to which actor, retries, deaths, progress.
+
+The scheduler keeps a fixed number of actor *slots*. It talks to the cluster only through a
+`Backend` (`engine.ray_backend.RayBackend` on Ray, a fake in the tests): it asks for actors to be
+started, hands shards to started ones and polls for events. An actor takes shards only once it has
+started (`ActorStarted`); until then its slot is named as pending in the progress line.
+
+    slot: starting ──ActorStarted──► idle ◄──ShardFinished── busy
+            │                          └─run_shard(shard, ahead)─┘
+            └─ActorLost─► (counted) ─► starting again, its shards back at the head of the queue
+
+Each busy actor also decodes ahead the next `prefetch_shards` shards it will run, but only while
+more shards are left than actors, so the last shards spread over actors instead of queueing behind
+one; an idle actor with nothing left to start takes the last shard another actor holds ahead.
+
+Faults: Ray never restarts an actor by itself. An actor that dies is replaced here and its shards
+are re-queued; a shard is attempted at most `max_shard_attempts` times and a slot may lose
+`max_actor_restarts` actors in a row (without a committed shard in between), else `JobFailed`.
+An error raised by our own code fails the job naming the shard, after the other shards in flight
+have finished or failed (for up to `failure_grace_s`), so no commit is cut off by the driver.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import JobFailed
+from ..records import Shard
+from .progress import Progress
+
+
+@dataclass(frozen=True)
+class ActorStarted:
+    actor_id: int
+    info: dict[str, Any]  # the actor's provenance, node and decoder processes
+
+
+@dataclass(frozen=True)
+class ShardFinished:
+    actor_id: int
+    shard_id: str
+    record: dict[str, Any]  # the committed manifest record
+
+
+@dataclass(frozen=True)
+class ActorLost:
+    """The actor is gone (killed, out of memory, node lost) or failed in its constructor."""
+
+    actor_id: int
+    error: str
+    init_failed: bool = False
+
+
+@dataclass(frozen=True)
+class ShardFailed:
+    """Our own code raised while running the shard: a bug or a strict-mode rejection."""
+
+    actor_id: int
+    shard_id: str
+    error: str
+
+
+Event = ActorStarted | ShardFinished | ActorLost | ShardFailed
+
+
+class Backend(Protocol):
+    """Where actors run. Each call returns at once; outcomes come back from `poll` as events."""
+
+    def start_actor(self) -> int:
+        """Start an actor; returns its id. ActorStarted or ActorLost follows."""
+
+    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int) -> None:
+        """Run and commit `shard` on a started actor, decoding `ahead` meanwhile. ShardFinished,
+        ShardFailed or ActorLost follows."""
+
+    def poll(self, timeout_s: float) -> list[Event]:
+        """Events that happened, waiting up to `timeout_s` for the first one."""
+
+    def stop_actor(self, actor_id: int) -> None:
+        """Kill the actor (it may only be unreachable); no event about it follows."""
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    prefetch_shards: int = 2
+    max_shard_attempts: int = 3
+    max_actor_restarts: int = 3
+    progress_interval_s: float = 5.0
+    failure_grace_s: float = 300.0
+
+    @classmethod
+    def from_config(cls, cfg) -> SchedulerSettings:
+        return cls(cfg.prefetch_shards, cfg.max_shard_attempts, cfg.max_actor_restarts, cfg.progress_interval_s)
+
+
+@dataclass
+class Slot:
+    actor_id: int
+    started: bool = False
+    shard: Shard | None = None  # the shard its actor is running
+    queued: deque[Shard] = field(default_factory=deque)  # shards its actor decodes ahead
+    deaths: int = 0  # actors lost in a row without a committed shard
+
+
+class Scheduler:
+    """Runs every shard of `todo` on `count` actor slots of `backend`; see the module docstring."""
+
+    def __init__(self, backend: Backend, todo: Iterable[Shard], settings: SchedulerSettings,
+                 log: Callable[[str], None], on_first_start: Callable[[dict[str, Any]], None] | None = None):
+        self.backend, self.settings, self.log = backend, settings, log
+        self.todo: deque[Shard] = deque(todo)
+        self.on_first_start = on_first_start
+        self.slots: list[Slot] = []
+        self.attempts: dict[str, int] = {}
+        self.first_info: dict[str, Any] | None = None
+
+    # ----- the loop ------------------------------------------------------------------------------
+    def run(self, count: int, done: dict[str, Any], total: int) -> dict[str, Any]:
+        """{shard_id: record} of every committed shard (`done` included); raises JobFailed."""
+        records = dict(done)
+        progress = Progress(total, len(done), self.log, self.settings.progress_interval_s)
+        self.slots = [Slot(self.backend.start_actor()) for _ in range(count)]
+        try:
+            while self._work_left():
+                failure = None
+                for event in self.backend.poll(self.settings.progress_interval_s):
+                    try:
+                        record = self._handle(event)
+                    except JobFailed as exc:  # the other events still count, then the job stops
+                        failure, record = failure or exc, None
+                    if record is not None:
+                        records[record["shard_id"]] = record
+                        progress.shard_done(record)
+                if failure is not None:
+                    raise failure
+                for slot in self.slots:
+                    if slot.started and slot.shard is None:
+                        self._dispatch(slot)
+                progress.maybe_print(pending=sum(not s.started for s in self.slots))
+        except JobFailed:
+            self._drain()
+            raise
+        progress.maybe_print(force=True)
+        return records
+
+    def stop(self) -> None:
+        for slot in self.slots:
+            self.backend.stop_actor(slot.actor_id)
+
+    def _work_left(self) -> bool:
+        return bool(self.todo) or any(s.shard is not None or s.queued for s in self.slots)
+
+    def _drain(self) -> None:
+        """After a failure: let the shards in flight commit or fail on their own, for a while."""
+        busy = {s.actor_id for s in self.slots if s.shard is not None}
+        if not busy:
+            return
+        self.log(f"[audiotok] job failed; waiting up to {self.settings.failure_grace_s:.0f} s for "
+                 f"{len(busy)} shard(s) in flight")
+        deadline = time.monotonic() + self.settings.failure_grace_s
+        while busy and time.monotonic() < deadline:
+            for event in self.backend.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                if not isinstance(event, ActorStarted):
+                    busy.discard(event.actor_id)
+
+    # ----- events --------------------------------------------------------------------------------
+    def _slot(self, actor_id: int) -> Slot | None:
+        return next((s for s in self.slots if s.actor_id == actor_id), None)
+
+    def _handle(self, event: Event) -> dict[str, Any] | None:
+        slot = self._slot(event.actor_id)
+        if slot is None:  # an actor already replaced
+            return None
+        if isinstance(event, ActorStarted):
+            slot.started = True
+            if self.first_info is None:
+                self.first_info = event.info
+                if self.on_first_start:
+                    self.on_first_start(event.info)
+            return None
+        if isinstance(event, ShardFinished):
+            slot.shard, slot.deaths = None, 0
+            return event.record
+        shard = slot.shard
+        if isinstance(event, ShardFailed):
+            slot.shard = None
+            raise JobFailed(f"shard {shard.url if shard else event.shard_id} failed: {event.error}")
+        self._lost(slot, event)
+        return None
+
+    def _lost(self, slot: Slot, event: ActorLost) -> None:
+        shard, slot.shard = slot.shard, None
+        if event.init_failed:
+            raise JobFailed(f"the model actor failed to start: {event.error}")
+        if shard is not None and self.attempts[shard.shard_id] >= self.settings.max_shard_attempts:
+            raise JobFailed(f"shard {shard.url} failed {self.attempts[shard.shard_id]} times "
+                            f"(actor died each time): {event.error}")
+        slot.deaths += 1
+        where = f"on shard {shard.url}" if shard is not None else "while starting"
+        if slot.deaths > self.settings.max_actor_restarts:
+            raise JobFailed(f"an actor died {slot.deaths} times in a row (max_actor_restarts "
+                            f"{self.settings.max_actor_restarts}), last {where}: {event.error}")
+        if shard is not None:
+            self.log(f"[audiotok] actor died on shard {shard.shard_id}; replacing it and retrying the shard")
+        else:
+            self.log("[audiotok] an actor died while starting; replacing it")
+        self.todo.extendleft(reversed(slot.queued))
+        if shard is not None:
+            self.todo.appendleft(shard)
+        slot.queued.clear()
+        self.backend.stop_actor(slot.actor_id)
+        slot.actor_id, slot.started = self.backend.start_actor(), False
+
+    # ----- dispatch ------------------------------------------------------------------------------
+    def _next_shard(self, slot: Slot) -> Shard | None:
+        """The slot's own next shard, else the next unstarted one, else the last one another actor
+        holds ahead (that actor forgets it at its next run)."""
+        if slot.queued:
+            return slot.queued.popleft()
+        if self.todo:
+            return self.todo.popleft()
+        donor = max(self.slots, key=lambda s: len(s.queued))
+        return donor.queued.pop() if donor.queued else None
+
+    def _dispatch(self, slot: Slot) -> None:
+        slot.shard = self._next_shard(slot)
+        # decode ahead, but never take shards another actor could start on: with few shards left
+        # they spread over the actors instead of queueing behind one
+        ahead = min(self.settings.prefetch_shards, len(self.todo) // len(self.slots))
+        while self.todo and len(slot.queued) < ahead:
+            slot.queued.append(self.todo.popleft())
+        if slot.shard is not None:
+            n = self.attempts[slot.shard.shard_id] = self.attempts.get(slot.shard.shard_id, 0) + 1
+            self.backend.run_shard(slot.actor_id, slot.shard, list(slot.queued), n)

@@ -1,0 +1,202 @@
+"""The driver's policy without Ray: a scripted backend stands in for the cluster."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import pytest
+
+from pipeline.engine.scheduler import (
+    ActorLost,
+    ActorStarted,
+    Scheduler,
+    SchedulerSettings,
+    ShardFailed,
+    ShardFinished,
+    Slot,
+)
+from pipeline.errors import JobFailed
+from pipeline.records import Shard
+
+
+def shards(n: int) -> list[Shard]:
+    return [Shard(f"s{i}", f"mem://s{i}.tar", "webdataset") for i in range(n)]
+
+
+def record(shard_id: str) -> dict:
+    return {"shard_id": shard_id, "rows": 1, "rejects": 0, "audio_seconds": 1.0}
+
+
+@dataclass
+class FakeBackend:
+    """Actors start after `start_delay` polls (None: never); `outcome(shard_id, attempt)` says what a
+    run does: "ok", "die" (the actor is lost) or "fail" (our code raised)."""
+
+    outcome: object = lambda shard_id, attempt: "ok"
+    start_delay: int | None = 0
+    init_fails: bool = False
+    started: list[int] = field(default_factory=list)
+    runs: list[tuple[int, str, list[str], int]] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+    events: deque = field(default_factory=deque)
+    starting: dict[int, int] = field(default_factory=dict)
+    next_id: int = 0
+    polls: int = 0
+
+    def start_actor(self) -> int:
+        actor_id, self.next_id = self.next_id, self.next_id + 1
+        self.started.append(actor_id)
+        if self.init_fails:
+            self.events.append(ActorLost(actor_id, "constructor raised", init_failed=True))
+        elif self.start_delay is not None:
+            self.starting[actor_id] = self.start_delay
+        return actor_id
+
+    def run_shard(self, actor_id, shard, ahead, attempt) -> None:
+        self.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
+        what = self.outcome(shard.shard_id, attempt)
+        if what == "ok":
+            self.events.append(ShardFinished(actor_id, shard.shard_id, record(shard.shard_id)))
+        elif what == "die":
+            self.events.append(ActorLost(actor_id, "SIGKILL"))
+        else:
+            self.events.append(ShardFailed(actor_id, shard.shard_id, "ValueError: bug"))
+
+    def poll(self, timeout_s: float) -> list:
+        self.polls += 1
+        assert self.polls < 1000, "the scheduler keeps polling"
+        for actor_id in list(self.starting):
+            if self.starting[actor_id] == 0:
+                del self.starting[actor_id]
+                self.events.append(ActorStarted(actor_id, {"model_source": "fake"}))
+            else:
+                self.starting[actor_id] -= 1
+        out = list(self.events)
+        self.events.clear()
+        if not out:
+            time.sleep(min(timeout_s, 0.01))
+        return out
+
+    def stop_actor(self, actor_id: int) -> None:
+        self.stopped.append(actor_id)
+        self.starting.pop(actor_id, None)
+        self.events = deque(e for e in self.events if e.actor_id != actor_id)
+
+
+def settings(**kw) -> SchedulerSettings:
+    return SchedulerSettings(**{"progress_interval_s": 0.0, "failure_grace_s": 1.0, **kw})
+
+
+def run(backend, n_shards: int, count: int, **kw):
+    lines = []
+    scheduler = Scheduler(backend, shards(n_shards), settings(**kw), lines.append)
+    return scheduler, scheduler.run(count, {}, n_shards), lines
+
+
+def test_every_shard_commits_once():
+    backend = FakeBackend()
+    _, records, _ = run(backend, 7, 3)
+    assert sorted(records) == sorted(f"s{i}" for i in range(7))
+    assert sorted(r[1] for r in backend.runs) == sorted(records)
+
+
+def test_spreads_shards_before_decoding_ahead():
+    scheduler = Scheduler(FakeBackend(), shards(6), settings(prefetch_shards=2), print)
+    backend = scheduler.backend
+    scheduler.slots = [Slot(backend.start_actor(), started=True) for _ in range(3)]
+    for slot in scheduler.slots:
+        scheduler._dispatch(slot)
+    for actor, finished in ((2, "s4"), (2, "s5"), (0, "s0"), (1, "s2")):
+        slot = scheduler.slots[actor]
+        assert slot.shard.shard_id == finished
+        slot.shard = None
+        scheduler._dispatch(slot)
+    assert [r[:3] for r in backend.runs] == [
+        (0, "s0", ["s1"]), (1, "s2", ["s3"]), (2, "s4", []),  # 6 shards, 3 actors: only 2 decoded ahead
+        (2, "s5", []),  # s5 is the last one no actor holds
+        (2, "s1", []),  # actor 2 takes s1 from actor 0, which was holding it ahead
+        (0, "s3", []),  # actor 0 finished s0 and takes s3 from actor 1
+    ]
+    assert scheduler.slots[1].shard is None and not any(slot.queued for slot in scheduler.slots)
+
+    many = Scheduler(FakeBackend(), shards(30), settings(prefetch_shards=2), print)
+    many.slots = [Slot(many.backend.start_actor(), started=True) for _ in range(3)]
+    for slot in many.slots:
+        many._dispatch(slot)
+    many.slots[0].shard = None
+    many._dispatch(many.slots[0])
+    assert [r[:3] for r in many.backend.runs] == [
+        (0, "s0", ["s1", "s2"]), (1, "s3", ["s4", "s5"]), (2, "s6", ["s7", "s8"]), (0, "s1", ["s2", "s9"])]
+
+
+def test_shards_go_only_to_started_actors_and_pending_ones_are_named():
+    # actor 0 starts at once, actor 1 never: every shard runs on actor 0, and the progress line says
+    # that one actor is still starting
+    backend = FakeBackend()
+    original = backend.start_actor
+
+    def start():
+        actor_id = original()
+        if actor_id == 1:
+            backend.starting.pop(actor_id)
+        return actor_id
+
+    backend.start_actor = start
+    _, records, lines = run(backend, 4, 2)
+    assert len(records) == 4 and {r[0] for r in backend.runs} == {0}
+    assert any("actors starting 1" in line for line in lines)
+
+
+def test_first_start_callback_runs_before_any_shard():
+    seen = []
+    backend = FakeBackend(start_delay=2)
+    scheduler = Scheduler(backend, shards(3), settings(), lambda m: None,
+                          on_first_start=lambda info: seen.append((info, len(backend.runs))))
+    scheduler.run(2, {}, 3)
+    assert seen == [({"model_source": "fake"}, 0)]
+
+
+def test_dead_actor_is_replaced_and_its_shards_requeued():
+    deaths = {("s1", 1)}
+    backend = FakeBackend(outcome=lambda s, a: "die" if (s, a) in deaths else "ok")
+    _, records, lines = run(backend, 5, 2, prefetch_shards=1)
+    assert sorted(records) == [f"s{i}" for i in range(5)]
+    assert [r[3] for r in backend.runs if r[1] == "s1"] == [1, 2]  # tried again, as attempt 2
+    assert len(backend.started) == 3 and len(backend.stopped) >= 1
+    assert any("actor died on shard s1" in line for line in lines)
+
+
+def test_poison_shard_fails_after_exactly_max_shard_attempts():
+    backend = FakeBackend(outcome=lambda s, a: "die" if s == "s2" else "ok")
+    with pytest.raises(JobFailed, match=r"s2.tar failed 3 times"):
+        run(backend, 4, 1, max_shard_attempts=3, max_actor_restarts=10)
+    assert [r[3] for r in backend.runs if r[1] == "s2"] == [1, 2, 3]
+
+
+def test_slot_losing_actors_in_a_row_fails_the_job():
+    backend = FakeBackend(outcome=lambda s, a: "die")
+    with pytest.raises(JobFailed, match="died 3 times in a row"):
+        run(backend, 10, 1, max_shard_attempts=100, max_actor_restarts=2)
+
+
+def test_constructor_error_fails_the_job_at_once():
+    backend = FakeBackend(init_fails=True)
+    with pytest.raises(JobFailed, match="failed to start: constructor raised"):
+        run(backend, 2, 1)
+    assert backend.runs == []
+
+
+def test_our_error_fails_the_job_after_the_shards_in_flight():
+    backend = FakeBackend(outcome=lambda s, a: "fail" if s == "s0" else "ok")
+    with pytest.raises(JobFailed, match="s0.tar failed: ValueError: bug"):
+        run(backend, 4, 2)
+    # s2 was in flight on the other actor: its outcome was taken, nothing more was started
+    assert [r[1] for r in backend.runs] == ["s0", "s2"] and not backend.events
+
+
+def test_nothing_to_do_starts_no_actor():
+    backend = FakeBackend()
+    _, records, _ = run(backend, 0, 0)
+    assert records == {} and backend.started == []
