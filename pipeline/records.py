@@ -18,13 +18,14 @@ class Shard:
 
     shard_id: stable, filesystem-safe name derived from `url` (output files are named after it).
     url: where the shard lives (local path, fsspec URL, dataset file, or manifest row range).
-    kind: "webdataset" | "hf" | "manifest".
+    kind: the reader, a key of `sources.READERS` ("webdataset", "manifest", "hf").
+    options: that reader's typed options (e.g. `sources.manifest.ManifestRows`), None for tars.
     """
 
     shard_id: str
     url: str
     kind: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Any = None
 
 
 @dataclass

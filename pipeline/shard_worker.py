@@ -26,6 +26,7 @@ from .config import JobConfig
 from .decode_pool import DecodePool, default_processes
 from .device_resample import batch_at_model_rate, model_length
 from .records import Rejection, Segment, Shard
+from .sources import ShardReadError
 
 
 @dataclass
@@ -196,7 +197,7 @@ def _read_with_retries(shard: Shard, cfg: JobConfig):
     for attempt in range(attempts):
         try:
             return list(sources.read_shard(shard, cfg.source))
-        except sources.ShardReadError as exc:
+        except ShardReadError as exc:
             last = exc
             time.sleep(min(2.0, 0.2 * 2**attempt))
     if cfg.strict:

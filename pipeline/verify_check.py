@@ -15,6 +15,7 @@ import torch
 
 from . import audio as audio_prep
 from . import metrics, sources
+from .sources import ShardReadError, shard_id_for
 from .config import AudioConfig, SourceConfig
 from .device_resample import batch_at_model_rate
 from .records import Segment, Shard
@@ -66,7 +67,7 @@ class Checker:
                     self._shards = {s.url: s for s in sources.list_shards(self.settings.input_spec, self.settings.source)}
                 except (ValueError, OSError):
                     pass  # input moved or gone: fall back to the row's own source URL
-        return self._shards.get(url) or Shard(sources.shard_id_for(url), url, "webdataset")
+        return self._shards.get(url) or Shard(shard_id_for(url), url, "webdataset")
 
     def originals(self, rows: list[dict]) -> dict[str, Segment | tuple[str, str]]:
         """{row key: Segment re-read like the job did, or (status, detail)} for rows of any sources."""
@@ -90,7 +91,7 @@ class Checker:
                             found[rej.key] = ("missing_original", f"now rejected: {rej.reason} ({rej.detail})")
                     if wanted <= set(found):
                         break
-            except (sources.ShardReadError, ValueError, OSError) as exc:
+            except (ShardReadError, ValueError, OSError) as exc:
                 for key in wanted - set(found):
                     found[key] = ("missing_original", f"cannot read {url}: {type(exc).__name__}: {exc}"[:300])
             for key in wanted - set(found):

@@ -1,4 +1,4 @@
-"""pipeline.sources (+ source_manifest, source_hf): listing specs and reading shards of real audio."""
+"""pipeline.sources (tar, manifest, hf readers): listing specs and reading shards of real audio."""
 
 import io
 import json
@@ -12,6 +12,7 @@ import pytest
 from pipeline.config import SourceConfig
 from pipeline.rejects import REASONS
 from pipeline.sources import ShardReadError, list_shards, read_shard
+from pipeline.sources.hf import AudioFolderFiles
 from tests.conftest import corpus_file
 from tests.hostile_corpus import write_tar
 
@@ -283,7 +284,7 @@ def test_hf_save_to_disk(tmp_path):
     ])
     ds.save_to_disk(str(tmp_path / "saved"), num_shards=2)
     shards = list_shards(f"hf:{tmp_path / 'saved'}", SourceConfig())
-    assert len(shards) == 2 and {(s.kind, s.options["format"]) for s in shards} == {("hf", "arrow")}
+    assert len(shards) == 2 and {(s.kind, s.options.format) for s in shards} == {("hf", "arrow")}
     samples = read_all(f"hf:{tmp_path / 'saved'}", SourceConfig(metadata_columns=["text"]))
     assert [(s.key, s.reject and s.reject[0]) for s in samples] == [
         ("utt1", None), ("cmu_arctic_a0007_16k", None), (f"{shards[0].shard_id}/2", None),
@@ -334,7 +335,7 @@ def test_hf_audiofolder(tmp_path):
     (root / "metadata.csv").write_text("file_name,text,speaker\na.wav,hello,s1\nsub/b.flac,world,s2\n")
     cfg = SourceConfig(manifest_rows_per_shard=2)
     shards = list_shards(f"hf:{root}", cfg)
-    assert len(shards) == 2 and {s.options["format"] for s in shards} == {"audiofolder"}
+    assert len(shards) == 2 and all(isinstance(s.options, AudioFolderFiles) for s in shards)
     samples = [s for sh in shards for s in read_shard(sh, cfg)]
     assert [(s.key, s.ext, s.meta) for s in samples] == [
         ("a", "wav", {"text": "hello", "speaker": "s1"}), ("sub/a", "ogg", {}),

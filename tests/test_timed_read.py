@@ -1,4 +1,4 @@
-"""Storage that stalls: pipeline.timed_read, the source readers over it, and the shard worker's retries.
+"""Storage that stalls: pipeline.sources.timed_read, the source readers over it, and the shard worker's retries.
 
 `StallingFS` ("stallfs://") is an in-memory fsspec filesystem of its own whose reads of a planned
 path block at a given byte offset until `release` is set, as a stuck network filesystem would.
@@ -15,11 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from pipeline import shard_worker, sources
+from pipeline import shard_worker
+from pipeline.sources import common
 from pipeline.config import SourceConfig
 from pipeline.records import Rejection
 from pipeline.sources import ShardReadError, list_shards, read_shard
-from pipeline.timed_read import CHUNK_BYTES, ReadStalled, call_with_deadline, open_timed
+from pipeline.sources.timed_read import CHUNK_BYTES, ReadStalled, call_with_deadline, open_timed
 from tests.conftest import corpus_file
 from tests.hostile_corpus import write_tar
 
@@ -156,7 +157,7 @@ def test_tar_that_stalls_midway_raises_shard_read_error_after_the_earlier_sample
 
 
 def test_manifest_whose_file_or_row_stalls_raises_shard_read_error(stallfs, monkeypatch):
-    monkeypatch.setattr(sources, "ROW_PROTOCOLS", sources.ROW_PROTOCOLS | {"stallfs"})
+    monkeypatch.setattr(common, "ROW_PROTOCOLS", common.ROW_PROTOCOLS | {"stallfs"})
     stallfs.pipe_file("/d/m.jsonl", b'{"path": "a.wav"}\n{"path": "b.wav"}\n')
     for key in "ab":
         stallfs.pipe_file(f"/d/{key}.wav", key.encode() * 100)

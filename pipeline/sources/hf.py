@@ -20,16 +20,19 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 
-from .config import SourceConfig
-from .records import Sample, Shard
-from .sources import (
+from ..config import SourceConfig
+from ..errors import InputError
+from ..records import Sample, Shard
+from .common import (
     AUDIO_EXTS,
     ShardReadError,
     dedupe,
+    derive_key,
     expand_urls,
     ext_of,
     fetch,
@@ -38,6 +41,33 @@ from .sources import (
     normalize,
     shard_id_for,
 )
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """Options of a shard that is one .arrow or .parquet file."""
+
+    format: str  # "arrow" | "parquet"
+
+
+@dataclass(frozen=True)
+class AudioFolderFiles:
+    """Options of an audiofolder shard: files relative to `root`, with their metadata rows."""
+
+    root: str
+    files: tuple[str, ...]
+    meta: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class HubShard:
+    """Options of a Hub dataset shard: data-file shard `index` of `num_shards` of one split."""
+
+    name: str
+    config: str | None
+    split: str
+    index: int
+    num_shards: int
 
 
 def list_hf(name: str, cfg: SourceConfig) -> list[Shard]:
@@ -54,13 +84,13 @@ def list_hf(name: str, cfg: SourceConfig) -> list[Shard]:
         urls = expand_urls(name, cfg)
         return _file_shards(urls, "arrow" if all(u.endswith(".arrow") for u in urls) else "parquet", cfg)
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        raise ValueError(f"hf:{name}: no such local dataset directory or file")
+        raise InputError(f"hf:{name}: no such local dataset directory or file")
     return _list_hub(name, cfg)
 
 
 def read_hf(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
     """Samples of one dataset shard in row order; raises ShardReadError when the shard breaks off."""
-    if shard.options["format"] == "audiofolder":
+    if isinstance(shard.options, AudioFolderFiles):
         yield from _read_audiofolder(shard, cfg)
         return
     rows = _open_rows(shard, cfg)
@@ -80,9 +110,9 @@ def _file_shards(urls: list[str], fmt: str, cfg: SourceConfig) -> list[Shard]:
     if urls:
         columns = _columns(urls[0], fmt, cfg)
         if cfg.audio_column not in columns:
-            raise ValueError(f"{urls[0]} has no audio column {cfg.audio_column!r} (source.audio_column); "
+            raise InputError(f"{urls[0]} has no audio column {cfg.audio_column!r} (source.audio_column); "
                              f"columns: {columns}")
-    return [Shard(shard_id_for(url), url, "hf", {"format": fmt}) for url in sorted(urls)]
+    return [Shard(shard_id_for(url), url, "hf", DatasetFile(fmt)) for url in sorted(urls)]
 
 
 def _columns(url: str, fmt: str, cfg: SourceConfig) -> list[str]:
@@ -104,7 +134,7 @@ def _list_saved_dict(directory: str, cfg: SourceConfig) -> list[Shard]:
     with open(os.path.join(directory, "dataset_dict.json")) as f:
         splits = sorted(json.load(f)["splits"])
     if cfg.hf_split is not None and cfg.hf_split not in splits:
-        raise ValueError(f"hf:{directory}: no split {cfg.hf_split!r} (source.hf_split); splits: {splits}")
+        raise InputError(f"hf:{directory}: no split {cfg.hf_split!r} (source.hf_split); splits: {splits}")
     chosen = [cfg.hf_split] if cfg.hf_split else splits
     files = [f for split in chosen for f in _saved_arrow_files(os.path.join(directory, split))]
     return _file_shards(files, "arrow", cfg)
@@ -118,14 +148,14 @@ def _list_audiofolder(root: str, cfg: SourceConfig) -> list[Shard]:
         if ext_of(name) in AUDIO_EXTS and not name.startswith(".")
     )
     if not files:
-        raise ValueError(f"hf:{root}: holds no save_to_disk dataset, Parquet files or audio files")
+        raise InputError(f"hf:{root}: holds no save_to_disk dataset, Parquet files or audio files")
     meta = _audiofolder_meta(root, cfg)
     step = max(1, cfg.manifest_rows_per_shard)
     shards = []
     for start in range(0, len(files), step):
         chunk = files[start : start + step]
         url = f"{root}#files={start}-{start + len(chunk)}"
-        options = {"format": "audiofolder", "root": root, "files": chunk, "meta": [meta.get(f, {}) for f in chunk]}
+        options = AudioFolderFiles(root, tuple(chunk), tuple(meta.get(f, {}) for f in chunk))
         shards.append(Shard(shard_id_for(url), url, "hf", options))
     return shards
 
@@ -163,20 +193,19 @@ def _list_hub(name: str, cfg: SourceConfig) -> list[Shard]:
     try:
         splits = datasets.load_dataset(name, cfg.hf_config, streaming=True, storage_options=cfg.storage_options)
     except Exception as exc:  # offline, unknown name, gated repo: all end the listing
-        raise ValueError(
+        raise InputError(
             f"hf:{name}: not a local path, and loading it from the Hugging Face Hub failed "
             f"({type(exc).__name__}: {exc}). Offline? Give a local save_to_disk directory, Parquet files or an "
             "audiofolder (hf:/path/...) instead."
         ) from exc
     if cfg.hf_split is not None and cfg.hf_split not in splits:
-        raise ValueError(f"hf:{name}: no split {cfg.hf_split!r} (source.hf_split); splits: {sorted(splits)}")
+        raise InputError(f"hf:{name}: no split {cfg.hf_split!r} (source.hf_split); splits: {sorted(splits)}")
     shards = []
     for split in [cfg.hf_split] if cfg.hf_split else sorted(splits):
         count = splits[split].num_shards
         for index in range(count):
             url = f"hf:{name}{'/' + cfg.hf_config if cfg.hf_config else ''}/{split}#shard={index}-of-{count}"
-            options = {"format": "hub", "name": name, "config": cfg.hf_config, "split": split,
-                       "index": index, "num_shards": count}
+            options = HubShard(name, cfg.hf_config, split, index, count)
             shards.append(Shard(shard_id_for(url), url, "hf", options))
     return shards
 
@@ -185,17 +214,17 @@ def _list_hub(name: str, cfg: SourceConfig) -> list[Shard]:
 def _open_rows(shard: Shard, cfg: SourceConfig) -> Iterator[dict[str, Any]]:
     import datasets
 
-    fmt, opts = shard.options["format"], shard.options
+    opts = shard.options
     try:
-        if fmt == "arrow":
+        if isinstance(opts, HubShard):
+            ds = datasets.load_dataset(opts.name, opts.config, split=opts.split, streaming=True,
+                                       storage_options=cfg.storage_options)
+            ds = ds.shard(num_shards=opts.num_shards, index=opts.index)
+        elif opts.format == "arrow":
             ds = datasets.Dataset.from_file(shard.url)
-        elif fmt == "parquet":
+        else:
             ds = datasets.load_dataset("parquet", data_files=[shard.url], split="train", streaming=True,
                                        storage_options=cfg.storage_options)
-        else:
-            ds = datasets.load_dataset(opts["name"], opts["config"], split=opts["split"], streaming=True,
-                                       storage_options=cfg.storage_options)
-            ds = ds.shard(num_shards=opts["num_shards"], index=opts["index"])
         return iter(ds.cast_column(cfg.audio_column, datasets.Audio(decode=False)))
     except Exception as exc:  # datasets raises many types for unreadable files
         raise ShardReadError(f"shard {shard.shard_id} ({shard.url}): {type(exc).__name__}: {exc}") from exc
@@ -204,13 +233,8 @@ def _open_rows(shard: Shard, cfg: SourceConfig) -> Iterator[dict[str, Any]]:
 def _row_sample(row: dict[str, Any], index: int, shard: Shard, seen: dict[str, int], cfg: SourceConfig) -> Sample:
     audio = row.get(cfg.audio_column)
     data, path = (audio.get("bytes"), audio.get("path") or "") if isinstance(audio, dict) else (None, "")
-    if cfg.key_column and row.get(cfg.key_column) not in (None, ""):
-        key = str(row[cfg.key_column])
-    elif path:
-        key = os.path.splitext(path.replace("\\", "/").rsplit("/", 1)[-1])[0]
-    else:
-        key = f"{shard.shard_id}/{index}"
-    key, reject = dedupe(key, seen)
+    # stored paths are often absolute paths into a build machine's cache: only the file name is the item's
+    key, reject = dedupe(derive_key(row, path.replace("\\", "/").rsplit("/", 1)[-1], index, shard, cfg), seen)
     meta = keep_meta({k: v for k, v in row.items() if k != cfg.audio_column}, cfg)
     if reject is None and data is None:
         if path:
@@ -225,10 +249,10 @@ def _row_sample(row: dict[str, Any], index: int, shard: Shard, seen: dict[str, i
 
 
 def _read_audiofolder(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
-    root = shard.options["root"]
+    root = shard.options.root
     seen: dict[str, int] = {}
-    for rel, meta in zip(shard.options["files"], shard.options["meta"]):
-        key, reject = dedupe(os.path.splitext(rel)[0], seen)
+    for index, (rel, meta) in enumerate(zip(shard.options.files, shard.options.meta)):
+        key, reject = dedupe(derive_key({}, rel, index, shard, cfg), seen)
         data = None
         if reject is None:
             data, reject = fetch(os.path.join(root, rel), cfg)

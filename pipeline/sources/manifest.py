@@ -2,8 +2,7 @@
 
 A shard is a run of `cfg.manifest_rows_per_shard` consecutive rows, found again by its byte offset,
 so reading one shard never parses the whole manifest. Relative paths are relative to the manifest.
-A row's key is its `cfg.key_column` value, else its path as written, minus scheme and extension
-(`audio/spk1/0001.flac` -> `audio/spk1/0001`), else `<shard_id>/<row index>`.
+A row's key follows `common.derive_key` on its path as written (`audio/spk1/0001.flac` -> `audio/spk1/0001`).
 """
 
 from __future__ import annotations
@@ -13,14 +12,26 @@ import itertools
 import json
 import os
 import posixpath
-import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from .config import SourceConfig
-from .records import Sample, Shard
-from .sources import ShardReadError, dedupe, ext_of, fetch, is_remote, keep_meta, shard_id_for
+from ..config import SourceConfig
+from ..errors import InputError
+from ..records import Sample, Shard
+from .common import ShardReadError, dedupe, derive_key, ext_of, fetch, is_remote, keep_meta, shard_id_for
 from .timed_read import open_timed
+
+@dataclass(frozen=True)
+class ManifestRows:
+    """Options of a manifest shard: `rows` records from byte `offset` (row index `first_row`) of
+    `manifest`; `columns` is the CSV header, None for JSONL."""
+
+    manifest: str
+    offset: int
+    rows: int
+    first_row: int
+    columns: tuple[str, ...] | None
 
 
 def _records(f, is_csv: bool) -> Iterator[tuple[int, Any]]:
@@ -59,14 +70,14 @@ def list_manifest(url: str, cfg: SourceConfig) -> list[Shard]:
     try:
         f = open_timed(url, cfg.storage_options, cfg.read_timeout_s)
     except FileNotFoundError as exc:
-        raise ValueError(f"manifest {url!r} does not exist") from exc
+        raise InputError(f"manifest {url!r} does not exist") from exc
     with f:
         records = _records(f, is_csv)
         if is_csv:
             header = next(records, (0, []))[1]
             columns = [c.lstrip("\ufeff").strip() for c in header]
             if header and cfg.path_column not in columns:
-                raise ValueError(f"manifest {url!r} has no column {cfg.path_column!r} (source.path_column); "
+                raise InputError(f"manifest {url!r} has no column {cfg.path_column!r} (source.path_column); "
                                  f"columns: {columns}")
         for n, (offset, record) in enumerate(records):
             if n == 0 and not is_csv:
@@ -77,7 +88,7 @@ def list_manifest(url: str, cfg: SourceConfig) -> list[Shard]:
     shards = []
     for offset, rows, first in groups:
         shard_url = f"{url}#rows={first}-{first + rows}"
-        options = {"manifest": url, "offset": offset, "rows": rows, "first_row": first, "columns": columns}
+        options = ManifestRows(url, offset, rows, first, None if columns is None else tuple(columns))
         shards.append(Shard(shard_id_for(shard_url), shard_url, "manifest", options))
     return shards
 
@@ -88,28 +99,28 @@ def _check_first_json_row(url: str, line: bytes, cfg: SourceConfig) -> None:
     except ValueError:
         return
     if isinstance(row, dict) and cfg.path_column not in row:
-        raise ValueError(f"manifest {url!r}: first row has no {cfg.path_column!r} (source.path_column); "
+        raise InputError(f"manifest {url!r}: first row has no {cfg.path_column!r} (source.path_column); "
                          f"keys: {sorted(row)}")
 
 
 def read_manifest(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
     opts = shard.options
-    url, columns = opts["manifest"], opts["columns"]
+    url, columns = opts.manifest, opts.columns
     try:
         with open_timed(url, cfg.storage_options, cfg.read_timeout_s) as f:
-            f.seek(opts["offset"])
-            records = list(itertools.islice(_records(f, columns is not None), opts["rows"]))
+            f.seek(opts.offset)
+            records = list(itertools.islice(_records(f, columns is not None), opts.rows))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ShardReadError(f"shard {shard.shard_id} ({shard.url}): {type(exc).__name__}: {exc}") from exc
-    if len(records) != opts["rows"]:
+    if len(records) != opts.rows:
         raise ShardReadError(f"shard {shard.shard_id} ({shard.url}): manifest changed since it was listed")
     base = posixpath.dirname(url) if is_remote(url) else os.path.dirname(url)
     seen: dict[str, int] = {}
-    for index, (_, record) in enumerate(records, start=opts["first_row"]):
+    for index, (_, record) in enumerate(records, start=opts.first_row):
         yield _manifest_sample(_row(record, columns), index, base, shard, seen, cfg)
 
 
-def _row(record: Any, columns: list[str] | None) -> dict[str, Any] | None:
+def _row(record: Any, columns: tuple[str, ...] | None) -> dict[str, Any] | None:
     if columns is not None:
         return dict(zip(columns, record))
     try:
@@ -122,13 +133,7 @@ def _row(record: Any, columns: list[str] | None) -> dict[str, Any] | None:
 def _manifest_sample(row, index: int, base: str, shard: Shard, seen: dict[str, int], cfg: SourceConfig) -> Sample:
     row = row or {}
     path = str(row.get(cfg.path_column) or "")
-    if cfg.key_column and row.get(cfg.key_column) not in (None, ""):
-        key = str(row[cfg.key_column])
-    elif path:
-        key = os.path.splitext(re.sub(r"^[A-Za-z0-9+.-]+://", "", path))[0]
-    else:
-        key = f"{shard.shard_id}/{index}"
-    key, dup = dedupe(key, seen)
+    key, dup = dedupe(derive_key(row, path, index, shard, cfg), seen)
     meta = keep_meta(row, cfg)
     if dup:
         return Sample(key, shard.url, None, ext_of(path), meta, dup)
