@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from codec import EncodecModel
-from pipeline.metrics import mel_distance_db, si_snr_db
+from pipeline.verify.metrics import mel_distance_db, si_snr_db
 
 
 def evaluate(model: EncodecModel, clips: dict[str, np.ndarray]) -> dict:
@@ -90,7 +90,7 @@ def write_card(record: dict, path: Path) -> None:
         "## Quality on the held-out files",
         "",
         "Each file encoded and decoded whole through `codec` (`encode` → `decode`), metrics from",
-        "`pipeline.metrics` against the 24 kHz mono input, averaged over the files. *Random* is the same",
+        "`pipeline.verify.metrics` against the 24 kHz mono input, averaged over the files. *Random* is the same",
         "architecture at step 0 (seeded random weights, codebooks k-means-fitted to its own latents).",
         "",
         "| kbps | codebooks | SI-SNR dB (trained) | SI-SNR dB (random) | mel distance dB (trained) | mel distance dB (random) |",

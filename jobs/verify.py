@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline import reader
     from pipeline.config import VerifyConfig
-    from pipeline.verify import VerifyOptions, run_verify, thresholds_from
+    from pipeline.verify import VerifyOptions, run_verify
+    from pipeline.verify.thresholds import thresholds_from
 
     try:
         provenance = reader.load_provenance(args.tokens)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import metrics as M
+from pipeline.verify import metrics as M
 
 RATE = 24000
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

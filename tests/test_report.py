@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipeline import report, report_media
+from pipeline.verify import report, report_media
 from pipeline.config import VerifyConfig
-from pipeline.verify import badness, threshold_failures
+from pipeline.verify.thresholds import badness, threshold_failures
 
 
 def result(key, source, snr, agree=1.0, status="ok", mel=10.0, media=False):

@@ -24,7 +24,7 @@ import torch
 
 from codec import load_model
 from pipeline.audio import convert_channels, resample
-from pipeline.metrics import mel_distance_db, si_snr_db
+from pipeline.verify.metrics import mel_distance_db, si_snr_db
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "models" / "tiny-24khz"

@@ -24,7 +24,7 @@ from pipeline.config import AudioConfig, SourceConfig, load_config
 from pipeline.reader import TokenDataset, collate
 from pipeline.records import Sample
 from pipeline.verify import VerifyOptions, run_verify, sample_keys, verify_after_job
-from pipeline.verify_check import Checker, CheckSettings
+from pipeline.verify.check import Checker, CheckSettings
 from tests.conftest import REPO
 
 ray = pytest.importorskip("ray")

@@ -134,7 +134,7 @@ class RayBackend:
 @ray.remote
 class VerifyActor:
     def __init__(self, settings):
-        from ..verify_check import Checker  # torch and the codec load in the actor only
+        from ..verify.check import Checker  # torch and the codec load in the actor only
 
         self.checker = Checker(settings)
 

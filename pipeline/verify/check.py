@@ -1,6 +1,6 @@
 """Measure token rows against their originals: re-read, decode per bandwidth, re-encode, compare.
 
-`Checker` holds one model and runs inline (pipeline.verify) or inside a Ray actor
+`Checker` holds one model and runs inline (`verify.run`) or inside a Ray actor
 (pipeline.engine.ray_backend); `CheckSettings` is the plain data both need.
 """
 
@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import audio as audio_prep
-from . import metrics, sources
-from .sources import ShardReadError, shard_id_for
-from .config import AudioConfig, SourceConfig
-from .device_resample import batch_at_model_rate
-from .records import Segment, Shard
+from .. import audio as audio_prep
+from .. import sources
+from ..config import AudioConfig, SourceConfig
+from ..device_resample import batch_at_model_rate
+from ..records import Segment, Shard
+from ..sources import ShardReadError, shard_id_for
+from . import metrics
 
 STATUSES = ("ok", "missing_original", "length_mismatch", "bad_row")
 

@@ -2,33 +2,33 @@
 
     tokens ─► sample_keys (sha256 of seed + key) ─► rows (codes, scales, num_samples, source)
       ─► original: sources.read_shard(row.source) ─► audio.prepare with the job's AudioConfig ─► key / key#n
-      ─► decode codes[:n_q(b)] per bandwidth b ─► metrics vs the original (pipeline.metrics)
+      ─► decode codes[:n_q(b)] per bandwidth b ─► metrics vs the original (`verify/metrics.py`)
       ─► encode the original now at the stored bandwidth ─► code agreement with the stored codes
-      ─► pipeline.report (JSON, Parquet, HTML) ─► threshold failures (VerifyConfig)
+      ─► `verify/report.py` (JSON, Parquet, HTML) ─► threshold failures (VerifyConfig)
 
 Re-encoding reproduces the job exactly only with the same model, precision, device and, on the
 CPU, the same torch thread count (float reductions depend on it: 2 threads instead of 1 gave ~99 %
 agreement on the demo). So the check runs with the job's `cpus_per_actor` threads unless told
 otherwise; agreement then drops only for corrupted codes, a changed model or drifted numerics.
-Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (pipeline.engine.ray_backend).
+Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (`engine/ray_backend.py`).
+The sample is drawn in `sampling.py`, the pass/fail rules live in `thresholds.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.compute as pc
-
-from . import reader, report
-from .config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
-from .verify_check import STATUSES, Checker, CheckSettings
+from .. import reader
+from ..config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
+from . import report
+from .check import STATUSES, Checker, CheckSettings
+from .sampling import read_rows, sample_keys
+from .thresholds import badness, threshold_failures, thresholds_from
 
 
 @dataclass
@@ -51,36 +51,6 @@ class VerifyOptions:
     use_ray: str = "auto"  # auto (Ray when more than ray_min_rows rows), inline, ray
     ray_min_rows: int = 64
     num_actors: int = 0
-
-
-def stable_score(key: str, seed: int = 0) -> float:
-    """A number in [0, 1) fixed by (seed, key): the first 8 bytes of sha256 — same on every machine."""
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def sample_keys(keys: list[str], count: int | None = None, fraction: float | None = None,
-                seed: int = 0) -> list[str]:
-    """The `count` keys of lowest score, or every key with score < `fraction`; sorted by score."""
-    if (count is None) == (fraction is None):
-        raise ValueError("give exactly one of count (rows) or fraction (0..1)")
-    scored = sorted((stable_score(k, seed), k) for k in set(keys))
-    if count is not None:
-        return [k for _, k in scored[: max(0, count)]]
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must lie in [0, 1]; got {fraction}")
-    return [k for s, k in scored if s < fraction]
-
-
-def read_rows(tokens: str, keys: list[str]) -> list[dict[str, Any]]:
-    """The committed rows of `keys`: dicts with codes int16 [n_q, F] and the other core columns."""
-    columns = ["key", "source", "num_frames", "num_samples", "pad_samples", "scales", "start_s", "duration_s"]
-    table = reader.arrow_dataset(tokens).to_table(columns=[*columns, "codes"], filter=pc.field("key").isin(keys))
-    codes = reader.codes_from_arrow(table.column("codes"))
-    rows = table.select(columns).to_pylist()
-    for row, block in zip(rows, codes):
-        row["codes"] = block
-    return rows
 
 
 def settings_for(provenance: dict, options: VerifyOptions) -> CheckSettings:
@@ -111,52 +81,8 @@ def settings_for(provenance: dict, options: VerifyOptions) -> CheckSettings:
     )
 
 
-def badness(result: dict) -> tuple:
-    """Sort key, worst first: unverifiable rows, then lowest code agreement, then lowest SI-SNR at
-    the highest verified bandwidth."""
-    top = result["bandwidths"][max(result["bandwidths"])] if result["bandwidths"] else {}
-    snr = top.get("si_snr_db", math.nan)
-    agree = result["code_agreement_all"]
-    return (result["status"] == "ok", -1.0 if math.isnan(agree) else agree,
-            -math.inf if math.isnan(snr) else snr, result["key"])
-
-
-def threshold_failures(results: list[dict], thresholds: VerifyConfig) -> list[str]:
-    """One line per failed check; SI-SNR and mel distance are taken at each item's highest verified
-    bandwidth, code agreement over all stored codebooks, NaN SI-SNR (silent original) is skipped."""
-    failures = []
-    bad = [r for r in results if r["status"] != "ok"]
-    if bad:
-        failures.append(f"{len(bad)}/{len(results)} rows could not be verified: "
-                        + "; ".join(f"{r['key']} ({r['status']}: {r['detail']})" for r in bad[:5]))
-    ok = [r for r in results if r["status"] == "ok" and r["bandwidths"]]
-    checks = [
-        ("code agreement", thresholds.min_code_agreement, lambda r: r["code_agreement_all"], False),
-        ("SI-SNR dB", thresholds.min_si_snr_db, lambda r: r["bandwidths"][max(r["bandwidths"])]["si_snr_db"], False),
-        ("mel distance dB", thresholds.max_mel_distance,
-         lambda r: r["bandwidths"][max(r["bandwidths"])]["mel_distance_db"], True),
-    ]
-    for name, limit, value, is_max in checks:
-        if limit is None:
-            continue
-        failed = [(value(r), r["key"]) for r in ok
-                  if not math.isnan(value(r)) and (value(r) > limit if is_max else value(r) < limit)]
-        if failed:
-            failed.sort(reverse=is_max)
-            worst = ", ".join(f"{k} ({v:.4g})" for v, k in failed[:5])
-            failures.append(f"{name} {'>' if is_max else '<'} {limit} for {len(failed)}/{len(ok)} rows: {worst}")
-    return failures
-
-
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def thresholds_from(provenance: dict) -> VerifyConfig:
-    """The job's `verify` section from the provenance (defaults where absent)."""
-    known = {f.name for f in dataclasses.fields(VerifyConfig)}
-    stored = (provenance.get("job_config") or {}).get("verify") or {}
-    return VerifyConfig(**{k: v for k, v in stored.items() if k in known})
 
 
 def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = None,
@@ -178,7 +104,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         f"{'Ray actors' if use_ray else 'inline'}, model {settings.model}, {settings.threads or 'default'} threads")
     checker = None
     if use_ray:
-        from .engine.ray_backend import check_with_ray  # Ray is imported only when it is used
+        from ..engine.ray_backend import check_with_ray  # Ray is imported only when it is used
 
         results, model_provenance = check_with_ray(rows, settings, options.num_actors)
     else:
