@@ -7,6 +7,17 @@ import sys
 COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify"}
 
 
+def fail(prog: str, exc: BaseException) -> int:
+    """Print a user-facing error in one line and return its exit status (pipeline.errors: 2 for a bad
+    configuration, input or argument, 1 for a job that failed)."""
+    from pipeline.errors import AudiotokError, one_line
+
+    status = exc.exit_status if isinstance(exc, AudiotokError) else 2
+    kind = {2: "bad configuration or input", 1: "job failed"}[status]
+    print(f"{prog}: {kind}: {one_line(exc)}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:

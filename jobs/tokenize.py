@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
+from jobs.cli import fail
 from pipeline.config import load_config
+from pipeline.errors import AudiotokError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,19 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"model={json.dumps(args.model)}")
     try:
         cfg = load_config(args.config, overrides)
-    except (ValueError, OSError) as exc:
-        print(f"audiotok: bad configuration: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:
+        return fail("audiotok", exc)
     from pipeline.engine.ray_backend import connect_ray
-    from pipeline.errors import JobFailed
     from pipeline.job import run_job
 
     started_here = connect_ray()
     try:
         summary = run_job(cfg, args.input, args.output)
-    except JobFailed as exc:
-        print(f"audiotok: job failed: {exc}", file=sys.stderr)
-        return 1
+    except AudiotokError as exc:  # a user's mistake (exit 2) or a failed job (exit 1): one line, no traceback
+        return fail("audiotok", exc)
     finally:
         if started_here:
             import ray

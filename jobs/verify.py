@@ -15,6 +15,8 @@ import sys
 
 import yaml
 
+from jobs.cli import fail
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiotok verify", description="Decode-verify a sample of a token dataset.")
@@ -68,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             max_media_items=args.max_media_items, use_ray=args.ray, num_actors=args.num_actors,
         )
         summary = run_verify(args.tokens, args.report, options, VerifyConfig(**thresholds))
-    except (ValueError, OSError) as exc:
-        print(f"audiotok verify: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:  # bad arguments, a missing dataset or config (AudiotokError too)
+        return fail("audiotok verify", exc)
     shown = {k: summary[k] for k in ("passed", "failures", "rows_sampled", "rows_total", "status_counts", "report")}
     print(json.dumps(shown, indent=2))
     return 0 if summary["passed"] else 1

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+
 
 @dataclass
 class SourceConfig:
@@ -96,12 +98,12 @@ class JobConfig:
 
 def _build(cls, data: dict[str, Any], where: str):
     if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in data.items():
         if name not in fields:
-            raise ValueError(f"unknown config key {where + name!r}; valid keys: {sorted(fields)}")
+            raise ConfigError(f"unknown config key {where + name!r}; valid keys: {sorted(fields)}")
         sub = _SECTIONS.get(name) if cls is JobConfig else None
         kwargs[name] = _build(sub, value, f"{name}.") if sub else value
     return cls(**kwargs)
@@ -125,14 +127,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. buckets.num_buckets=4)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. buckets.num_buckets=4)")
         dotted, text = item.split("=", 1)
         parts = dotted.strip().split(".")
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node[parts[-1]] = _parse_value(text)
     return out
 
@@ -140,8 +142,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
     data: dict[str, Any] = {}
     if path is not None:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
     data = apply_overrides(data, overrides or [])
     cfg = _build(JobConfig, data, "")
     validate(cfg)
@@ -150,27 +155,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate(cfg: JobConfig) -> None:
     if not cfg.bandwidths:
-        raise ValueError("bandwidths: give at least one target bandwidth in kbps, e.g. [6.0]")
+        raise ConfigError("bandwidths: give at least one target bandwidth in kbps, e.g. [6.0]")
     if cfg.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be one of fp32, bf16, fp16; got {cfg.precision!r}")
+        raise ConfigError(f"precision must be one of fp32, bf16, fp16; got {cfg.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be one of auto, cpu, cuda; got {cfg.device!r}")
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {cfg.device!r}")
     if cfg.audio.resample_quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
-        raise ValueError(f"audio.resample_quality must be QQ, LQ, MQ, HQ or VHQ; got {cfg.audio.resample_quality!r}")
+        raise ConfigError(f"audio.resample_quality must be QQ, LQ, MQ, HQ or VHQ; got {cfg.audio.resample_quality!r}")
     if cfg.audio.resample_on not in ("decoder", "actor"):
-        raise ValueError(f"audio.resample_on must be decoder or actor; got {cfg.audio.resample_on!r}")
+        raise ConfigError(f"audio.resample_on must be decoder or actor; got {cfg.audio.resample_on!r}")
     if cfg.audio.max_duration_s <= 0 or cfg.audio.min_duration_s < 0:
-        raise ValueError("audio.max_duration_s must be > 0 and audio.min_duration_s >= 0")
+        raise ConfigError("audio.max_duration_s must be > 0 and audio.min_duration_s >= 0")
     if cfg.audio.min_duration_s > cfg.audio.max_duration_s:
-        raise ValueError("audio.min_duration_s must not exceed audio.max_duration_s")
+        raise ConfigError("audio.min_duration_s must not exceed audio.max_duration_s")
     timeout = cfg.source.read_timeout_s
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"source.read_timeout_s must be > 0 seconds or null; got {timeout!r}")
+        raise ConfigError(f"source.read_timeout_s must be > 0 seconds or null; got {timeout!r}")
     if cfg.decode_threads < 0 or cfg.prefetch_shards < 0:
-        raise ValueError(f"decode_threads (0: auto) and prefetch_shards must be >= 0; got "
+        raise ConfigError(f"decode_threads (0: auto) and prefetch_shards must be >= 0; got "
                          f"{cfg.decode_threads} and {cfg.prefetch_shards}")
     if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
-        raise ValueError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
+        raise ConfigError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
 
 
 def to_dict(cfg: JobConfig, redact_secrets: bool = True) -> dict[str, Any]:

@@ -42,6 +42,7 @@ import numpy as np
 
 from . import audio as audio_prep
 from .config import AudioConfig
+from .errors import AudiotokError
 from .records import Rejection, Sample, Segment
 from .rejects import check_reason
 
@@ -59,7 +60,7 @@ def default_processes(node_cpus: int | None = None, actors_on_node: int = 1, res
     return max(1, int(cpus) // max(1, actors_on_node) - reserve)
 
 
-class DecoderError(RuntimeError):
+class DecoderError(AudiotokError):
     """Our decoding code failed (a Python exception in a worker, or a worker that cannot start)."""
 
 

@@ -3,7 +3,12 @@
     AudiotokError
     ├── ConfigError    a bad configuration value or override (exit status 2)
     ├── InputError     an input spec, path or argument that cannot be used (exit status 2)
-    └── JobFailed      the job ran and failed: a shard, an actor, the cluster (exit status 1)
+    ├── JobFailed      the job ran and failed: a shard, an actor, the cluster (exit status 1)
+    └── BadInputError  strict=true: the first rejection fails the job (inside an actor; the job
+                       then ends in JobFailed)
+
+Inside the pipeline, `sources.ShardReadError` (a shard to read again) and
+`decode_pool.DecoderError` (our decoding code failed) derive from AudiotokError too.
 
 Bad data inside an input is not an error: it is a recorded rejection (`pipeline.rejects`).
 """
@@ -27,3 +32,14 @@ class InputError(AudiotokError, ValueError):
 
 class JobFailed(AudiotokError):
     exit_status = 1
+
+
+class BadInputError(AudiotokError):
+    """Raised instead of recording a rejection when the job runs with strict=true."""
+
+
+def one_line(exc: BaseException | str) -> str:
+    """The message of `exc` for a terminal: its last line that says something (remote errors carry
+    a whole traceback; the exception's own message is its last line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

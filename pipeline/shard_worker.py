@@ -25,6 +25,7 @@ from . import buckets, schema, sources, writer
 from .config import JobConfig
 from .decode_pool import DecodePool, default_processes
 from .device_resample import batch_at_model_rate, model_length
+from .errors import BadInputError
 from .records import Rejection, Segment, Shard
 from .sources import ShardReadError
 
@@ -38,10 +39,6 @@ class Prepared:
     input_keys: int = 0
     read_seconds: float = 0.0
     stats: dict = field(default_factory=dict)  # decoder_restarts, decoder_peak_rss_mb
-
-
-class BadInputError(RuntimeError):
-    """Raised instead of recording a rejection when the job runs with strict=true."""
 
 
 class ShardTokenizer:

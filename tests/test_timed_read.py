@@ -18,6 +18,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from pipeline import shard_worker
 from pipeline.sources import common
 from pipeline.config import SourceConfig
+from pipeline.errors import BadInputError
 from pipeline.records import Rejection
 from pipeline.sources import ShardReadError, list_shards, read_shard
 from pipeline.sources.timed_read import CHUNK_BYTES, ReadStalled, call_with_deadline, open_timed
@@ -194,7 +195,7 @@ def test_shard_worker_retries_a_stalled_shard_then_records_it_unreadable(stallfs
     assert isinstance(got, Rejection) and (got.key, got.source, got.reason) == (shard.shard_id, url, "shard_unreadable")
     assert got.detail.startswith("2 attempts: shard ") and "no progress for 0.3 s (source.read_timeout_s)" in got.detail
     assert stallfs.opens["/s.tar"] == 2
-    with pytest.raises(shard_worker.BadInputError, match="strict: shard stallfs:///s.tar unreadable after 2 attempts"):
+    with pytest.raises(BadInputError, match="strict: shard stallfs:///s.tar unreadable after 2 attempts"):
         shard_worker._read_with_retries(shard, job_config("strict=true"))
     with pytest.raises(ValueError, match="source.read_timeout_s must be > 0"):
         demo_config("source.read_timeout_s=0")

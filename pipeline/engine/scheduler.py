@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import JobFailed
+from ..errors import JobFailed, one_line
 from ..records import Shard
 from .progress import Progress
 
@@ -188,14 +188,16 @@ class Scheduler:
         shard = slot.shard
         if isinstance(event, ShardFailed):
             slot.shard = None
-            raise JobFailed(f"shard {shard.url if shard else event.shard_id} failed: {event.error}")
+            self.log(f"[audiotok] shard {event.shard_id} raised:\n{event.error}")
+            raise JobFailed(f"shard {shard.url if shard else event.shard_id} failed: {one_line(event.error)}")
         self._lost(slot, event)
         return None
 
     def _lost(self, slot: Slot, event: ActorLost) -> None:
         shard, slot.shard = slot.shard, None
         if event.init_failed:
-            raise JobFailed(f"the model actor failed to start: {event.error}")
+            self.log(f"[audiotok] the model actor raised while starting:\n{event.error}")
+            raise JobFailed(f"the model actor failed to start: {one_line(event.error)}")
         if shard is not None and self.attempts[shard.shard_id] >= self.settings.max_shard_attempts:
             raise JobFailed(f"shard {shard.url} failed {self.attempts[shard.shard_id]} times "
                             f"(actor died each time): {event.error}")

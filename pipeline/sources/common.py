@@ -18,7 +18,7 @@ import braceexpand
 import fsspec
 
 from ..config import SourceConfig
-from ..errors import InputError
+from ..errors import AudiotokError, InputError
 from ..records import Shard
 from .timed_read import open_timed
 
@@ -33,7 +33,7 @@ ROW_PROTOCOLS = frozenset(
 MAX_META_BYTES = 1 << 20  # metadata members (.json, .txt, ...) larger than this are left out
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(AudiotokError):
     """The shard as a whole could not be opened or read to its end; read it again from the start."""
 
 
