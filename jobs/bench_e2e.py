@@ -175,6 +175,7 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
 
 
 def ours(shards: list[str], cfg, out: Path) -> tuple[Run, JobStages]:
+    from pipeline import writer
     from pipeline.engine.ray_backend import connect_ray
     from pipeline.job import run_job
 
@@ -184,13 +185,13 @@ def ours(shards: list[str], cfg, out: Path) -> tuple[Run, JobStages]:
         started = time.perf_counter()
         summary = run_job(cfg, spec, str(out / "ours"), log=lambda m: None)
         wall = time.perf_counter() - started
-    records = [json.loads(p.read_text()) for p in (out / "ours" / "_manifest").glob("*.json")]
-    peak = [("actor", max((r.get("worker_peak_rss_mb", 0) for r in records), default=0)),
-            ("decoder process", max((r.get("decoder_peak_rss_mb", 0) for r in records), default=0))]
+    records = list(writer.committed_shards(str(out / "ours")).values())
+    peak = [("actor", max((r.worker_peak_rss_mb for r in records), default=0)),
+            ("decoder process", max((r.decoder_peak_rss_mb for r in records), default=0))]
     run = Run("audiotok job (default config)", wall, summary["audio_hours"] * 3600, summary["rows"],
               summary["padding_waste"], monitor.usage, peak)
-    stages = JobStages(sum(r.get("read_seconds", 0) for r in records),
-                       sum(r.get("encode_seconds", 0) for r in records), summary["actors"])
+    stages = JobStages(sum(r.read_seconds for r in records),
+                       sum(r.encode_seconds for r in records), summary["actors"])
     return run, stages
 
 

@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline import reader
     from pipeline.config import VerifyConfig
+    from pipeline.provenance import Provenance
     from pipeline.verify import VerifyOptions, run_verify
     from pipeline.verify.thresholds import thresholds_from
 
     try:
-        provenance = reader.load_provenance(args.tokens)
+        provenance = Provenance.from_json(reader.load_provenance(args.tokens))
         thresholds = dataclasses.asdict(thresholds_from(provenance))
         if args.config:
             with open(args.config) as f:

@@ -15,6 +15,8 @@ Bad data inside an input is not an error: it is a recorded rejection (`pipeline.
 
 from __future__ import annotations
 
+import re
+
 
 class AudiotokError(RuntimeError):
     """Base of the errors the entry points report in one line, without a traceback."""
@@ -38,8 +40,14 @@ class BadInputError(AudiotokError):
     """Raised instead of recording a rejection when the job runs with strict=true."""
 
 
-def one_line(exc: BaseException | str) -> str:
-    """The message of `exc` for a terminal: its last line that says something (remote errors carry
-    a whole traceback; the exception's own message is its last line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+def one_line(exc: BaseException | str, limit: int = 600) -> str:
+    """The message of `exc` on one line: remote errors carry a whole traceback, and the exception's
+    own message starts at its last `SomeError: ...` line; its lines are joined, colours removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
+    message = " ".join(lines[starts[-1]:] if starts else lines) or type(exc).__name__
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Exit|Interrupt)\b[^:\s]*:")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from . import sources, verify, writer
@@ -17,7 +18,7 @@ from .config import JobConfig, to_dict
 from .engine import ray_backend
 from .engine.placement import plan_actors
 from .engine.progress import summarize
-from .engine.scheduler import Scheduler, SchedulerSettings
+from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
 
 
 def _stderr(message: str) -> None:
@@ -36,16 +37,17 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
     placement = plan_actors(cfg, ray_backend.cluster_gpus(), len(todo))
     backend = ray_backend.RayBackend(cfg, out_dir, placement.request)
 
-    def started_line(info: dict[str, Any]) -> None:
-        writer.write_provenance(out_dir, {**info, "job_config": to_dict(cfg), "input": input_spec})
-        for line in info.get("model_sources_skipped", []):
+    def started_line(info: ActorInfo) -> None:
+        prov = info.provenance
+        writer.write_provenance(out_dir, replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
+        for line in prov.model_sources_skipped:
             log(f"[audiotok] model source skipped: {line.splitlines()[0][:300]}")
-        log(f"[audiotok] model: {info['model_source']} (sha256 {info['checkpoint_sha256'][:16]}...); "
-            f"{placement.count} actor(s) on {info['device']}, {info['decoder_processes']} decoder processes "
+        log(f"[audiotok] model: {prov.model_source} (sha256 {prov.checkpoint_sha256[:16]}...); "
+            f"{placement.count} actor(s) on {prov.device}, {info.decoder_processes} decoder processes "
             f"each, {cfg.prefetch_shards} shard(s) decoded ahead")
-        if info["random_weights"]:
+        if prov.random_weights:
             log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
-        elif str(info["model_source"]).startswith("tiny:"):
+        elif str(prov.model_source).startswith("tiny:"):
             log("[audiotok] NOTE: this is audiotok's small demo codec (models/tiny-24khz/MODEL_CARD.md), "
                 "not facebook/encodec_24khz; its quality is low. Pass --model for real tokens.")
 
@@ -55,7 +57,8 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
     finally:
         scheduler.stop()
 
-    summary = summarize(records, shards, time.time() - started, scheduler.first_info or {})
+    first = scheduler.first_info
+    summary = summarize(records, shards, time.time() - started, first.provenance if first else None)
     summary["actors"] = placement.count  # actor slots used (0 when every shard was already committed)
     checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
     summary["verify"] = checked and {k: checked[k] for k in ("passed", "failures", "rows_sampled", "report")}

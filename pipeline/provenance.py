@@ -7,6 +7,8 @@ path. Built by each actor from the model it loaded, so it describes what actuall
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import device_resample
@@ -24,35 +26,82 @@ def resampler_info(audio: AudioConfig, device: str) -> dict[str, Any]:
     return {"library": "soxr", "quality": audio.resample_quality}
 
 
-def model_info(model, cfg: JobConfig, device: str) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class Provenance:
+    """What produced a dataset. Fields in the order they are written."""
+
+    format_version: int = 1
+    model_name: str
+    model_source: str
+    checkpoint_sha256: str
+    random_weights: bool
+    codec_config: dict[str, Any]
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    hop_length: int
+    chunk_length: int | None
+    chunk_stride: int | None
+    bandwidths: list[float]  # kbps, sorted
+    bandwidth_to_num_quantizers: dict[str, int]  # str(kbps) -> codebooks
+    num_quantizers: int  # at the highest bandwidth: the rows of `codes`
+    precision: str
+    device: str
+    pipeline_version: str
+    resampler: dict[str, Any]
+    segment_max_s: float
+    model_sources_skipped: list[str] = field(default_factory=list)
+    job_config: dict[str, Any] | None = None  # in _provenance.json only
+    input: str | None = None  # the input spec, in _provenance.json only
+
+    def num_quantizers_by_bandwidth(self) -> dict[float, int]:
+        return {float(k): int(v) for k, v in self.bandwidth_to_num_quantizers.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if v is not None or k not in ("job_config", "input")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Provenance:
+        """From `_provenance.json` or Parquet metadata; unknown keys (a newer writer's) are left out."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"provenance lacks {missing}")
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | None = None) -> Provenance:
+    """The provenance of a job running `model` (a loaded codec.EncodecModel) with `cfg` on `device`."""
     c = model.config
-    return {
-        "format_version": 1,
-        "model_name": c.name,
-        "model_source": model.provenance["source"],
-        "checkpoint_sha256": model.provenance["sha256"],
-        "random_weights": model.provenance["random_weights"],
-        "codec_config": c.to_dict(),
-        "sample_rate": c.sampling_rate,
-        "channels": c.audio_channels,
-        "frame_rate": c.frame_rate,
-        "hop_length": c.hop_length,
-        "chunk_length": c.chunk_length,
-        "chunk_stride": c.chunk_stride,
-        "bandwidths": sorted(cfg.bandwidths),
-        "bandwidth_to_num_quantizers": {str(b): c.num_quantizers_for(b) for b in sorted(cfg.bandwidths)},
-        "num_quantizers": c.num_quantizers_for(max(cfg.bandwidths)),
-        "precision": cfg.precision,
-        "device": device,
-        "pipeline_version": PIPELINE_VERSION,
-        "resampler": resampler_info(cfg.audio, device),
-        "segment_max_s": cfg.audio.max_duration_s,
-    }
+    return Provenance(
+        model_name=c.name,
+        model_source=model.provenance["source"],
+        checkpoint_sha256=model.provenance["sha256"],
+        random_weights=model.provenance["random_weights"],
+        codec_config=c.to_dict(),
+        sample_rate=c.sampling_rate,
+        channels=c.audio_channels,
+        frame_rate=c.frame_rate,
+        hop_length=c.hop_length,
+        chunk_length=c.chunk_length,
+        chunk_stride=c.chunk_stride,
+        bandwidths=sorted(cfg.bandwidths),
+        bandwidth_to_num_quantizers={str(b): c.num_quantizers_for(b) for b in sorted(cfg.bandwidths)},
+        num_quantizers=c.num_quantizers_for(max(cfg.bandwidths)),
+        precision=cfg.precision,
+        device=device,
+        pipeline_version=PIPELINE_VERSION,
+        resampler=resampler_info(cfg.audio, device),
+        segment_max_s=cfg.audio.max_duration_s,
+        model_sources_skipped=list(skipped or []),
+    )
 
 
-def check_sha256(info: dict[str, Any], cfg: JobConfig) -> None:
+def check_sha256(provenance: Provenance, cfg: JobConfig) -> None:
     """Any model_sha256 given (even one YAML read as a number, e.g. 000...0) must equal the checkpoint's."""
     want = cfg.model_sha256
-    if want is not None and str(want).strip().lower() != info["checkpoint_sha256"]:
-        raise JobFailed(f"model checkpoint sha256 {info['checkpoint_sha256']} does not match "
+    if want is not None and str(want).strip().lower() != provenance.checkpoint_sha256:
+        raise JobFailed(f"model checkpoint sha256 {provenance.checkpoint_sha256} does not match "
                         f"model_sha256 {want} in the config")

@@ -6,6 +6,7 @@ or Rejection (a key that will not be tokenized, with a reason from `pipeline.rej
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +75,40 @@ class Rejection:
     source: str
     reason: str
     detail: str
+
+
+@dataclass
+class ShardRecord:
+    """The manifest record of a committed shard (`<out>/_manifest/<shard_id>.json`): its counts,
+    where and how it ran, and (added by the commit) its files. Seconds are wall-clock seconds."""
+
+    shard_id: str
+    url: str
+    rows: int
+    rejects: int
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    input_keys: int = 0
+    audio_seconds: float = 0.0
+    attempt: int = 1
+    node_id: str | None = None
+    worker_peak_rss_mb: float = 0.0
+    decoder_peak_rss_mb: float = 0.0
+    decoder_restarts: int = 0
+    read_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    padded_samples: int = 0  # samples in the padded batches (per channel)
+    true_samples: int = 0  # samples of audio in them
+    batches: int = 0
+    finished_at: float | None = None  # unix seconds, set by the commit
+    format_version: int | None = None  # set by the commit
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # {kind: {"path", "bytes"}}, set by the commit
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardRecord:
+        """From a manifest file; keys this version does not know (a newer writer's) are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Queue
 
-import fsspec
 import numpy as np
 
 from codec import EncodecModel
@@ -26,7 +25,8 @@ from .config import JobConfig
 from .decode_pool import DecodePool, default_processes
 from .device_resample import batch_at_model_rate, model_length
 from .errors import BadInputError
-from .records import Rejection, Segment, Shard
+from .provenance import Provenance
+from .records import Rejection, Segment, Shard, ShardRecord
 from .sources import ShardReadError
 
 
@@ -38,11 +38,19 @@ class Prepared:
     rejections: list[Rejection] = field(default_factory=list)
     input_keys: int = 0
     read_seconds: float = 0.0
-    stats: dict = field(default_factory=dict)  # decoder_restarts, decoder_peak_rss_mb
+    decoder_restarts: int = 0
+    decoder_peak_rss_mb: float = 0.0
+
+
+@dataclass(frozen=True)
+class EncodeStats:
+    padded_samples: int = 0  # samples in the padded batches (per channel)
+    true_samples: int = 0
+    batches: int = 0
 
 
 class ShardTokenizer:
-    def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: dict,
+    def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: Provenance,
                  decoders: int | None = None):
         self.model = model
         self.cfg = cfg
@@ -64,7 +72,7 @@ class ShardTokenizer:
         self.decoder_processes = total
         self.reader = ThreadPoolExecutor(lanes)
         self.pending: dict[str, Future] = {}
-        self.record_extra: dict = {}  # added to every manifest record (e.g. the Ray node id)
+        self.node_id: str | None = None  # recorded in every manifest record (the Ray node)
 
     def keep_only(self, shards: list[Shard]) -> None:
         """Forget shards decoded ahead that are not in `shards` (the driver gave them to another actor)."""
@@ -76,8 +84,8 @@ class ShardTokenizer:
         if shard.shard_id not in self.pending:
             self.pending[shard.shard_id] = self.reader.submit(self._prepare, shard)
 
-    def run(self, shard: Shard, attempt: int = 1) -> dict:
-        """Tokenize and commit `shard`; returns its manifest record."""
+    def run(self, shard: Shard, attempt: int = 1) -> ShardRecord:
+        """Tokenize and commit `shard`; returns its committed manifest record."""
         started = time.time()
         self.prefetch(shard)
         prepared = self.pending.pop(shard.shard_id).result()
@@ -86,37 +94,25 @@ class ShardTokenizer:
             raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
         encode_started = time.time()
         rows, stats = self._encode(prepared.segments)
-        stats["encode_seconds"] = time.time() - encode_started
-        passthrough = list(self.cfg.source.metadata_columns)
+        encode_seconds = time.time() - encode_started
         by_reason: dict[str, int] = {}
         for r in prepared.rejections:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
-        record = {
-            "shard_id": shard.shard_id,
-            "url": shard.url,
-            "rows": len(rows),
-            "rejects": len(prepared.rejections),
-            "rejects_by_reason": by_reason,
-            "input_keys": prepared.input_keys,
-            "audio_seconds": sum(s.duration_s for s in prepared.segments),
-            "attempt": attempt,
-            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            **self.record_extra,
-            "read_seconds": prepared.read_seconds,
-            "wall_seconds": time.time() - started,
-            **stats,
-            **prepared.stats,
-        }
-        try:
-            writer.commit_shard(
-                self.out_dir, shard.shard_id,
-                schema.tokens_table(rows, passthrough), schema.rejects_table(prepared.rejections),
-                record, schema.file_metadata(self.provenance), self.cfg.output,
-            )
-        except BaseException:
-            _remove_uncommitted_parts(self.out_dir, shard.shard_id)
-            raise
-        return record
+        record = ShardRecord(
+            shard_id=shard.shard_id, url=shard.url, rows=len(rows), rejects=len(prepared.rejections),
+            rejects_by_reason=by_reason, input_keys=prepared.input_keys,
+            audio_seconds=sum(s.duration_s for s in prepared.segments), attempt=attempt, node_id=self.node_id,
+            worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            decoder_peak_rss_mb=prepared.decoder_peak_rss_mb, decoder_restarts=prepared.decoder_restarts,
+            read_seconds=prepared.read_seconds, encode_seconds=encode_seconds, wall_seconds=time.time() - started,
+            padded_samples=stats.padded_samples, true_samples=stats.true_samples, batches=stats.batches,
+        )
+        return writer.commit_shard(
+            self.out_dir, shard.shard_id,
+            schema.tokens_table(rows, list(self.cfg.source.metadata_columns)),
+            schema.rejects_table(prepared.rejections),
+            record, schema.file_metadata(self.provenance.to_json()), self.cfg.output,
+        )
 
     # ----- stages -------------------------------------------------------------------------------
     def _prepare(self, shard: Shard) -> Prepared:
@@ -130,16 +126,17 @@ class ShardTokenizer:
             results, stats = pool.prepare_all(samples)
         finally:
             self.pools.put(pool)
-        prepared = Prepared(input_keys=len(samples), stats=stats)
+        prepared = Prepared(input_keys=len(samples), decoder_restarts=stats["decoder_restarts"],
+                            decoder_peak_rss_mb=stats["decoder_peak_rss_mb"])
         for segments, rejections in results:
             prepared.segments.extend(segments)
             prepared.rejections.extend(rejections)
         prepared.read_seconds = time.time() - started
         return prepared
 
-    def _encode(self, segments: list[Segment]) -> tuple[list[schema.TokenRow], dict]:
+    def _encode(self, segments: list[Segment]) -> tuple[list[schema.TokenRow], EncodeStats]:
         if not segments:
-            return [], {"padded_samples": 0, "true_samples": 0, "batches": 0}
+            return [], EncodeStats()
         cfg = self.cfg.buckets
         rate = self.model.config.sampling_rate
         lengths = [model_length(s, rate) for s in segments]
@@ -167,24 +164,12 @@ class ShardTokenizer:
                     num_samples=item.num_samples, pad_samples=self.model.pad_samples_for(item.num_samples),
                     scales=item.scales, start_s=seg.start_s, duration_s=seg.duration_s, meta=seg.meta,
                 )
-        return rows, {"padded_samples": int(padded), "true_samples": int(true), "batches": len(batches)}
+        return rows, EncodeStats(int(padded), int(true), len(batches))
 
     def close(self):
         self.reader.shutdown(wait=False, cancel_futures=True)
         for pool in self.all_pools:  # also those a prefetch still holds
             pool.close()
-
-
-def _remove_uncommitted_parts(out_dir: str, shard_id: str) -> None:
-    """After a failed commit: delete the shard's part files unless its manifest record exists."""
-    fs, root = fsspec.core.url_to_fs(str(out_dir))
-    root = root.rstrip("/") or "/"
-    if fs.isfile(f"{root}/{writer.MANIFEST}/{shard_id}.json"):
-        return
-    for kind in writer.PARTS:
-        path = f"{root}/{writer.part_name(kind, shard_id)}"
-        if fs.isfile(path):
-            fs.rm(path)
 
 
 def _read_with_retries(shard: Shard, cfg: JobConfig):

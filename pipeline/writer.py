@@ -30,6 +30,7 @@ from fsspec's listing cache.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from .config import OutputConfig
+from .records import ShardRecord
 from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVENANCE, tokens_schema
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,6 @@ MANIFEST = "_manifest"
 PROVENANCE = "_provenance.json"
 SUMMARY = "_summary.json"
 TMP_PREFIX = ".tmp-"
-RECORD_KEYS = ("shard_id", "url", "rows", "rejects", "rejects_by_reason", "audio_seconds", "attempt")
 _SHARD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 _LEVELED = {"zstd", "gzip", "brotli"}
 
@@ -99,14 +100,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: dict) -> None:
+def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: ShardRecord) -> None:
     if not _SHARD_ID.fullmatch(shard_id) or shard_id.startswith(TMP_PREFIX[1:]):
         raise ValueError(f"shard_id {shard_id!r} must match {_SHARD_ID.pattern} and not start with 'tmp-'")
-    missing = [k for k in RECORD_KEYS if k not in record]
-    if missing or record["shard_id"] != shard_id:
-        raise ValueError(f"manifest record for {shard_id!r} lacks {missing} or names shard {record.get('shard_id')!r}")
-    if record["rows"] != tokens.num_rows or record["rejects"] != rejects.num_rows:
-        raise ValueError(f"record counts ({record['rows']} rows, {record['rejects']} rejects) differ from "
+    if record.shard_id != shard_id:
+        raise ValueError(f"manifest record for {shard_id!r} names shard {record.shard_id!r}")
+    if record.rows != tokens.num_rows or record.rejects != rejects.num_rows:
+        raise ValueError(f"record counts ({record.rows} rows, {record.rejects} rejects) differ from "
                          f"the tables ({tokens.num_rows}, {rejects.num_rows})")
     core = tokens_schema([])
     if tokens.schema.names[: len(CORE_COLUMNS)] != list(CORE_COLUMNS) or not all(
@@ -116,14 +116,15 @@ def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: di
         raise ValueError(f"rejects table does not follow schema.REJECTS_SCHEMA: {rejects.schema}")
 
 
-def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: dict,
-                 metadata: dict, cfg: OutputConfig) -> dict:
+def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: ShardRecord,
+                 metadata: dict, cfg: OutputConfig) -> ShardRecord:
     """Write a shard's tokens, rejects and manifest record so that it is committed all at once.
 
     metadata: Parquet key/value metadata for both files (see `schema.file_metadata`).
-    record: at least RECORD_KEYS, with `rows`/`rejects` equal to the tables' row counts; the
-    committed record adds `finished_at` (unix seconds, unless given), `format_version` and
-    `files` ({kind: {"path": relative path, "bytes": size}}). Returns the committed record.
+    record: `rows`/`rejects` equal to the tables' row counts; the committed record adds
+    `finished_at` (unix seconds, unless given), `format_version` and `files` ({kind: {"path":
+    relative path, "bytes": size}}). Returns the committed record. A commit that fails removes
+    the part files it already moved into place, so readers never see a shard without its record.
     """
     _check_inputs(shard_id, tokens, rejects, record)
     fs, root = _fs(out_dir)
@@ -140,9 +141,9 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
             for kind, table in zip(PARTS, (tokens, rejects)):
                 _write_parquet(staged[kind], table, metadata, cfg, sync=local)
             files = {k: {"path": part_name(k, shard_id), "bytes": os.path.getsize(staged[k])} for k in PARTS}
-            committed = {**record, "finished_at": record.get("finished_at", time.time()),
-                         "format_version": FORMAT_VERSION, "files": files}
-            record_blob = json.dumps(committed, indent=1, sort_keys=True, default=_plain).encode()
+            committed = dataclasses.replace(record, finished_at=record.finished_at or time.time(),
+                                            format_version=FORMAT_VERSION, files=files)
+            record_blob = json.dumps(committed.to_json(), indent=1, sort_keys=True, default=_plain).encode()
             _write_bytes(staged[MANIFEST], record_blob, sync=local)
             for kind in (*PARTS, MANIFEST):
                 if local:
@@ -151,6 +152,9 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
                 else:
                     fs.put_file(staged[kind], temps[kind])
                     fs.mv(temps[kind], finals[kind])
+        except BaseException:
+            _remove_uncommitted_parts(fs, finals)
+            raise
         finally:
             for path in temps.values():
                 try:
@@ -159,6 +163,19 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
                 except OSError:
                     log.warning("could not remove temp file %s", path)
     return committed
+
+
+def _remove_uncommitted_parts(fs, finals: dict[str, str]) -> None:
+    """After a failed commit: delete the shard's part files unless its manifest record exists (best
+    effort: what cannot be removed now, `cleanup_uncommitted` removes before the next run)."""
+    try:
+        if fs.isfile(finals[MANIFEST]):
+            return
+        for kind in PARTS:
+            if fs.isfile(finals[kind]):
+                fs.rm(finals[kind])
+    except OSError as exc:
+        log.warning("could not remove the parts of a failed commit (%s); the next run removes them", exc)
 
 
 def _list(fs, path: str) -> dict[str, int]:
@@ -175,7 +192,7 @@ def _list(fs, path: str) -> dict[str, int]:
     return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("size") for e in entries if e.get("type") == "file"}
 
 
-def committed_shards(out_dir: str) -> dict[str, dict]:
+def committed_shards(out_dir: str) -> dict[str, ShardRecord]:
     """{shard_id: committed record} from `_manifest/`; unreadable records are skipped with a warning."""
     fs, root = _fs(out_dir)
     names = sorted(n for n in _list(fs, f"{root}/{MANIFEST}") if n.endswith(".json") and not n.startswith(TMP_PREFIX))
@@ -202,7 +219,7 @@ def committed_shards(out_dir: str) -> dict[str, dict]:
         if record.get("shard_id") != name[: -len(".json")]:
             log.warning("manifest record %s names shard %r: ignored", name, record.get("shard_id"))
             continue
-        out[record["shard_id"]] = record
+        out[record["shard_id"]] = ShardRecord.from_json(record)
     return out
 
 
@@ -218,10 +235,10 @@ def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
     return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
 
 
-def _intact(shard_id: str, record: dict, listings: dict[str, dict[str, int]]) -> bool:
+def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, int]]) -> bool:
     for kind in PARTS:
         name = f"part-{shard_id}.parquet"
-        want = (record.get("files") or {}).get(kind, {}).get("bytes")
+        want = record.files.get(kind, {}).get("bytes")
         if name not in listings[kind] or (want is not None and listings[kind][name] not in (None, want)):
             return False
     return True

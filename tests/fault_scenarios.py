@@ -77,13 +77,13 @@ def make_shards(root: Path, shards: int = 8, per_shard: int = 4, extra: dict[str
 def reference(spec: str, cfg, out: Path) -> Outcome:
     """The uninterrupted run: every shard through ShardTokenizer in this process, no Ray, no faults."""
     from codec import load_model
-    from pipeline.provenance import model_info
+    from pipeline.provenance import build_provenance
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
 
     model = load_model(cfg.model)
     planted = os.environ.pop(FAULTS_ENV, None)
-    worker = ShardTokenizer(model, cfg, str(out), model_info(model, cfg, "cpu"))
+    worker = ShardTokenizer(model, cfg, str(out), build_provenance(model, cfg, "cpu"))
     try:
         with torch_threads(cfg.cpus_per_actor):  # as the actor does: codes depend on it
             for shard in list_shards(spec, cfg.source):

@@ -1,6 +1,8 @@
 """Resampling in torch (audio.resample_on: actor): accuracy, soxr's lengths, batch == alone, and
 the job path that uses it."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soxr
@@ -92,7 +94,7 @@ def test_job_with_resampling_on_the_actor(tmp_path):
     from codec import load_model
     from pipeline import writer
     from pipeline.config import to_dict
-    from pipeline.provenance import model_info
+    from pipeline.provenance import build_provenance
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
     from pipeline.verify import VerifyOptions, run_verify
@@ -103,7 +105,7 @@ def test_job_with_resampling_on_the_actor(tmp_path):
     for where in ("decoder", "actor"):
         cfg = demo_config(f"audio.resample_on={where}")
         model = load_model(cfg.model)
-        info = model_info(model, cfg, "cpu")
+        info = build_provenance(model, cfg, "cpu")
         out = tmp_path / where
         worker = ShardTokenizer(model, cfg, str(out), info)
         try:
@@ -113,10 +115,10 @@ def test_job_with_resampling_on_the_actor(tmp_path):
             worker.close()
         import pyarrow.parquet as pq
 
-        rows[where] = {r["key"]: r for r in pq.read_table(out / writer.part_name("tokens", records[0]["shard_id"])).to_pylist()}
-        assert info["resampler"]["library"] == ("soxr" if where == "decoder" else "audiotok.device_resample")
+        rows[where] = {r["key"]: r for r in pq.read_table(out / writer.part_name("tokens", records[0].shard_id)).to_pylist()}
+        assert info.resampler["library"] == ("soxr" if where == "decoder" else "audiotok.device_resample")
         # verify re-reads the originals and resamples them as the job did: the same codes again
-        writer.write_provenance(str(out), {**info, "job_config": to_dict(cfg), "input": spec})
+        writer.write_provenance(str(out), replace(info, job_config=to_dict(cfg), input=spec).to_json())
         summary = run_verify(str(out), str(tmp_path / f"report-{where}"),
                              VerifyOptions(count=2, bandwidths=[6.0], use_ray="inline"))
         assert summary["passed"] and summary["rows_sampled"] == 2, summary

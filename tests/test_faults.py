@@ -107,10 +107,10 @@ def test_file_that_crashes_or_hangs_the_decoder_every_time(tmp_path):
     got = read_outcome(out)
     row = compare("file crashes / hangs the decoder", 1, got, want, "segv every try, segv once, hang")
     assert row.ok, row.problems
-    crashy = next(r for r in records(out).values() if r["url"].endswith("s-001.tar"))
+    crashy = next(r for r in records(out).values() if r.url.endswith("s-001.tar"))
     # segv: first try + 1 retry; once: 1; hang: 1 (not retried) -> 4 decoder processes replaced
-    assert crashy["decoder_restarts"] == 4 and crashy["rejects_by_reason"] == {"decoder_crash": 2}
-    assert crashy["rows"] == 4  # the rest of the shard is written, crash-once included
+    assert crashy.decoder_restarts == 4 and crashy.rejects_by_reason == {"decoder_crash": 2}
+    assert crashy.rows == 4  # the rest of the shard is written, crash-once included
     assert not any("actor died" in line for line in lines)
     import pyarrow.dataset as pads
 

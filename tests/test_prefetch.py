@@ -11,7 +11,7 @@ from codec import load_model
 from pipeline import shard_worker
 from pipeline.decode_pool import default_processes
 from pipeline.job import run_job
-from pipeline.provenance import model_info
+from pipeline.provenance import build_provenance
 from pipeline.shard_worker import ShardTokenizer
 from pipeline.sources import list_shards
 from tests.conftest import corpus_file
@@ -31,7 +31,7 @@ def test_default_processes_share_the_node():
 def worker_for(tmp_path, *overrides):
     cfg = demo_config(*overrides)
     model = load_model(cfg.model)
-    return ShardTokenizer(model, cfg, str(tmp_path / "out"), model_info(model, cfg, "cpu")), cfg
+    return ShardTokenizer(model, cfg, str(tmp_path / "out"), build_provenance(model, cfg, "cpu")), cfg
 
 
 @pytest.mark.parametrize("threads, prefetch, sizes", [(5, 2, [2, 2, 1]), (2, 2, [1, 1]), (15, 0, [15]), (1, 3, [1])])
@@ -75,7 +75,7 @@ def test_shards_ahead_decode_at_once(tmp_path, monkeypatch):
         records = [worker.run(s) for s in todo]
     finally:
         worker.close()
-    assert [r["rows"] for r in records] == [2, 2, 2]
+    assert [r.rows for r in records] == [2, 2, 2]
 
 
 @pytest.mark.usefixtures("local_ray")
@@ -100,6 +100,6 @@ def test_shards_given_to_another_actor_are_forgotten(tmp_path):
             worker.prefetch(shard)
         worker.keep_only([a, c])  # the driver gave b to another actor
         assert set(worker.pending) == {a.shard_id, c.shard_id}
-        assert [worker.run(s)["rows"] for s in (a, c)] == [2, 2] and not worker.pending
+        assert [worker.run(s).rows for s in (a, c)] == [2, 2] and not worker.pending
     finally:
         worker.close()

@@ -15,6 +15,7 @@ import torch
 from codec import EncodedItem, random_model, save_model
 from pipeline import reader, schema, writer
 from pipeline.config import OutputConfig
+from pipeline.records import ShardRecord
 from pipeline.reader import TokenDataset, collate, to_transformers
 from tests.conftest import REPO
 
@@ -36,8 +37,7 @@ def provenance(model=None):
 def write_dataset(out, shards: dict[str, list[schema.TokenRow]], prov: dict, row_group_rows=2):
     for shard_id, rows in shards.items():
         table = schema.tokens_table(rows, ["text"])
-        record = {"shard_id": shard_id, "url": shard_id, "rows": len(rows), "rejects": 0, "rejects_by_reason": {},
-                  "audio_seconds": 0.0, "attempt": 1}
+        record = ShardRecord(shard_id, shard_id, rows=len(rows), rejects=0)
         writer.commit_shard(str(out), shard_id, table, schema.rejects_table([]), record,
                             schema.file_metadata(prov), OutputConfig(row_group_rows=row_group_rows))
     writer.write_provenance(str(out), prov)

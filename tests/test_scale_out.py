@@ -46,7 +46,7 @@ def test_three_nodes_same_rows_as_one(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
-    nodes = {r["node_id"] for r in committed_shards(str(tmp_path / "multi")).values()}
+    nodes = {r.node_id for r in committed_shards(str(tmp_path / "multi")).values()}
     assert len(nodes) == 3, f"shards ran on {len(nodes)} node(s)"
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)

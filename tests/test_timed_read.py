@@ -204,7 +204,7 @@ def test_shard_worker_retries_a_stalled_shard_then_records_it_unreadable(stallfs
 def test_stalled_shard_is_committed_as_a_rejection_and_the_next_shard_tokenized(stallfs, tmp_path):
     from codec import load_model
     from pipeline import writer
-    from pipeline.provenance import model_info
+    from pipeline.provenance import build_provenance
     from pipeline.shard_worker import ShardTokenizer
 
     wav = corpus_file("speech/cmu_arctic_a0007_16k.wav").read_bytes()
@@ -214,14 +214,14 @@ def test_stalled_shard_is_committed_as_a_rejection_and_the_next_shard_tokenized(
     cfg = job_config()
     model = load_model(cfg.model)
     out = tmp_path / "out"
-    worker = ShardTokenizer(model, cfg, str(out), model_info(model, cfg, "cpu"))
+    worker = ShardTokenizer(model, cfg, str(out), build_provenance(model, cfg, "cpu"))
     try:
         (stuck,), (good,) = (list_shards(f"stallfs:///{name}.tar", cfg.source) for name in ("stuck", "good"))
         worker.prefetch(good)
         records = [worker.run(stuck), worker.run(good)]
     finally:
         worker.close()
-    assert [(r["rows"], r["rejects"], r["rejects_by_reason"]) for r in records] == [
+    assert [(r.rows, r.rejects, r.rejects_by_reason) for r in records] == [
         (0, 1, {"shard_unreadable": 1}), (1, 0, {})]
     assert set(writer.committed_shards(str(out))) == {stuck.shard_id, good.shard_id}
     (reject,) = pq.read_table(out / writer.part_name("rejects", stuck.shard_id)).to_pylist()

@@ -1,5 +1,6 @@
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -8,7 +9,7 @@ import pytest
 
 from pipeline import writer
 from pipeline.config import OutputConfig
-from pipeline.records import Rejection
+from pipeline.records import Rejection, ShardRecord
 from pipeline.schema import REQUIRED_PROVENANCE, TokenRow, file_metadata, rejects_table, tokens_table
 
 PASS = ["text", "speaker"]
@@ -21,8 +22,8 @@ def shard(shard_id="sh-0", n=10, seed=0):
                      (5 + i) * 320 - 7, 7, None, 0.0, (5 + i) / 75, {"text": f"t{i}", "speaker": i})
             for i in range(n)]
     rejects = [Rejection(f"{shard_id}/bad", f"/data/{shard_id}.tar", "undecodable", "not audio")]
-    record = {"shard_id": shard_id, "url": f"/data/{shard_id}.tar", "rows": n, "rejects": 1,
-              "rejects_by_reason": {"undecodable": 1}, "audio_seconds": 1.5, "attempt": 1}
+    record = ShardRecord(shard_id, f"/data/{shard_id}.tar", rows=n, rejects=1,
+                         rejects_by_reason={"undecodable": 1}, audio_seconds=1.5, attempt=1)
     return rows, tokens_table(rows, PASS), rejects_table(rejects), record
 
 
@@ -42,10 +43,10 @@ def test_commit_layout_and_record(tmp_path):
     _, record = commit(tmp_path)
     assert visible_files(tmp_path) == ["_manifest/sh-0.json", "rejects/part-sh-0.parquet", "tokens/part-sh-0.parquet"]
     on_disk = json.loads((tmp_path / "_manifest/sh-0.json").read_text())
-    assert on_disk == record == writer.committed_shards(str(tmp_path))["sh-0"]
-    assert record["files"]["tokens"] == {"path": "tokens/part-sh-0.parquet",
-                                         "bytes": os.path.getsize(tmp_path / "tokens/part-sh-0.parquet")}
-    assert record["rows"] == 10 and record["rejects_by_reason"] == {"undecodable": 1} and record["finished_at"] > 0
+    assert on_disk == record.to_json() and record == writer.committed_shards(str(tmp_path))["sh-0"]
+    assert record.files["tokens"] == {"path": "tokens/part-sh-0.parquet",
+                                      "bytes": os.path.getsize(tmp_path / "tokens/part-sh-0.parquet")}
+    assert record.rows == 10 and record.rejects_by_reason == {"undecodable": 1} and record.finished_at > 0
     assert writer.committed_parts(str(tmp_path)) == [str(tmp_path / "tokens/part-sh-0.parquet")]
 
 
@@ -87,9 +88,12 @@ def test_readers_see_exactly_the_rows_and_ignore_temps(tmp_path):
         assert ds.features["codes"].feature.feature.dtype == "int16"
 
 
-def crash_after(monkeypatch, calls):
+def crash_after(monkeypatch, calls, killed=True):
+    """The commit's rename number `calls` fails; killed: as if the process died there (no cleanup runs)."""
     real = os.replace
     done = []
+    if killed:
+        monkeypatch.setattr(writer, "_remove_uncommitted_parts", lambda fs, finals: None)
 
     def replace(src, dst):
         if len(done) >= calls:
@@ -119,6 +123,13 @@ def test_crash_between_renames_then_cleanup_and_recommit(tmp_path, monkeypatch):
     assert writer.cleanup_uncommitted(str(out)) == []
 
 
+def test_failed_commit_removes_the_parts_it_moved(tmp_path, monkeypatch):
+    crash_after(monkeypatch, 1, killed=False)  # an exception, not a death: the commit cleans up itself
+    with pytest.raises(OSError, match="simulated crash"):
+        commit(tmp_path)
+    assert visible_files(tmp_path) == []
+
+
 def test_cleanup_removes_stale_temps_orphans_and_broken_records(tmp_path):
     commit(tmp_path)
     commit(tmp_path, "sh-1", n=2)
@@ -142,13 +153,13 @@ def test_recommit_replaces_without_duplicates(tmp_path):
 
 def test_commit_refuses_inconsistent_inputs(tmp_path):
     _, tokens, rejects, record = shard()
-    bad = [("sh/0", record | {"shard_id": "sh/0"}), ("sh-0", record | {"rows": 3}),
-           ("sh-0", {k: v for k, v in record.items() if k != "url"}), ("tmp-x", record | {"shard_id": "tmp-x"})]
+    bad = [("sh/0", replace(record, shard_id="sh/0")), ("sh-0", replace(record, rows=3)),
+           ("sh-0", replace(record, shard_id="sh-1")), ("tmp-x", replace(record, shard_id="tmp-x"))]
     for shard_id, rec in bad:
         with pytest.raises(ValueError):
             writer.commit_shard(str(tmp_path), shard_id, tokens, rejects, rec, METADATA, CFG)
     with pytest.raises(ValueError, match="rejects table"):
-        writer.commit_shard(str(tmp_path), "sh-0", tokens, tokens, record | {"rejects": 10}, METADATA, CFG)
+        writer.commit_shard(str(tmp_path), "sh-0", tokens, tokens, replace(record, rejects=10), METADATA, CFG)
     assert visible_files(tmp_path) == []
 
 
@@ -193,6 +204,6 @@ def test_failure_before_any_rename_leaves_nothing(tmp_path, monkeypatch):
 
 def test_record_may_hold_numpy_scalars(tmp_path):
     _, tokens, rejects, record = shard()
-    record |= {"audio_seconds": np.float64(1.5), "rows": np.int64(10)}
+    record = replace(record, audio_seconds=np.float64(1.5), rows=np.int64(10))
     writer.commit_shard(str(tmp_path), "sh-0", tokens, rejects, record, METADATA, CFG)
-    assert writer.committed_shards(str(tmp_path))["sh-0"]["audio_seconds"] == 1.5
+    assert writer.committed_shards(str(tmp_path))["sh-0"].audio_seconds == 1.5

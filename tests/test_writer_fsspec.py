@@ -118,7 +118,7 @@ def test_commit_resume_cleanup_and_read_back(remote):
                            "rejects/part-sh-0.parquet", "rejects/part-sh-1.parquet",
                            "tokens/part-sh-0.parquet", "tokens/part-sh-1.parquet"]
     assert writer.committed_shards(out)["sh-0"] == record0
-    assert record0["files"]["tokens"]["bytes"] == fs.size("/bucket/out/tokens/part-sh-0.parquet")
+    assert record0.files["tokens"]["bytes"] == fs.size("/bucket/out/tokens/part-sh-0.parquet")
     assert writer.committed_parts(out) == [f"{fs.protocol}:///bucket/out/tokens/part-sh-{i}.parquet" for i in (0, 1)]
     assert writer.committed_parts(out, "rejects")[1].endswith("/bucket/out/rejects/part-sh-1.parquet")
     assert read_back(out) == expected(rows0, rows1)
@@ -166,7 +166,7 @@ def test_failed_commit_in_the_shard_worker_removes_its_parts_then_the_job_resume
     shard cannot be placed (an error the process survives): its parts go, and a resume as `run_job`
     does it (cleanup, skip the committed shards, run the rest) gives the rows of a run without the fault."""
     from codec import load_model
-    from pipeline.provenance import model_info
+    from pipeline.provenance import build_provenance
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
     from tests.fault_scenarios import demo_config, make_shards
@@ -175,7 +175,7 @@ def test_failed_commit_in_the_shard_worker_removes_its_parts_then_the_job_resume
     cfg = demo_config()
     shards = list_shards(make_shards(tmp_path / "in", shards=2, per_shard=1), cfg.source)
     model = load_model(cfg.model)
-    worker = ShardTokenizer(model, cfg, out, model_info(model, cfg, "cpu"))
+    worker = ShardTokenizer(model, cfg, out, build_provenance(model, cfg, "cpu"))
     try:
         worker.run(shards[0])
         fail_mv(fs, 3, crash=False)
@@ -190,7 +190,7 @@ def test_failed_commit_in_the_shard_worker_removes_its_parts_then_the_job_resume
         for s in shards:
             if s.shard_id not in done:
                 worker.run(s, attempt=2)
-        assert [r["attempt"] for r in writer.committed_shards(out).values()] == [1, 2]
+        assert [r.attempt for r in writer.committed_shards(out).values()] == [1, 2]
         worker.out_dir = clean = out.replace("/out", "/clean")
         for s in shards:
             worker.run(s)

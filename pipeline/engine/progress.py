@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..records import Shard
+from ..provenance import Provenance
+from ..records import Shard, ShardRecord
 
 
 class Progress:
@@ -20,11 +21,11 @@ class Progress:
         self.rejects = 0
         self.new = 0
 
-    def shard_done(self, record: dict[str, Any]) -> None:
+    def shard_done(self, record: ShardRecord) -> None:
         self.done += 1
         self.new += 1
-        self.audio += record["audio_seconds"]
-        self.rejects += record["rejects"]
+        self.audio += record.audio_seconds
+        self.rejects += record.rejects
 
     def maybe_print(self, force: bool = False, pending: int = 0) -> None:
         now = time.time()
@@ -40,28 +41,28 @@ class Progress:
                  f"{rate:,.1f}x realtime  ETA {eta:,.0f} s  rejects {self.rejects}{waiting}")
 
 
-def summarize(records: dict[str, dict[str, Any]], shards: list[Shard], wall: float,
-              info: dict[str, Any]) -> dict[str, Any]:
+def summarize(records: dict[str, ShardRecord], shards: list[Shard], wall: float,
+              provenance: Provenance | None) -> dict[str, Any]:
     """The run summary over the shards of this input (records of other inputs are left out)."""
     wanted = {s.shard_id for s in shards}
     mine = [r for k, r in records.items() if k in wanted]
     by_reason: dict[str, int] = {}
     for r in mine:
-        for reason, n in r.get("rejects_by_reason", {}).items():
+        for reason, n in r.rejects_by_reason.items():
             by_reason[reason] = by_reason.get(reason, 0) + n
-    audio = sum(r["audio_seconds"] for r in mine)
-    padded = sum(r.get("padded_samples", 0) for r in mine)
-    true = sum(r.get("true_samples", 0) for r in mine)
+    audio = sum(r.audio_seconds for r in mine)
+    padded = sum(r.padded_samples for r in mine)
+    true = sum(r.true_samples for r in mine)
     return {
         "shards": len(shards),
         "shards_committed": len(mine),
-        "rows": sum(r["rows"] for r in mine),
-        "rejects": sum(r["rejects"] for r in mine),
+        "rows": sum(r.rows for r in mine),
+        "rejects": sum(r.rejects for r in mine),
         "rejects_by_reason": by_reason,
         "audio_hours": audio / 3600,
         "wall_seconds": wall,
         "realtime_factor": audio / wall if wall > 0 else None,
         "padding_waste": (padded - true) / padded if padded else 0.0,
-        "model_source": info.get("model_source"),
-        "random_weights": info.get("random_weights"),
+        "model_source": provenance.model_source if provenance else None,
+        "random_weights": provenance.random_weights if provenance else None,
     }

@@ -16,9 +16,9 @@ import ray
 import ray.exceptions
 
 from ..config import JobConfig
-from ..records import Shard
+from ..records import Shard, ShardRecord
 from .placement import ActorRequest, decoder_processes
-from .scheduler import ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
+from .scheduler import ActorInfo, ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
 
 
 def connect_ray(num_cpus: int | None = None) -> bool:
@@ -51,7 +51,7 @@ class TokenizerActor:
 
         from codec import load_first
 
-        from ..provenance import check_sha256, model_info
+        from ..provenance import build_provenance, check_sha256
         from ..shard_worker import ShardTokenizer
 
         device = cfg.device
@@ -64,24 +64,22 @@ class TokenizerActor:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=device, dtype=dtype)
-        self.info = {**model_info(self.model, cfg, device), "model_sources_skipped": skipped}
-        check_sha256(self.info, cfg)
+        self.provenance = build_provenance(self.model, cfg, device, skipped)
+        check_sha256(self.provenance, cfg)
         node = _node_resources()
         decoders = decoder_processes(cfg, device, node.get("CPU", 0), node.get("GPU", 0))
-        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.info, decoders=decoders)
-        self.worker.record_extra = {"node_id": ray.get_runtime_context().get_node_id()}
+        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.provenance, decoders=decoders)
+        self.worker.node_id = ray.get_runtime_context().get_node_id()
 
-    def describe(self) -> dict:
-        return {**self.info, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "decoder_processes": self.worker.decoder_processes}
+    def describe(self) -> ActorInfo:
+        return ActorInfo(self.provenance, ray.get_runtime_context().get_node_id(), os.getpid(),
+                         self.worker.decoder_processes)
 
-    def run(self, shard: Shard, next_shards: list[Shard], attempt: int) -> dict:
+    def run(self, shard: Shard, next_shards: list[Shard], attempt: int) -> ShardRecord:
         self.worker.keep_only([shard, *next_shards])  # shards the driver gave to other actors since
         for upcoming in [shard, *next_shards]:  # the shard to run first, if it is not decoding yet
             self.worker.prefetch(upcoming)
-        record = self.worker.run(shard, attempt)
-        record["node_id"] = ray.get_runtime_context().get_node_id()
-        return record
+        return self.worker.run(shard, attempt)
 
 
 class RayBackend:

@@ -26,24 +26,35 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..errors import JobFailed, one_line
-from ..records import Shard
+from ..provenance import Provenance
+from ..records import Shard, ShardRecord
 from .progress import Progress
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """What a started actor reports: the provenance of what it will write, and where it runs."""
+
+    provenance: Provenance
+    node_id: str
+    pid: int
+    decoder_processes: int
 
 
 @dataclass(frozen=True)
 class ActorStarted:
     actor_id: int
-    info: dict[str, Any]  # the actor's provenance, node and decoder processes
+    info: ActorInfo
 
 
 @dataclass(frozen=True)
 class ShardFinished:
     actor_id: int
     shard_id: str
-    record: dict[str, Any]  # the committed manifest record
+    record: ShardRecord  # the committed manifest record
 
 
 @dataclass(frozen=True)
@@ -110,16 +121,16 @@ class Scheduler:
     """Runs every shard of `todo` on `count` actor slots of `backend`; see the module docstring."""
 
     def __init__(self, backend: Backend, todo: Iterable[Shard], settings: SchedulerSettings,
-                 log: Callable[[str], None], on_first_start: Callable[[dict[str, Any]], None] | None = None):
+                 log: Callable[[str], None], on_first_start: Callable[[ActorInfo], None] | None = None):
         self.backend, self.settings, self.log = backend, settings, log
         self.todo: deque[Shard] = deque(todo)
         self.on_first_start = on_first_start
         self.slots: list[Slot] = []
         self.attempts: dict[str, int] = {}
-        self.first_info: dict[str, Any] | None = None
+        self.first_info: ActorInfo | None = None
 
     # ----- the loop ------------------------------------------------------------------------------
-    def run(self, count: int, done: dict[str, Any], total: int) -> dict[str, Any]:
+    def run(self, count: int, done: dict[str, ShardRecord], total: int) -> dict[str, ShardRecord]:
         """{shard_id: record} of every committed shard (`done` included); raises JobFailed."""
         records = dict(done)
         progress = Progress(total, len(done), self.log, self.settings.progress_interval_s)
@@ -133,7 +144,7 @@ class Scheduler:
                     except JobFailed as exc:  # the other events still count, then the job stops
                         failure, record = failure or exc, None
                     if record is not None:
-                        records[record["shard_id"]] = record
+                        records[record.shard_id] = record
                         progress.shard_done(record)
                 if failure is not None:
                     raise failure
@@ -171,7 +182,7 @@ class Scheduler:
     def _slot(self, actor_id: int) -> Slot | None:
         return next((s for s in self.slots if s.actor_id == actor_id), None)
 
-    def _handle(self, event: Event) -> dict[str, Any] | None:
+    def _handle(self, event: Event) -> ShardRecord | None:
         slot = self._slot(event.actor_id)
         if slot is None:  # an actor already replaced
             return None

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import reader
 from ..config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
+from ..provenance import Provenance
 from . import report
 from .check import STATUSES, Checker, CheckSettings
 from .sampling import read_rows, sample_keys
@@ -53,9 +54,9 @@ class VerifyOptions:
     num_actors: int = 0
 
 
-def settings_for(provenance: dict, options: VerifyOptions) -> CheckSettings:
+def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSettings:
     """CheckSettings from a dataset's provenance (its job_config) and the options."""
-    job = dict(provenance.get("job_config") or {})
+    job = dict(provenance.job_config or {})
     defaults = JobConfig()
 
     def section(cls, name):
@@ -63,7 +64,7 @@ def settings_for(provenance: dict, options: VerifyOptions) -> CheckSettings:
         return cls(**{k: v for k, v in (job.get(name) or {}).items() if k in known})
 
     source = dataclasses.replace(section(SourceConfig, "source"), storage_options=dict(options.storage_options))
-    n_q = {float(k): int(v) for k, v in provenance["bandwidth_to_num_quantizers"].items()}
+    n_q = provenance.num_quantizers_by_bandwidth()
     bandwidths = sorted(n_q) if options.bandwidths is None else sorted(float(b) for b in options.bandwidths)
     unknown = [b for b in bandwidths if b not in n_q]
     if unknown:
@@ -72,11 +73,11 @@ def settings_for(provenance: dict, options: VerifyOptions) -> CheckSettings:
     if threads is None and options.device == "cpu":
         threads = max(1, int(job.get("cpus_per_actor", defaults.cpus_per_actor)))
     return CheckSettings(
-        model=options.model or provenance["model_source"], device=options.device,
-        precision=provenance.get("precision", "fp32"), threads=threads,
-        sample_rate=int(provenance["sample_rate"]), channels=int(provenance["channels"]),
+        model=options.model or provenance.model_source, device=options.device,
+        precision=provenance.precision, threads=threads,
+        sample_rate=int(provenance.sample_rate), channels=int(provenance.channels),
         source=source, audio=section(AudioConfig, "audio"),
-        input_spec=options.input_spec or provenance.get("input"), bandwidths=bandwidths, n_q=n_q,
+        input_spec=options.input_spec or provenance.input, bandwidths=bandwidths, n_q=n_q,
         encode_bandwidth=max(n_q),
     )
 
@@ -91,7 +92,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     (local), and return the summary: {"passed": bool, "failures": [str], "aggregates": [...], ...}."""
     started = time.time()
     options = options or VerifyOptions()
-    provenance = reader.load_provenance(tokens)
+    provenance = Provenance.from_json(reader.load_provenance(tokens))
     thresholds = thresholds or thresholds_from(provenance)
     settings = settings_for(provenance, options)
     keys = reader.arrow_dataset(tokens).to_table(columns=["key"]).column("key").to_pylist()
@@ -129,7 +130,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         "sample": {"count": count, "fraction": options.fraction},
         "status_counts": {s: sum(r["status"] == s for r in results) for s in STATUSES},
         "model_source": settings.model, "model_sha256": model_provenance.get("sha256"),
-        "model_matches_provenance": model_provenance.get("sha256") == provenance.get("checkpoint_sha256"),
+        "model_matches_provenance": model_provenance.get("sha256") == provenance.checkpoint_sha256,
         "random_weights": model_provenance.get("random_weights"), "device": settings.device,
         "precision": settings.precision, "threads": settings.threads, "bandwidths": settings.bandwidths,
         "thresholds": dataclasses.asdict(thresholds), "report": os.path.abspath(report_dir),

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 from ..config import VerifyConfig
+from ..provenance import Provenance
 
 
 def badness(result: dict) -> tuple:
@@ -45,8 +46,8 @@ def threshold_failures(results: list[dict], thresholds: VerifyConfig) -> list[st
     return failures
 
 
-def thresholds_from(provenance: dict) -> VerifyConfig:
+def thresholds_from(provenance: Provenance) -> VerifyConfig:
     """The job's `verify` section from the provenance (defaults where absent)."""
     known = {f.name for f in dataclasses.fields(VerifyConfig)}
-    stored = (provenance.get("job_config") or {}).get("verify") or {}
+    stored = (provenance.job_config or {}).get("verify") or {}
     return VerifyConfig(**{k: v for k, v in stored.items() if k in known})

@@ -18,15 +18,15 @@ from pipeline.engine.scheduler import (
     Slot,
 )
 from pipeline.errors import JobFailed
-from pipeline.records import Shard
+from pipeline.records import Shard, ShardRecord
 
 
 def shards(n: int) -> list[Shard]:
     return [Shard(f"s{i}", f"mem://s{i}.tar", "webdataset") for i in range(n)]
 
 
-def record(shard_id: str) -> dict:
-    return {"shard_id": shard_id, "rows": 1, "rejects": 0, "audio_seconds": 1.0}
+def record(shard_id: str) -> ShardRecord:
+    return ShardRecord(shard_id, f"mem://{shard_id}.tar", rows=1, rejects=0, audio_seconds=1.0)
 
 
 @dataclass
