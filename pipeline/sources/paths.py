@@ -65,13 +65,14 @@ class Matches:
         return [f for f in self.files if is_audio(f)]
 
     def counts(self) -> str:
-        """`0 tar files, 312 audio files, 310 other files (.txt 300, .json 10)`."""
+        """`0 tar files, 312 audio files, 310 other files (.txt 300, .json 10)`: the 5 commonest others."""
         others = Counter(f".{ext_of(f)}" if ext_of(f) else "no extension" for f in self.files
                          if not is_audio(f) and not self.is_tar(f))
         line = f"{len(self.tars)} tar files, {len(self.audio)} audio files"
         if not others:
             return line
-        kinds = ", ".join(f"{e} {n}" for e, n in others.most_common(5)) + (", ..." if len(others) > 5 else "")
+        common = sorted(others.items(), key=lambda item: (-item[1], item[0]))
+        kinds = ", ".join(f"{e} {n}" for e, n in common[:5]) + (", ..." if len(others) > 5 else "")
         return f"{line}, {sum(others.values())} other files ({kinds})"
 
 
