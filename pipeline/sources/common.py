@@ -182,5 +182,5 @@ def parse_meta(ext: str, raw: bytes) -> dict[str, Any]:
 
 
 def ext_of(path: str) -> str:
-    base = re.split(r"[\\/]", path)[-1]
+    base = path.replace("\\", "/").rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[-1].lower() if "." in base else ""

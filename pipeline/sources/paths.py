@@ -21,6 +21,7 @@ import posixpath
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import braceexpand
 import fsspec
@@ -56,18 +57,21 @@ class Matches:
     def is_tar(self, rel: str) -> bool:
         return rel.lower().endswith(TAR_SUFFIXES) or (self.named and not is_audio(rel))
 
-    @property
+    @cached_property
     def tars(self) -> list[str]:
         return [f for f in self.files if self.is_tar(f)]
 
-    @property
+    @cached_property
     def audio(self) -> list[str]:
         return [f for f in self.files if is_audio(f)]
 
+    @cached_property
+    def others(self) -> list[str]:
+        return [f for f in self.files if not is_audio(f) and not self.is_tar(f)]
+
     def counts(self) -> str:
         """`0 tar files, 312 audio files, 310 other files (.txt 300, .json 10)`: the 5 commonest others."""
-        others = Counter(f".{ext_of(f)}" if ext_of(f) else "no extension" for f in self.files
-                         if not is_audio(f) and not self.is_tar(f))
+        others = Counter(f".{ext_of(f)}" if ext_of(f) else "no extension" for f in self.others)
         line = f"{len(self.tars)} tar files, {len(self.audio)} audio files"
         if not others:
             return line
