@@ -10,11 +10,12 @@ COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify"}
 def fail(prog: str, exc: BaseException) -> int:
     """Print a user-facing error in one line and return its exit status (pipeline.errors: 2 for a bad
     configuration, input or argument, 1 for a job that failed)."""
-    from pipeline.errors import AudiotokError, one_line
+    from pipeline.errors import AudiotokError, ConfigError, InputError, JobFailed, one_line
 
     status = exc.exit_status if isinstance(exc, AudiotokError) else 2
-    kind = {2: "bad configuration or input", 1: "job failed"}[status]
-    print(f"{prog}: {kind}: {one_line(exc)}", file=sys.stderr)
+    kinds = ((ConfigError, "bad configuration: "), (InputError, "bad input: "), (JobFailed, "job failed: "))
+    kind = next((name for cls, name in kinds if isinstance(exc, cls)), "")
+    print(f"{prog}: {kind}{one_line(exc)}", file=sys.stderr)
     return status
 
 

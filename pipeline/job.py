@@ -28,7 +28,7 @@ def _stderr(message: str) -> None:
 def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[str, Any]:
     """Tokenize every shard of `input_spec` into `out_dir`; returns the run summary (also written)."""
     started = time.time()
-    shards = sources.list_shards(input_spec, cfg.source)
+    shards = sources.list_shards(input_spec, cfg.source, log)
     writer.cleanup_uncommitted(out_dir)
     done = writer.committed_shards(out_dir)
     todo = [s for s in shards if s.shard_id not in done]

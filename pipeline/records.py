@@ -19,7 +19,7 @@ class Shard:
 
     shard_id: stable, filesystem-safe name derived from `url` (output files are named after it).
     url: where the shard lives (local path, fsspec URL, dataset file, or manifest row range).
-    kind: the reader, a key of `sources.READERS` ("webdataset", "manifest", "hf").
+    kind: the reader, a key of `sources.READERS` ("audio_files", "webdataset", "manifest", "hf").
     options: that reader's typed options (e.g. `sources.manifest.ManifestRows`), None for tars.
     """
 

@@ -16,7 +16,7 @@ REASONS: dict[str, str] = {
     "non_finite": "decoded samples contain NaN or Inf",
     "too_short": "shorter than the configured minimum duration",
     "decoder_crash": "the decoder process died on this file (e.g. a segfault), after bounded retries",
-    "duplicate_key": "the key was already seen earlier in the same shard",
+    "duplicate_key": "the key was already seen earlier in the same shard (audio files: in the same input)",
     "unsafe_member": "a tar member with an unsafe name or type (absolute path, '..', link, device, pickle)",
     "shard_unreadable": "the shard itself could not be opened or listed, after bounded retries",
 }

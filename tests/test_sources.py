@@ -12,7 +12,7 @@ import pytest
 from pipeline.config import SourceConfig
 from pipeline.rejects import REASONS
 from pipeline.sources import ShardReadError, list_shards, read_shard
-from pipeline.sources.hf import AudioFolderFiles
+from pipeline.sources.audio_files import AudioFiles
 from tests.conftest import corpus_file
 from tests.hostile_corpus import write_tar
 
@@ -80,8 +80,7 @@ def test_glob_brace_and_file_url_specs(tmp_path):
     for bad in ("nothing-*.tar", "shard-{000..004}.tar", "missing.tar"):
         with pytest.raises(ValueError, match=re.escape(str(tmp_path / bad))):
             list_shards(str(tmp_path / bad), cfg)
-    with pytest.raises(ValueError, match="directory"):
-        list_shards(str(tmp_path), cfg)
+    assert list_shards(str(tmp_path), cfg) == by_glob  # a directory of tars: its tars
     with pytest.raises(ValueError, match="pipe:"):
         list_shards("pipe:curl -s http://example.com/x.tar", cfg)
 
@@ -335,7 +334,7 @@ def test_hf_audiofolder(tmp_path):
     (root / "metadata.csv").write_text("file_name,text,speaker\na.wav,hello,s1\nsub/b.flac,world,s2\n")
     cfg = SourceConfig(manifest_rows_per_shard=2)
     shards = list_shards(f"hf:{root}", cfg)
-    assert len(shards) == 2 and all(isinstance(s.options, AudioFolderFiles) for s in shards)
+    assert len(shards) == 2 and all(isinstance(s.options, AudioFiles) for s in shards)
     samples = [s for sh in shards for s in read_shard(sh, cfg)]
     assert [(s.key, s.ext, s.meta) for s in samples] == [
         ("a", "wav", {"text": "hello", "speaker": "s1"}), ("sub/a", "ogg", {}),

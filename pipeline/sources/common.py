@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,11 @@ def _matches(pattern: str, cfg: SourceConfig) -> list[str] | None:
     return [fs.unstrip_protocol(path) if is_remote(pattern) else path]
 
 
+def join_url(root: str, rel: str) -> str:
+    """`rel` ('/'-separated) under `root`, a local directory or an fsspec URL (`memory://` included)."""
+    return root + rel if root.endswith("/") else f"{root}/{rel}"
+
+
 def keep_meta(meta: dict[str, Any], cfg: SourceConfig) -> dict[str, Any]:
     return {k: meta[k] for k in cfg.metadata_columns if k in meta}
 
@@ -139,8 +145,13 @@ def derive_key(row: dict[str, Any], path: str, index: int, shard: Shard, cfg: So
     if cfg.key_column and row.get(cfg.key_column) not in (None, ""):
         return str(row[cfg.key_column])
     if path:
-        return os.path.splitext(re.sub(r"^[A-Za-z0-9+.-]+://", "", path))[0]
+        return path_key(path)
     return f"{shard.shard_id}/{index}"
+
+
+def path_key(path: str) -> str:
+    """The key a file path gives: minus scheme and extension (`s3://b/spk1/0001.flac` -> `b/spk1/0001`)."""
+    return os.path.splitext(re.sub(r"^[A-Za-z0-9+.-]+://", "", path))[0]
 
 
 def dedupe(key: str, seen: dict[str, int]) -> tuple[str, tuple[str, str] | None]:
@@ -152,6 +163,24 @@ def dedupe(key: str, seen: dict[str, int]) -> tuple[str, tuple[str, str] | None]
     return f"{key}~dup{seen[key]}", ("duplicate_key", f"key {key!r} was already read earlier in this shard")
 
 
+def wants_meta(ext: str, cfg: SourceConfig) -> bool:
+    """Whether a metadata member or sibling file `<key>.<ext>` can feed a passthrough column."""
+    return ext == "json" or ("text" if ext == "txt" else ext) in cfg.metadata_columns
+
+
+def parse_meta(ext: str, raw: bytes) -> dict[str, Any]:
+    """Columns from a metadata member or file: a .json object's fields ({} for other JSON or invalid
+    JSON); else {"text" for .txt, else the extension: the text (stripped for .cls)}."""
+    if ext == "json":
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+    text = raw.decode("utf-8", "replace")
+    return {"text" if ext == "txt" else ext: text.strip() if ext == "cls" else text}
+
+
 def ext_of(path: str) -> str:
-    base = re.split(r"[\\/]", path)[-1]
+    base = path.replace("\\", "/").rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[-1].lower() if "." in base else ""

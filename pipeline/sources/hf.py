@@ -3,7 +3,7 @@
     hf:<dir written by save_to_disk>    each .arrow file is a shard (DatasetDict: every split, or cfg.hf_split)
     hf:<dir, file or glob of .parquet>  each Parquet file is a shard
     hf:<audiofolder dir>                audio files (+ metadata.csv / metadata.jsonl with `file_name`),
-                                        cfg.manifest_rows_per_shard files per shard
+                                        as `audio_files` shards (no sibling-file metadata)
     hf:<hub name>                       load_dataset(name, cfg.hf_config, streaming=True): each data-file
                                         shard of each split (needs network)
 
@@ -28,8 +28,9 @@ import fsspec
 from ..config import SourceConfig
 from ..errors import InputError
 from ..records import Sample, Shard
+from . import paths
+from .audio_files import AudioFile, shards_of, unique_keys
 from .common import (
-    AUDIO_EXTS,
     ShardReadError,
     dedupe,
     derive_key,
@@ -48,15 +49,6 @@ class DatasetFile:
     """Options of a shard that is one .arrow or .parquet file."""
 
     format: str  # "arrow" | "parquet"
-
-
-@dataclass(frozen=True)
-class AudioFolderFiles:
-    """Options of an audiofolder shard: files relative to `root`, with their metadata rows."""
-
-    root: str
-    files: tuple[str, ...]
-    meta: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -90,9 +82,6 @@ def list_hf(name: str, cfg: SourceConfig) -> list[Shard]:
 
 def read_hf(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
     """Samples of one dataset shard in row order; raises ShardReadError when the shard breaks off."""
-    if isinstance(shard.options, AudioFolderFiles):
-        yield from _read_audiofolder(shard, cfg)
-        return
     rows = _open_rows(shard, cfg)
     seen: dict[str, int] = {}
     for index in itertools.count():
@@ -141,23 +130,13 @@ def _list_saved_dict(directory: str, cfg: SourceConfig) -> list[Shard]:
 
 
 def _list_audiofolder(root: str, cfg: SourceConfig) -> list[Shard]:
-    files = sorted(
-        os.path.relpath(os.path.join(d, name), root).replace(os.sep, "/")
-        for d, _, names in os.walk(root)
-        for name in names
-        if ext_of(name) in AUDIO_EXTS and not name.startswith(".")
-    )
-    if not files:
+    found = paths.match(root, cfg)
+    if not found.audio:
         raise InputError(f"hf:{root}: holds no save_to_disk dataset, Parquet files or audio files")
     meta = _audiofolder_meta(root, cfg)
-    step = max(1, cfg.manifest_rows_per_shard)
-    shards = []
-    for start in range(0, len(files), step):
-        chunk = files[start : start + step]
-        url = f"{root}#files={start}-{start + len(chunk)}"
-        options = AudioFolderFiles(root, tuple(chunk), tuple(meta.get(f, {}) for f in chunk))
-        shards.append(Shard(shard_id_for(url), url, "hf", options))
-    return shards
+    files = [AudioFile(rel, key, duplicate_of=dup, meta=meta.get(rel, {}))
+             for rel, key, dup in unique_keys(found.audio)]
+    return shards_of(root, root, files, cfg)
 
 
 def _audiofolder_meta(root: str, cfg: SourceConfig) -> dict[str, dict[str, Any]]:
@@ -246,14 +225,3 @@ def _row_sample(row: dict[str, Any], index: int, shard: Shard, seen: dict[str, i
     elif reject is None and len(data) > cfg.max_member_bytes:
         reject = ("too_large", f"row {index}: {len(data)} bytes > max_member_bytes {cfg.max_member_bytes}")
     return Sample(key, shard.url, None if reject else bytes(data), ext_of(path), meta, reject)
-
-
-def _read_audiofolder(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
-    root = shard.options.root
-    seen: dict[str, int] = {}
-    for index, (rel, meta) in enumerate(zip(shard.options.files, shard.options.meta)):
-        key, reject = dedupe(derive_key({}, rel, index, shard, cfg), seen)
-        data = None
-        if reject is None:
-            data, reject = fetch(os.path.join(root, rel), cfg)
-        yield Sample(key, shard.url, data, ext_of(rel), dict(meta), reject)

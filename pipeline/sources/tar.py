@@ -10,7 +10,6 @@ checks it against webdataset's own writer): key = path up to the first dot of th
 
 from __future__ import annotations
 
-import json
 import lzma
 import re
 import tarfile
@@ -27,17 +26,19 @@ from .common import (
     PICKLE_EXTS,
     ShardReadError,
     dedupe,
-    expand_urls,
     keep_meta,
+    parse_meta,
     shard_id_for,
+    wants_meta,
 )
 from .timed_read import open_timed
 
 _TAR_ERRORS = (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError)
 
 
-def list_tars(spec: str, cfg: SourceConfig) -> list[Shard]:
-    return [Shard(shard_id_for(url), url, "webdataset") for url in expand_urls(spec, cfg)]
+def tar_shards(urls: list[str]) -> list[Shard]:
+    """One shard per tar URL, in the given order."""
+    return [Shard(shard_id_for(url), url, "webdataset") for url in urls]
 
 
 class _StrictTarInfo(tarfile.TarInfo):
@@ -107,20 +108,10 @@ def _add_member(group: _Group, member: tarfile.TarInfo, ext: str, tar: tarfile.T
         elif not group.audio:
             group.audio, group.ext = tar.extractfile(member).read(), last
         return
-    name = "text" if ext == "txt" else ext
-    if member.size > MAX_META_BYTES or (ext != "json" and name not in cfg.metadata_columns):
+    if member.size > MAX_META_BYTES or not wants_meta(ext, cfg):
         return
-    raw = tar.extractfile(member).read()
-    if ext == "json":
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return
-        if isinstance(value, dict):
-            group.json.update(value)
-    else:
-        text = raw.decode("utf-8", "replace")
-        group.members[name] = text.strip() if name == "cls" else text
+    meta = parse_meta(ext, tar.extractfile(member).read())
+    (group.json if ext == "json" else group.members).update(meta)
 
 
 def _finish(group: _Group, shard: Shard, seen: dict[str, int], cfg: SourceConfig) -> Sample:

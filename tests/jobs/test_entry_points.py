@@ -16,7 +16,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--input", "no/such/dir/*.tar"], "matches no shard"),
+    (["--input", "no/such/dir/*.tar"], "matches 0 files to tokenize"),
     (["--input", "missing-shard.tar"], "do not exist"),
     (["--input", "demo/shards/demo-000.tar", "buckets.no_such_key=1"], "unknown config key"),
     (["--input", "demo/shards/demo-000.tar", "precision=fp8"], "precision must be one of"),
