@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify"}
+COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify", "diff": "jobs.diff"}
 
 
 def main(argv: list[str] | None = None) -> int:
