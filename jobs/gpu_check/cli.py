@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, help="rows not started by then are skipped (GPU 285, CPU 900)")
     p.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections not to run")
     p.add_argument("--minutes", type=float, nargs=2, metavar=("SPEECH", "MUSIC"),
-                   help="end-to-end corpus minutes (GPU default 120 30; CPU 0.2 and no music); 0 skips a kind")
+                   help="end-to-end corpus minutes (GPU default 60 20; CPU 0.1 and no music); 0 skips a kind")
     p.add_argument("--prepare", metavar="DIR", help="build the data folder DIR instead of checking")
     bundle = p.add_mutually_exclusive_group()
     bundle.add_argument("--bundle", help="with --prepare: copy this site.tar.xz instead of building one")
@@ -104,7 +104,7 @@ def run_all(args) -> int:
         for resample_on in ("decoder", "actor"):
             run("e2e", f"{kind}: ours, resample_on {resample_on}",
                 lambda s=state, r=resample_on: e2e_rows.ours_rows(s, r, gpu=not cpu), needs_s=30)
-        run("e2e", f"{kind}: verify our output", lambda s=state: e2e_rows.verify_row(s, sizes.verify_rows, not cpu),
+        run("e2e", f"{kind}: verify our output", lambda s=state: e2e_rows.verify_row(s, sizes.verify_rows, not cpu, sizes.verify_bandwidths),
             needs_s=10)
     for name in sorted(sizes.variants, key=lambda n: n == "compile"):  # compile last: it takes longest
         for preset in PRESETS:

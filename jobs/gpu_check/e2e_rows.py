@@ -111,7 +111,7 @@ def ours_rows(s: E2E, resample_on: str, gpu: bool) -> list[Check]:
     return rows
 
 
-def verify_row(s: E2E, rows: int, gpu: bool) -> Check:
+def verify_row(s: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | None = None) -> Check:
     """jobs.verify on our decoder-resampled output, re-encoding on the same device (inline)."""
     from pipeline.verify import VerifyOptions, run_verify
 
@@ -120,7 +120,8 @@ def verify_row(s: E2E, rows: int, gpu: bool) -> Check:
         return Check("verify", f"{s.kind}: verify our output", "skipped", "no output", "our run did not finish")
     summary = run_verify(str(out), str(s.work / f"verify-{s.kind}"),
                          VerifyOptions(count=rows, device="cuda" if gpu else "cpu", use_ray="inline",
-                                       max_media_items=0), log=lambda *a: None)
+                                       max_media_items=0, bandwidths=list(bandwidths) if bandwidths else None),
+                         log=lambda *a: None)
     agree = [a.get("code_agreement_mean") for a in summary.get("aggregates", []) if a.get("group") == "bandwidth"]
     agree = [a for a in agree if a is not None]
     value = f"{'passed' if summary['passed'] else 'FAILED'}, {summary['rows_sampled']} rows"
