@@ -83,7 +83,8 @@ def run_all(args) -> int:
 
     run("env", "Ray actor environment", lambda: env_row.env_rows(gpu=not cpu), needs_s=5)
     fitted = {}
-    for preset in PRESETS:
+    needs_model = run.sections & {"agreement", "invariance", "determinism", "memory", "profile", "variants"}
+    for preset in PRESETS if needs_model else ():
         def fit(preset=preset):
             fitted[preset] = codec_rows.fit_preset(preset, sizes)
             return Check("setup", f"{preset} fitted codebooks", "ok", "fitted", fitted[preset].detail)
