@@ -27,7 +27,8 @@ Variants (`--variants`; those that need CUDA are skipped on the CPU, with a note
   fp16      fp16 likewise (CUDA only)
   tf32      fp32 with TF32 matmuls and convolutions (CUDA only)
   compile   fp32, encoder through torch.compile (whole batches)
-A variant whose agreement falls below 99.9 % must not become a default.
+A variant whose agreement falls below 99.9 % must not become a default. A run that runs out of
+memory (CUDA or host) is printed as an `out of memory` row and the benchmark goes on.
 """
 
 from __future__ import annotations
@@ -198,6 +199,35 @@ def timed(fn, repeats: int):
     return best, result
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """True for torch's CUDA out-of-memory error, a host MemoryError, or a RuntimeError saying so."""
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def guarded_timed(fn, repeats: int):
+    """timed(fn, repeats), or (None, "out of memory: ...") when it runs out of memory (CUDA cache freed)."""
+    try:
+        return timed(fn, repeats)
+    except Exception as exc:  # only out of memory is swallowed; the rest is raised again
+        if not out_of_memory(exc):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return None, f"out of memory: {(str(exc).splitlines() or [type(exc).__name__])[0][:120]}"
+
+
+def row_line(preset: str, bw: float, batch: int, name: str, audio_s: float, t: float | None, t_hf: float | None,
+             agree: float | None, first: float | None, peak: float) -> str:
+    """One printed row; t None: the run failed (out of memory), said in place of the numbers."""
+    head = f"{preset:7} {bw:5.1f} {batch:5d} {name:12}"
+    if t is None:
+        return f"{head} {'out of memory':>11}"
+    vs = f"{t_hf / t:6.2f}" if t_hf else f"{'n/a':>6}"
+    flag = "" if agree >= MIN_AGREEMENT else "  < 99.9 %"
+    return f"{head} {audio_s / t:11.1f} {vs} {agree:8.3f} {first:8.3f} {peak:9.0f}{flag}"
+
+
 def agreement(codes: list[torch.Tensor], reference: list[torch.Tensor], levels: int | None = None) -> float:
     """% of equal codes over all items, the first `levels` codebooks (default all) and every frame
     (codes[i] is a prefix of reference[i])."""
@@ -256,18 +286,19 @@ def bench_preset(preset: str | None, args, device: str) -> None:
             x = clips[index].to(device)
             audio_s = batch * args.seconds
             with PeakMemory(device) as mem, torch.no_grad(), backend_flags(tf32=False):  # as the job runs
-                t_hf, out = timed(lambda: ref_model.encode(x, bandwidth=bw), args.repeats)
-            rows = [("transformers", t_hf, hf_codes(out, batch, base, x.shape[-1]), mem.peak)]
+                t_hf, out = guarded_timed(lambda x=x, bw=bw: ref_model.encode(x, bandwidth=bw), args.repeats)
+            rows = [("transformers", t_hf, hf_codes(out, batch, base, x.shape[-1]) if t_hf else None, mem.peak)]
             for v in variants:
                 with PeakMemory(device) as mem, backend_flags(**v.flags):
-                    t, items = timed(lambda: v.model.encode(x, bandwidth=bw, max_batch=v.max_batch), args.repeats)
-                rows.append((v.name, t, [i.codes for i in items], mem.peak))
+                    t, items = guarded_timed(lambda v=v, x=x, bw=bw: v.model.encode(x, bandwidth=bw, max_batch=v.max_batch),
+                                             args.repeats)
+                rows.append((v.name, t, [i.codes for i in items] if t else None, mem.peak))
             for name, t, codes, peak in rows:
-                agree = agreement(codes, [reference[i] for i in index])
-                first = agreement(codes, [reference[i] for i in index], levels=1)
-                flag = "" if agree >= MIN_AGREEMENT else "  < 99.9 %"
-                print(f"{preset:7} {bw:5.1f} {batch:5d} {name:12} {audio_s / t:11.1f} {t_hf / t:6.2f} "
-                      f"{agree:8.3f} {first:8.3f} {peak:9.0f}{flag}")
+                agree = first = None
+                if codes is not None:
+                    agree = agreement(codes, [reference[i] for i in index])
+                    first = agreement(codes, [reference[i] for i in index], levels=1)
+                print(row_line(preset, bw, batch, name, audio_s, t, t_hf, agree, first, peak))
 
 
 def main(argv=None) -> int:

@@ -1,13 +1,17 @@
 """End-to-end throughput: the baseline users write today vs our job, on the same shards, in one run.
 
 python -m jobs.bench_e2e --kind speech|music --minutes M [--model random:24khz] [--work DIR] [--items-per-shard 8]
-                         [--set KEY=VALUE ...]   (overrides of our job's config, e.g. audio.resample_on=actor)
+                         [--our-gpus N] [--set KEY=VALUE ...]   (overrides of our job's config, e.g.
+                         audio.resample_on=actor)
 
 (a) baseline: `datasets` streams the tar shards (webdataset builder, audio as bytes), soundfile + soxr
     decode and resample, transformers' EncodecModel encodes batches of 16 padded to the longest
-    (fp32, no_grad, on the GPU when torch sees one), codes written to Parquet;
+    (fp32 with TF32 off: fp32 means fp32, as in our actors; no_grad; on one GPU when torch sees one),
+    codes written to Parquet;
 (b) our job with its default config for the model (configs/encodec_24khz.yaml or _48khz.yaml,
-    model overridden) through `pipeline.job.run_job` on a local Ray.
+    model overridden) through `pipeline.job.run_job` on a local Ray, limited to as many GPUs as
+    the baseline used (one actor per GPU; `--our-gpus N` to change it, and the ratio line then says
+    the runs are not like for like).
 The corpus is built from ../shared/corpus (AUDIOTOK_CORPUS): 16 kHz speech or 44.1 kHz stereo music,
 transcoded to FLAC and repeated until M minutes.
 
@@ -19,12 +23,13 @@ Output, in order:
     over all cores and processes; padding waste; peak RSS (baseline: this process's ru_maxrss;
     ours: the actors' and decoder processes' peaks from the manifest records); for ours also the
     summed prepare (read + decode + resample) and encode seconds;
-  * the ratio ours / baseline in × realtime;
+  * the ratio ours / baseline in × realtime, over the whole run and over the steady state (start-up,
+    reported apart: the baseline's model load; ours from the call of run_job until the driver has
+    the first actor's description, i.e. Ray actor start and model load);
   * the bound line: the lower of the job's encode ceiling (encode rate per actor x actors) and the
     CPU decode + resample ceiling names the bound ("neither stage alone" when our run reached less
     than half of it), with the share reached and both ceilings stated.
-The timed windows start after the model is loaded for the baseline and include actor start and
-model loading for ours.
+Both timed windows include start-up; `steady` excludes it.
 """
 
 from __future__ import annotations
@@ -63,10 +68,19 @@ class Run:
     padding_waste: float
     usage: Usage
     peak_rss: list[tuple[str, float]] = field(default_factory=list)
+    startup_s: float | None = None  # part of wall_s: model load (and actor start) before the first item
+    gpus: int = 0  # GPUs the run used
 
     @property
     def realtime(self) -> float:
         return self.audio_s / self.wall_s
+
+    @property
+    def steady_realtime(self) -> float | None:
+        """× realtime after start-up (None when start-up is unknown or took the whole wall)."""
+        if self.startup_s is None or self.wall_s <= self.startup_s:
+            return None
+        return self.audio_s / (self.wall_s - self.startup_s)
 
 
 @dataclass(frozen=True)
@@ -125,11 +139,9 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
 
     from codec import load_model, save_model
 
-    ref_dir = Path(tempfile.mkdtemp()) / "ref"
-    save_model(load_model(model_source), ref_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = transformers.EncodecModel.from_pretrained(ref_dir).eval().to(device)
-    rate, channels = model.config.sampling_rate, model.config.audio_channels
+    # fp32 means fp32: torch runs cuDNN convolutions in TF32 unless told not to (our actors turn it off too)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # one GPU: cuda:0
     batch, rows, audio_s, padded, true = [], [], 0.0, 0, 0
 
     def flush():
@@ -152,6 +164,11 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
 
     with ResourceMonitor() as monitor:
         started = time.perf_counter()
+        ref_dir = Path(tempfile.mkdtemp()) / "ref"
+        save_model(load_model(model_source), ref_dir)
+        model = transformers.EncodecModel.from_pretrained(ref_dir).eval().to(device)
+        rate, channels = model.config.sampling_rate, model.config.audio_channels
+        startup = time.perf_counter() - started
         # audio as raw bytes: datasets 5 Audio feature (even decode=False) needs torchcodec, not installed here
         features = datasets.Features({"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
                                       "flac": datasets.Value("binary")})
@@ -169,34 +186,64 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
         pq.write_table(pa.table({"codes": rows}), out / "baseline.parquet", compression="zstd")
         wall = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Run("baseline (datasets + transformers, batch 16, fp32)", wall, audio_s, len(rows),
+    return Run("baseline (datasets + transformers, batch 16, fp32, TF32 off)", wall, audio_s, len(rows),
                1 - true / padded, monitor.usage,
-               [("driver (ru_maxrss of this process so far: corpus, ceilings, model load, run)", rss)])
+               [("driver (ru_maxrss of this process so far: corpus, ceilings, model load, run)", rss)],
+               startup_s=startup, gpus=int(device == "cuda"))
 
 
-def ours(shards: list[str], cfg, out: Path) -> tuple[Run, JobStages]:
+STARTED_LINE = "[audiotok] model:"  # run_job logs it once the first actor has started and loaded the model
+
+
+def ours(shards: list[str], cfg, out: Path, name: str = "ours") -> tuple[Run, JobStages]:
+    """Our job on `shards` into `out/name`; start-up is the time until run_job logs STARTED_LINE."""
     from pipeline import writer
     from pipeline.engine.ray_backend import connect_ray
     from pipeline.job import run_job
 
     connect_ray()
     spec = "{" + ",".join(shards) + "}" if len(shards) > 1 else shards[0]
+    startup: list[float] = []
+
+    def log(message: str) -> None:
+        if not startup and str(message).startswith(STARTED_LINE):
+            startup.append(time.perf_counter() - started)
+
     with ResourceMonitor() as monitor:
         started = time.perf_counter()
-        summary = run_job(cfg, spec, str(out / "ours"), log=lambda m: None)
+        summary = run_job(cfg, spec, str(out / name), log=log)
         wall = time.perf_counter() - started
-    records = list(writer.committed_shards(str(out / "ours")).values())
+    records = list(writer.committed_shards(str(out / name)).values())
     peak = [("actor", max((r.worker_peak_rss_mb for r in records), default=0)),
             ("decoder process", max((r.decoder_peak_rss_mb for r in records), default=0))]
-    run = Run("audiotok job (default config)", wall, summary["audio_hours"] * 3600, summary["rows"],
-              summary["padding_waste"], monitor.usage, peak)
+    gpus = summary["actors"] if cfg.device != "cpu" and _cuda_devices() else 0
+    run = Run(f"audiotok job ({summary['actors']} actor(s))", wall, summary["audio_hours"] * 3600, summary["rows"],
+              summary["padding_waste"], monitor.usage, peak, startup_s=startup[0] if startup else None, gpus=gpus)
     stages = JobStages(sum(r.read_seconds for r in records),
                        sum(r.encode_seconds for r in records), summary["actors"])
     return run, stages
 
 
-def rt(x: float) -> str:
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def rt(x: float | None) -> str:
+    if x is None:
+        return "n/a"
     return f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def ratio_line(ours_run: Run, base: Run) -> str:
+    """ours / baseline in × realtime, whole run and steady state, saying when GPU counts differ."""
+    steady = (f"{ours_run.steady_realtime / base.steady_realtime:.2f}"
+              if ours_run.steady_realtime and base.steady_realtime else "n/a")
+    line = f"ratio (ours / baseline): {ours_run.realtime / base.realtime:.2f} whole run, {steady} steady state"
+    if ours_run.gpus != base.gpus:
+        line += f"  (NOT like for like: ours on {ours_run.gpus} GPU(s), baseline on {base.gpus})"
+    return line
 
 
 def ceiling_lines(c: Ceilings, cores: int, rate: int, channels: int, quality: str) -> list[str]:
@@ -213,8 +260,10 @@ def run_lines(r: Run) -> list[str]:
            f"GPU mem peak {u.gpu.peak_mem_mib:.0f} MiB (device-wide)") if u.gpu else \
         f"GPU busy n/a ({u.gpu_missing}), GPU mem n/a ({u.gpu_missing})"
     cpu = "n/a (no /proc/stat)" if u.cpu_busy_pct is None else f"{u.cpu_busy_pct:.0f} %"
+    startup = "n/a" if r.startup_s is None else f"{r.startup_s:.1f} s"
     return [f"{r.name}:",
-            f"  {rt(r.realtime)} realtime, {r.rows} rows, wall {r.wall_s:.1f} s",
+            f"  {rt(r.realtime)} realtime, {r.rows} rows, wall {r.wall_s:.1f} s on {r.gpus} GPU(s)",
+            f"  start-up {startup}, steady state {rt(r.steady_realtime)} realtime",
             f"  {gpu}",
             f"  CPU busy {cpu} (system-wide: all cores, all processes)",
             f"  padding waste {100 * r.padding_waste:.1f} %",
@@ -251,6 +300,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="default random:24khz for speech, random:48khz for music")
     p.add_argument("--items-per-shard", type=int, default=8)
     p.add_argument("--work", default=None)
+    p.add_argument("--our-gpus", type=int, default=None,
+                   help="actors (one GPU each) for our job on a GPU machine; default: the baseline's GPU count (1)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of our job's config, e.g. audio.resample_on=actor prefetch_shards=3")
     args = p.parse_args(argv)
@@ -260,7 +311,8 @@ def main(argv=None) -> int:
     config = REPO / "configs" / f"encodec_{preset}.yaml"
     # the preset's cpus_per_actor, or every core where there are fewer (Ray could not place the actor)
     cpus = min(load_config(config).cpus_per_actor, cores)
-    cfg = load_config(config, [f"model={model}", f"cpus_per_actor={cpus}", *args.set])
+    gpu_limit = [f"num_actors={args.our_gpus or 1}"] if _cuda_devices() else []  # the baseline uses one GPU
+    cfg = load_config(config, [f"model={model}", f"cpus_per_actor={cpus}", *gpu_limit, *args.set])
     work = Path(args.work or tempfile.mkdtemp(prefix="audiotok-bench-"))
     shards, items = build_corpus(flac_sources(args.kind), args.minutes, work / "shards", args.items_per_shard)
     seconds = sum(d for _, d in items)
@@ -274,7 +326,7 @@ def main(argv=None) -> int:
     print("\n".join(run_lines(a) + run_lines(b)))
     print(f"  prepare (read + decode + resample, overlaps encode) {stages.prepare_s:.1f} s, "
           f"encode {stages.encode_s:.1f} s (summed over shards)")
-    print(f"ratio (ours / baseline): {b.realtime / a.realtime:.2f}")
+    print(ratio_line(b, a))
     print(bound_line(b.realtime, stages, b.audio_s, ceilings, cores, cfg.audio.resample_on == "decoder"))
     return 0
 

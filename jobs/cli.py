@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify"}
+COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify", "diff": "jobs.diff", "gpu-check": "jobs.gpu_check.cli"}
 
 
 def fail(prog: str, exc: BaseException) -> int:

@@ -58,3 +58,22 @@ def test_variants(monkeypatch):
     monkeypatch.setattr(bench_codec, "check_precision", refuse)
     with pytest.raises(PrecisionError, match="wrong kernel"):
         bench_codec.make_variant("bf16", base, "cpu")
+
+
+def test_out_of_memory_row_is_reported_and_other_errors_raise():
+    def oom():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    t, why = bench_codec.guarded_timed(oom, repeats=1)
+    assert t is None and why.startswith("out of memory: CUDA out of memory")
+    line = bench_codec.row_line("24khz", 6.0, 256, "compile", 2560.0, t, 0.5, None, None, 0.0)
+    assert line.split()[-3:] == ["out", "of", "memory"] and "compile" in line
+    assert bench_codec.guarded_timed(lambda: (_ for _ in ()).throw(MemoryError()), 1)[0] is None
+
+    def bug():
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        bench_codec.guarded_timed(bug, repeats=1)
+    ok = bench_codec.row_line("24khz", 6.0, 16, "fp32", 160.0, 2.0, 4.0, 99.95, 100.0, 1024.0)
+    assert "80.0" in ok and "2.00" in ok and "< 99.9" not in ok

@@ -77,3 +77,18 @@ def test_stage_ceilings_reject_undecodable_bytes():
 
     with pytest.raises(AudioRejected):
         stage_ceilings.measure([(b"not audio", 1.0)], 24000, 1, AudioConfig())
+
+
+def test_startup_is_reported_apart_and_ratio_says_when_gpu_counts_differ():
+    from jobs.bench_e2e import ratio_line
+
+    usage = Usage(cpu_busy_pct=50.0, gpu=None, gpu_missing="no GPU")
+    base = Run("baseline", wall_s=12.0, audio_s=600.0, rows=10, padding_waste=0.3, usage=usage, startup_s=2.0, gpus=1)
+    ours = Run("ours", wall_s=20.0, audio_s=600.0, rows=10, padding_waste=0.0, usage=usage, startup_s=15.0, gpus=1)
+    assert base.steady_realtime == 60.0 and ours.steady_realtime == 120.0
+    assert ratio_line(ours, base) == "ratio (ours / baseline): 0.60 whole run, 2.00 steady state"
+    assert "start-up 15.0 s, steady state 120x realtime" in "\n".join(run_lines(ours))
+    ours.gpus = 8
+    assert "NOT like for like: ours on 8 GPU(s), baseline on 1" in ratio_line(ours, base)
+    ours.startup_s = None
+    assert ours.steady_realtime is None and "0.60 whole run, n/a steady state" in ratio_line(ours, base)
