@@ -88,6 +88,8 @@ class JobConfig:
     strict: bool = False
     max_actor_restarts: int = 3
     max_shard_attempts: int = 3
+    placement_timeout_s: float = 120.0  # no actor can start for this long (no node fits it): the job fails
+    retry_unreadable: bool = True  # a re-run tries again the shards recorded as shard_unreadable
     progress_interval_s: float = 5.0
     source: SourceConfig = field(default_factory=SourceConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
 from . import sources, verify, writer
+from .sources.common import input_root, normalize
 from .config import JobConfig, to_dict
+from .errors import JobFailed
 from .engine import ray_backend
-from .engine.placement import plan_actors
+from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
 
@@ -25,26 +28,58 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _place(cfg: JobConfig, shards: int, log, poll_s: float = 2.0) -> Placement:
+    """The actors to start, from the nodes there are; waits up to placement_timeout_s for nodes that
+    can hold one (an autoscaler adding GPU nodes), then fails naming what was asked and what is there."""
+    deadline = time.monotonic() + cfg.placement_timeout_s
+    placement = plan_actors(cfg, ray_backend.alive_nodes(), shards)
+    if shards and not placement.count:
+        log(f"[audiotok] waiting up to {cfg.placement_timeout_s:g} s for a node that can hold an actor: "
+            f"{unplaceable(placement.request, ray_backend.alive_nodes())}")
+    while shards and not placement.count:
+        if time.monotonic() > deadline:
+            raise JobFailed(f"no node can hold an actor (placement_timeout_s {cfg.placement_timeout_s:g} s): "
+                            f"{unplaceable(placement.request, ray_backend.alive_nodes())}")
+        time.sleep(poll_s)
+        placement = plan_actors(cfg, ray_backend.alive_nodes(), shards)
+    for note in placement.notes:
+        log(f"[audiotok] {note}")
+    return placement
+
+
 def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[str, Any]:
     """Tokenize every shard of `input_spec` into `out_dir`; returns the run summary (also written)."""
     started = time.time()
+    out_dir = normalize(str(out_dir))  # every node must find the same directory
     shards = sources.list_shards(input_spec, cfg.source, log)
     writer.cleanup_uncommitted(out_dir)
     done = writer.committed_shards(out_dir)
+    if cfg.retry_unreadable:  # storage faults may have passed: those shards are tried again
+        again = [k for k, r in done.items() if "shard_unreadable" in r.rejects_by_reason]
+        done = {k: r for k, r in done.items() if k not in again}
+        if again:
+            log(f"[audiotok] {len(again)} shard(s) recorded as shard_unreadable are tried again")
     todo = [s for s in shards if s.shard_id not in done]
     log(f"[audiotok] {len(shards)} shards, {len(done)} already committed, {len(todo)} to do")
 
-    placement = plan_actors(cfg, ray_backend.cluster_gpus(), len(todo))
-    backend = ray_backend.RayBackend(cfg, out_dir, placement.request)
+    placement = _place(cfg, len(todo), log)
+    run_id = uuid.uuid4().hex
+    if todo:
+        writer.write_run_marker(out_dir, run_id)
+    setup = ray_backend.ActorSetup(placement.request, run_id, input_root(shards))
+    backend = ray_backend.RayBackend(cfg, out_dir, setup)
 
     def started_line(info: ActorInfo) -> None:
         prov = info.provenance
         writer.write_provenance(out_dir, replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
         for line in prov.model_sources_skipped:
             log(f"[audiotok] model source skipped: {line.splitlines()[0][:300]}")
+        gpu = f" ({prov.gpu_name})" if prov.gpu_name else " (simulated GPU: encoding on the CPU)" if prov.simulated_gpu else ""
         log(f"[audiotok] model: {prov.model_source} (sha256 {prov.checkpoint_sha256[:16]}...); "
-            f"{placement.count} actor(s) on {prov.device}, {info.decoder_processes} decoder processes "
-            f"each, {cfg.prefetch_shards} shard(s) decoded ahead")
+            f"{placement.count} actor(s) asking {placement.request.describe()}, on {prov.device}{gpu}, "
+            f"{prov.torch_threads} torch thread(s), {info.decoder_processes} decoder processes each, "
+            f"{cfg.prefetch_shards} shard(s) decoded ahead; torch {prov.torch_version}, CUDA {prov.cuda_version}, "
+            f"cuDNN {prov.cudnn_version}")
         if prov.random_weights:
             log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
         elif str(prov.model_source).startswith("tiny:"):
@@ -59,7 +94,7 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
 
     first = scheduler.first_info
     summary = summarize(records, shards, time.time() - started, first.provenance if first else None)
-    summary["actors"] = placement.count  # actor slots used (0 when every shard was already committed)
+    summary["actors"] = len(scheduler.slots)  # actor slots used (0 when every shard was already committed)
     checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
     summary["verify"] = checked and {k: checked[k] for k in ("passed", "failures", "rows_sampled", "report")}
     writer.write_summary(out_dir, summary)

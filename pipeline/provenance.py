@@ -51,6 +51,12 @@ class Provenance:
     resampler: dict[str, Any]
     segment_max_s: float
     model_sources_skipped: list[str] = field(default_factory=list)
+    torch_threads: int | None = None  # the actors' torch thread count (codes at near-ties depend on it)
+    gpu_name: str | None = None
+    torch_version: str | None = None
+    cuda_version: str | None = None  # of the torch build
+    cudnn_version: int | None = None
+    simulated_gpu: bool = False  # test clusters only: a logical GPU, encoded on the CPU
     job_config: dict[str, Any] | None = None  # in _provenance.json only
     input: str | None = None  # the input spec, in _provenance.json only
 
@@ -72,9 +78,14 @@ class Provenance:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | None = None) -> Provenance:
-    """The provenance of a job running `model` (a loaded codec.EncodecModel) with `cfg` on `device`."""
+def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | None = None,
+                     runtime=None) -> Provenance:
+    """The provenance of a job running `model` (a loaded codec.EncodecModel) with `cfg` on `device`;
+    `runtime` (engine.actor_env.Runtime) adds the torch threads, GPU and versions."""
     c = model.config
+    extra = {} if runtime is None else dict(
+        torch_threads=runtime.torch_threads, gpu_name=runtime.gpu_name, torch_version=runtime.torch_version,
+        cuda_version=runtime.cuda_version, cudnn_version=runtime.cudnn_version, simulated_gpu=runtime.simulated_gpu)
     return Provenance(
         model_name=c.name,
         model_source=model.provenance["source"],
@@ -96,6 +107,7 @@ def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | No
         resampler=resampler_info(cfg.audio, device),
         segment_max_s=cfg.audio.max_duration_s,
         model_sources_skipped=list(skipped or []),
+        **extra,
     )
 
 

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 PARTS = ("tokens", "rejects")
 MANIFEST = "_manifest"
 PROVENANCE = "_provenance.json"
+RUN_MARKER = "_run.json"  # written by the driver at start; actors check they see it
 SUMMARY = "_summary.json"
 TMP_PREFIX = ".tmp-"
 _SHARD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -296,6 +297,22 @@ def write_provenance(out_dir: str, provenance: dict) -> None:
             raise ValueError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
                              f"write to a new output directory")
     _replace_file(fs, root, PROVENANCE, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+
+
+def write_run_marker(out_dir: str, run_id: str) -> None:
+    """Mark `out_dir` as prepared by the run `run_id` (actors check they see it: shared storage)."""
+    fs, root = _fs(out_dir)
+    fs.makedirs(root, exist_ok=True)
+    _replace_file(fs, root, RUN_MARKER, json.dumps({"run_id": run_id}).encode())
+
+
+def read_run_marker(out_dir: str) -> str | None:
+    """The run id in `out_dir`'s run marker, None when there is none."""
+    fs, root = _fs(out_dir)
+    try:
+        return json.loads(fs.cat_file(f"{root}/{RUN_MARKER}")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def write_summary(out_dir: str, summary: dict) -> None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 import ray.exceptions
+from ray.util.state import get_actor
 
 from ..config import JobConfig
+from ..errors import JobFailed
 from ..records import Shard, ShardRecord
-from .placement import ActorRequest, decoder_processes
+from .actor_env import check_storage, resolve_runtime
+from .placement import ActorRequest, Node, capacity, decoder_processes, unplaceable
 from .scheduler import ActorInfo, ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
 
 
@@ -32,20 +37,26 @@ def connect_ray(num_cpus: int | None = None) -> bool:
     return True
 
 
-def cluster_gpus() -> float:
-    return ray.cluster_resources().get("GPU", 0)
+def alive_nodes() -> list[Node]:
+    """A snapshot of the cluster's alive nodes and their logical resources."""
+    return [Node(n["NodeID"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
+            for n in ray.nodes() if n.get("Alive")]
 
 
-def _node_resources() -> dict[str, float]:
-    node_id = ray.get_runtime_context().get_node_id()
-    return next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
+@dataclass(frozen=True)
+class ActorSetup:
+    """What the driver decided for every actor of a run."""
+
+    request: ActorRequest
+    run_id: str  # the output directory's run marker
+    input_root: str | None
 
 
 @ray.remote
 class TokenizerActor:
     """One model per actor; `run(shard, next_shards)` commits `shard` and starts decoding `next_shards`."""
 
-    def __init__(self, cfg: JobConfig, out_dir: str):
+    def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
         # torch and the codec load in the actor only: the driver never needs them
         import torch
 
@@ -54,22 +65,18 @@ class TokenizerActor:
         from ..provenance import build_provenance, check_sha256
         from ..shard_worker import ShardTokenizer
 
-        device = cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            torch.set_num_threads(max(1, int(cfg.cpus_per_actor)))
-        # fp32 means fp32: torch runs cuDNN convolutions in TF32 unless told not to (codes would drift)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        node_id = ray.get_runtime_context().get_node_id()
+        check_storage(out_dir, setup.run_id, setup.input_root, cfg.source.storage_options, node_id)
+        runtime = resolve_runtime(setup.request.device, ray.get_gpu_ids(), setup.request.torch_threads)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
-        self.model, skipped = load_first(sources, device=device, dtype=dtype)
-        self.provenance = build_provenance(self.model, cfg, device, skipped)
+        self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
+        self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime)
         check_sha256(self.provenance, cfg)
-        node = _node_resources()
-        decoders = decoder_processes(cfg, device, node.get("CPU", 0), node.get("GPU", 0))
+        node = next((n for n in alive_nodes() if n.node_id == node_id), Node(node_id, setup.request.num_cpus))
+        decoders = decoder_processes(cfg, setup.request, node)
         self.worker = ShardTokenizer(self.model, cfg, out_dir, self.provenance, decoders=decoders)
-        self.worker.node_id = ray.get_runtime_context().get_node_id()
+        self.worker.node_id = node_id
 
     def describe(self) -> ActorInfo:
         return ActorInfo(self.provenance, ray.get_runtime_context().get_node_id(), os.getpid(),
@@ -85,16 +92,16 @@ class TokenizerActor:
 class RayBackend:
     """`engine.scheduler.Backend` on Ray core actors."""
 
-    def __init__(self, cfg: JobConfig, out_dir: str, request: ActorRequest):
-        self.cfg, self.out_dir = cfg, out_dir
-        self.actor_cls = TokenizerActor.options(max_restarts=0, max_task_retries=0, **request.options())
+    def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
+        self.cfg, self.out_dir, self.setup = cfg, out_dir, setup
+        self.actor_cls = TokenizerActor.options(max_restarts=0, max_task_retries=0, **setup.request.options())
         self.actors: dict[int, Any] = {}
         self.waiting: dict[Any, tuple[int, str | None]] = {}  # ref -> (actor id, shard id or None: start)
         self.ids = itertools.count()
 
     def start_actor(self) -> int:
         actor_id = next(self.ids)
-        handle = self.actors[actor_id] = self.actor_cls.remote(self.cfg, self.out_dir)
+        handle = self.actors[actor_id] = self.actor_cls.remote(self.cfg, self.out_dir, self.setup)
         self.waiting[handle.describe.remote()] = (actor_id, None)
         return actor_id
 
@@ -112,6 +119,10 @@ class RayBackend:
         actor_id, shard_id = self.waiting.pop(ref)
         try:
             value = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError as exc:
+            # the actor may still be running the shard: it must be gone before the shard runs elsewhere
+            self._kill_and_confirm(actor_id)
+            return ActorLost(actor_id, f"actor unreachable, killed: {exc}")
         except ray.exceptions.RayActorError as exc:
             return ActorLost(actor_id, str(exc), init_failed=bool(getattr(exc, "actor_init_failed", False)))
         except ray.exceptions.RayTaskError as exc:
@@ -126,6 +137,28 @@ class RayBackend:
             ray.kill(handle, no_restart=True)
         for ref in [r for r, (a, _) in self.waiting.items() if a == actor_id]:
             del self.waiting[ref]
+
+    def _kill_and_confirm(self, actor_id: int, timeout_s: float = 120.0) -> None:
+        """Kill an actor and wait until Ray reports it dead; JobFailed if it cannot be confirmed."""
+        handle = self.actors.get(actor_id)
+        if handle is None:
+            return
+        ray.kill(handle, no_restart=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = get_actor(handle._actor_id.hex())
+            if state is None or state.state == "DEAD":
+                return
+            time.sleep(1.0)
+        raise JobFailed(f"an unreachable actor could not be confirmed dead within {timeout_s:g} s; its shard "
+                        "is not run elsewhere, so that no two actors write it at once")
+
+    def capacity(self) -> int:
+        return capacity(self.setup.request, alive_nodes())
+
+    def why_not_started(self) -> str:
+        free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+        return f"{unplaceable(self.setup.request, alive_nodes())}; free now: {free or 'nothing'}"
 
 
 # ----- verify on actors ---------------------------------------------------------------------------
@@ -143,7 +176,8 @@ class VerifyActor:
         return self.checker.check(rows, keep_audio=False)
 
 
-def check_with_ray(rows: list[dict], settings, num_actors: int = 0) -> tuple[list[dict], dict]:
+def check_with_ray(rows: list[dict], settings, num_actors: int = 0,
+                   placement_timeout_s: float = 120.0) -> tuple[list[dict], dict]:
     """Results of `Checker.check` for `rows` (any order) and the actors' model provenance.
 
     Each actor re-reads whole source shards, so rows are grouped by `source` and the groups are
@@ -156,14 +190,21 @@ def check_with_ray(rows: list[dict], settings, num_actors: int = 0) -> tuple[lis
         groups.setdefault(row["source"], []).append(row)
     if not groups:
         return [], {}
-    resources = ray.cluster_resources()
-    if settings.device == "cuda":
-        options, count = {"num_gpus": 1, "num_cpus": 1}, int(resources.get("GPU", 0)) or 1
-    else:
-        options, count = {"num_cpus": 1}, max(1, int(resources.get("CPU", 1)) // 2)
-    count = max(1, min(num_actors or count, len(groups)))
-    actors = [VerifyActor.options(max_restarts=1, **options).remote(settings) for _ in range(count)]
-    provenance = ray.get(actors[0].model_provenance.remote())
+    # the same rules as the job's actors: GPUs are a requirement, and an actor that cannot start fails
+    # the check after placement_timeout_s instead of waiting forever
+    request = ActorRequest(num_cpus=1.0, num_gpus=1.0 if settings.device == "cuda" else 0.0)
+    nodes = alive_nodes()
+    fits = capacity(request, nodes) if settings.device == "cuda" else max(1, sum(int(n.cpus) for n in nodes) // 2)
+    if not fits:
+        raise JobFailed(f"verify on {settings.device}: no node can hold a verify actor: {unplaceable(request, nodes)}")
+    count = max(1, min(num_actors or fits, fits, len(groups)))
+    actors = [VerifyActor.options(max_restarts=1, **request.options()).remote(settings) for _ in range(count)]
+    ready, _ = ray.wait([a.model_provenance.remote() for a in actors[:1]], timeout=placement_timeout_s)
+    if not ready:
+        for actor in actors:
+            ray.kill(actor)
+        raise JobFailed(f"no verify actor started within {placement_timeout_s:g} s: {unplaceable(request, nodes)}")
+    provenance = ray.get(ready[0])
     ordered = sorted(groups.values(), key=len, reverse=True)
     refs = [actors[i % count].check.remote(group) for i, group in enumerate(ordered)]
     results = [r for part in ray.get(refs) for r in part]

@@ -94,6 +94,12 @@ class Backend(Protocol):
     def stop_actor(self, actor_id: int) -> None:
         """Kill the actor (it may only be unreachable); no event about it follows."""
 
+    def capacity(self) -> int:
+        """Actors the cluster's alive nodes hold now (grows when nodes join)."""
+
+    def why_not_started(self) -> str:
+        """What the actors ask and what the nodes have, for an actor that does not start."""
+
 
 @dataclass(frozen=True)
 class SchedulerSettings:
@@ -102,10 +108,14 @@ class SchedulerSettings:
     max_actor_restarts: int = 3
     progress_interval_s: float = 5.0
     failure_grace_s: float = 300.0
+    placement_timeout_s: float = 120.0  # no actor running for this long: the job fails
+    max_actors: int = 0  # never more actor slots than this (0: no limit)
+    rescale_interval_s: float = 5.0  # how often the nodes are looked at for added capacity
 
     @classmethod
     def from_config(cls, cfg) -> SchedulerSettings:
-        return cls(cfg.prefetch_shards, cfg.max_shard_attempts, cfg.max_actor_restarts, cfg.progress_interval_s)
+        return cls(cfg.prefetch_shards, cfg.max_shard_attempts, cfg.max_actor_restarts, cfg.progress_interval_s,
+                   placement_timeout_s=cfg.placement_timeout_s, max_actors=cfg.num_actors)
 
 
 @dataclass
@@ -113,6 +123,7 @@ class Slot:
     actor_id: int
     started: bool = False
     shard: Shard | None = None  # the shard its actor is running
+    alone: bool = False  # it runs `shard` holding no other shard (none decoded ahead)
     queued: deque[Shard] = field(default_factory=deque)  # shards its actor decodes ahead
     deaths: int = 0  # actors lost in a row without a committed shard
 
@@ -127,6 +138,7 @@ class Scheduler:
         self.on_first_start = on_first_start
         self.slots: list[Slot] = []
         self.attempts: dict[str, int] = {}
+        self.suspects: set[str] = set()  # held by an actor that died holding several: each runs alone next
         self.first_info: ActorInfo | None = None
 
     # ----- the loop ------------------------------------------------------------------------------
@@ -135,8 +147,12 @@ class Scheduler:
         records = dict(done)
         progress = Progress(total, len(done), self.log, self.settings.progress_interval_s)
         self.slots = [Slot(self.backend.start_actor()) for _ in range(count)]
+        self.idle_since = time.monotonic()  # since when no actor has been running
+        self.rescaled = time.monotonic()
         try:
             while self._work_left():
+                self._check_running()
+                self._grow()
                 failure = None
                 for event in self.backend.poll(self.settings.progress_interval_s):
                     try:
@@ -161,6 +177,32 @@ class Scheduler:
     def stop(self) -> None:
         for slot in self.slots:
             self.backend.stop_actor(slot.actor_id)
+
+    def _check_running(self) -> None:
+        """Fail when no actor has been running for placement_timeout_s (none could be placed)."""
+        if any(s.started for s in self.slots):
+            self.idle_since = None
+            return
+        now = time.monotonic()
+        self.idle_since = self.idle_since or now
+        if now - self.idle_since > self.settings.placement_timeout_s:
+            raise JobFailed(f"no actor could start within placement_timeout_s "
+                            f"({self.settings.placement_timeout_s:g} s): {self.backend.why_not_started()}")
+
+    def _grow(self) -> None:
+        """Add actor slots for capacity that joined (nodes added by an autoscaler), while there are
+        more shards left than actors, up to max_actors."""
+        now = time.monotonic()
+        if now - self.rescaled < self.settings.rescale_interval_s or not self.todo:
+            return
+        self.rescaled = now
+        limit = min(self.backend.capacity(), self.settings.max_actors or 10**9)
+        added = 0
+        while len(self.slots) < limit and len(self.todo) > sum(not s.started for s in self.slots):
+            self.slots.append(Slot(self.backend.start_actor()))
+            added += 1
+        if added:
+            self.log(f"[audiotok] the cluster grew: {added} more actor(s), {len(self.slots)} in all")
 
     def _work_left(self) -> bool:
         return bool(self.todo) or any(s.shard is not None or s.queued for s in self.slots)
@@ -195,6 +237,7 @@ class Scheduler:
             return None
         if isinstance(event, ShardFinished):
             slot.shard, slot.deaths = None, 0
+            self.suspects.discard(event.shard_id)
             return event.record
         shard = slot.shard
         if isinstance(event, ShardFailed):
@@ -209,9 +252,12 @@ class Scheduler:
         if event.init_failed:
             self.log(f"[audiotok] the model actor raised while starting:\n{event.error}")
             raise JobFailed(f"the model actor failed to start: {one_line(event.error)}")
-        if shard is not None and self.attempts[shard.shard_id] >= self.settings.max_shard_attempts:
+        held = ([shard] if shard is not None else []) + list(slot.queued)
+        if shard is not None and slot.alone and self.attempts[shard.shard_id] >= self.settings.max_shard_attempts:
             raise JobFailed(f"shard {shard.url} failed {self.attempts[shard.shard_id]} times "
                             f"(actor died each time): {event.error}")
+        if len(held) > 1:  # any of them may have killed it: each runs alone before one is charged
+            self.suspects.update(s.shard_id for s in held)
         slot.deaths += 1
         where = f"on shard {shard.url}" if shard is not None else "while starting"
         if slot.deaths > self.settings.max_actor_restarts:
@@ -242,10 +288,20 @@ class Scheduler:
     def _dispatch(self, slot: Slot) -> None:
         slot.shard = self._next_shard(slot)
         # decode ahead, but never take shards another actor could start on: with few shards left
-        # they spread over the actors instead of queueing behind one
+        # they spread over the actors instead of queueing behind one; a suspect runs alone and is
+        # never decoded ahead
         ahead = min(self.settings.prefetch_shards, len(self.todo) // len(self.slots))
-        while self.todo and len(slot.queued) < ahead:
-            slot.queued.append(self.todo.popleft())
+        if slot.shard is not None and slot.shard.shard_id in self.suspects:
+            ahead = 0
+            self.todo.extendleft(reversed(slot.queued))
+            slot.queued.clear()
+        while len(slot.queued) < ahead:
+            nxt = next((s for s in self.todo if s.shard_id not in self.suspects), None)
+            if nxt is None:
+                break
+            self.todo.remove(nxt)
+            slot.queued.append(nxt)
+        slot.alone = not slot.queued
         if slot.shard is not None:
             n = self.attempts[slot.shard.shard_id] = self.attempts.get(slot.shard.shard_id, 0) + 1
             self.backend.run_shard(slot.actor_id, slot.shard, list(slot.queued), n)

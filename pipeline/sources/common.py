@@ -139,6 +139,27 @@ def fetch(url: str, cfg: SourceConfig) -> tuple[bytes | None, tuple[str, str] | 
     return data, None
 
 
+def input_root(shards: list[Shard]) -> str | None:
+    """The directory or bucket prefix every shard of the input lives under (the part of each URL
+    before any glob or brace character); None for Hub datasets, which have no such root."""
+    roots = []
+    for shard in shards:
+        url = shard.url.split("#", 1)[0]
+        if url.startswith("hf:"):
+            url = url[3:]
+            if not os.path.exists(normalize(url)):
+                return None
+        parts = url.split("/")
+        fixed = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[{")), None)
+        roots.append("/".join(parts[:fixed]) if fixed is not None else url.rsplit("/", 1)[0] or "/")
+    if not roots:
+        return None
+    if all(not is_remote(r) for r in roots):
+        return os.path.commonpath([normalize(r) for r in roots])
+    common = os.path.commonprefix(roots)
+    return common.rsplit("/", 1)[0] if not common.endswith("/") and common not in roots else common.rstrip("/")
+
+
 def derive_key(row: dict[str, Any], path: str, index: int, shard: Shard, cfg: SourceConfig) -> str:
     """An item's key: its `cfg.key_column` value, else `path` minus scheme and extension
     (`s3://b/audio/spk1/0001.flac` -> `b/audio/spk1/0001`), else `<shard_id>/<index>`."""

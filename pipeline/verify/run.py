@@ -70,8 +70,8 @@ def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSetting
     if unknown:
         raise ValueError(f"bandwidths {unknown} are not stored in this dataset; stored: {sorted(n_q)}")
     threads = options.threads
-    if threads is None and options.device == "cpu":
-        threads = max(1, int(job.get("cpus_per_actor", defaults.cpus_per_actor)))
+    if threads is None and options.device == "cpu":  # the job's thread count: codes depend on it
+        threads = max(1, int(provenance.torch_threads or job.get("cpus_per_actor", defaults.cpus_per_actor)))
     return CheckSettings(
         model=options.model or provenance.model_source, device=options.device,
         precision=provenance.precision, threads=threads,

@@ -76,8 +76,16 @@ class FakeBackend:
         out = list(self.events)
         self.events.clear()
         if not out:
-            time.sleep(min(timeout_s, 0.01))
+            time.sleep(max(min(timeout_s, 0.01), 0.002))
         return out
+
+    cap: int = 0  # actors the "cluster" holds, for growth
+
+    def capacity(self) -> int:
+        return self.cap
+
+    def why_not_started(self) -> str:
+        return "each actor asks 1 GPU(s); the nodes have: none"
 
     def stop_actor(self, actor_id: int) -> None:
         self.stopped.append(actor_id)
@@ -200,3 +208,55 @@ def test_nothing_to_do_starts_no_actor():
     backend = FakeBackend()
     _, records, _ = run(backend, 0, 0)
     assert records == {} and backend.started == []
+
+
+def test_no_actor_starting_fails_after_placement_timeout_naming_why():
+    backend = FakeBackend(start_delay=None)  # Ray never places the actor
+    started = time.monotonic()
+    with pytest.raises(JobFailed, match=r"no actor could start within placement_timeout_s \(0.3 s\): each actor asks"):
+        run(backend, 3, 1, placement_timeout_s=0.3)
+    assert time.monotonic() - started < 5 and backend.runs == []
+
+
+def test_capacity_that_joins_gets_actors_and_shards():
+    # one actor at start; after some polls the "cluster" holds 3: two more start and take shards
+    backend = FakeBackend(outcome=lambda s, a: "ok")
+    slow = backend.run_shard
+
+    def run_shard(actor_id, shard, ahead, attempt):
+        backend.cap = 3 if len(backend.runs) >= 2 else 1
+        slow(actor_id, shard, ahead, attempt)
+
+    backend.run_shard = run_shard
+    backend.outcome = lambda s, a: "ok"
+    scheduler, records, lines = run(backend, 12, 1, rescale_interval_s=0.0, prefetch_shards=0)
+    assert len(records) == 12 and len(scheduler.slots) == 3
+    assert {r[0] for r in backend.runs} == {0, 1, 2}
+    assert any("the cluster grew: 2 more actor(s)" in line for line in lines)
+
+
+def test_growth_stops_at_max_actors():
+    backend = FakeBackend(cap=10)
+    scheduler, records, _ = run(backend, 12, 1, rescale_interval_s=0.0, max_actors=2, prefetch_shards=0)
+    assert len(records) == 12 and len(scheduler.slots) == 2
+
+
+def test_actor_dying_while_holding_shards_ahead_retries_each_alone_and_charges_the_poison():
+    # s1 kills any actor that holds it (running or decoding it ahead); it is found, s0 is not charged
+    def outcome_of(backend):
+        def run_shard(actor_id, shard, ahead, attempt):
+            backend.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
+            if "s1" in [shard.shard_id, *(s.shard_id for s in ahead)]:
+                backend.events.append(ActorLost(actor_id, "SIGKILL (out of memory)"))
+            else:
+                backend.events.append(ShardFinished(actor_id, shard.shard_id, record(shard.shard_id)))
+        return run_shard
+
+    backend = FakeBackend()
+    backend.run_shard = outcome_of(backend)
+    with pytest.raises(JobFailed, match=r"s1.tar failed 3 times"):
+        run(backend, 4, 1, prefetch_shards=2, max_shard_attempts=3, max_actor_restarts=10)
+    assert backend.runs[0][1:3] == ("s0", ["s1", "s2"])  # died while s1 was decoded ahead
+    assert ("s0", [], 2) in [r[1:] for r in backend.runs]  # s0 ran again alone, and committed
+    alone = [r for r in backend.runs if r[1] == "s1"]
+    assert [r[2] for r in alone] == [[], [], []] and [r[3] for r in alone] == [1, 2, 3]
