@@ -1,6 +1,7 @@
 """MusicGen's tokenizer (facebook/encodec_32khz architecture): the preset, `random:32khz`, and the job on
 real audio equal to transformers' EncodecModel item by item, with weights that transformers wrote."""
 
+import json
 import tarfile
 
 import pyarrow.dataset as pads
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from codec import PRESETS, load_model, random_model
+from jobs.tokenize import main
 from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
@@ -75,18 +77,18 @@ def _shard(path, keys):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_job_on_real_audio_equals_transformers(tmp_path):
-    pytest.importorskip("ray")
-    from pipeline.runner import run_job
-
+def test_job_on_real_audio_equals_transformers(tmp_path, capsys):
     ref = transformers_32khz(tmp_path / "encodec_32khz")
     (tmp_path / "shards").mkdir()
     _shard(tmp_path / "shards" / "s-0.tar", list(FILES)[:3])
     _shard(tmp_path / "shards" / "s-1.tar", list(FILES)[3:])
-    cfg = load_config(REPO / "configs" / "test.yaml",
-                      [f"model={tmp_path / 'encodec_32khz'}", "bandwidths=[2.2]", "audio.max_duration_s=20"])
-    summary = run_job(cfg, str(tmp_path / "shards" / "s-*.tar"), str(tmp_path / "out"), log=lambda m: None)
-    assert summary["rows"] == len(FILES) and summary["rejects"] == 0
+    overrides = [f"model={tmp_path / 'encodec_32khz'}", "bandwidths=[2.2]", "audio.max_duration_s=20"]
+    cfg = load_config(REPO / "configs" / "test.yaml", overrides)
+    capsys.readouterr()
+    rc = main(["--config", str(REPO / "configs" / "test.yaml"), "--input", str(tmp_path / "shards" / "s-*.tar"),
+               "--output", str(tmp_path / "out"), *overrides])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["rows"] == len(FILES) and summary["rejects"] == 0
     found = {r["key"]: r for r in pads.dataset(tmp_path / "out" / "tokens").to_table().to_pylist()}
     assert set(found) == set(FILES)
     with torch_threads(cfg.cpus_per_actor):  # the actor's thread count: reductions depend on it
@@ -104,8 +106,6 @@ def test_job_on_real_audio_equals_transformers(tmp_path):
 
 @pytest.mark.usefixtures("local_ray")
 def test_job_runs_with_random_32khz(tmp_path):
-    from jobs.tokenize import main
-
     _shard(tmp_path / "s.tar", ["elvish", "hello"])
     rc = main(["--config", str(REPO / "configs" / "encodec_32khz.yaml"), "--input", str(tmp_path / "s.tar"),
                "--model", "random:32khz", "--output", str(tmp_path / "out"),
