@@ -1,0 +1,40 @@
+"""A small committed token dataset written through the job's writer (schema, manifest, provenance)."""
+
+import numpy as np
+
+from pipeline import schema, writer
+from pipeline.config import OutputConfig
+
+N_Q = {"1.5": 2, "6.0": 8}
+
+
+def provenance() -> dict:
+    return {
+        "model_name": "test", "model_source": "random:24khz", "checkpoint_sha256": "0" * 64, "codec_config": {},
+        "sample_rate": 24000, "channels": 1, "frame_rate": 75, "hop_length": 320, "chunk_length": None,
+        "chunk_stride": None, "bandwidths": [1.5, 6.0], "bandwidth_to_num_quantizers": N_Q, "precision": "fp32",
+        "pipeline_version": "test", "resampler": {}, "random_weights": True,
+    }
+
+
+def write_tokens(out, rows_per_shard: list[int], seed: int = 0, max_frames: int = 300, row_group_rows: int = 3):
+    """Shards s0, s1, ... with the given numbers of rows of random lengths 1..max_frames, 8 codebooks, a
+    `text` and a `caption` column; returns {key: row dict} of everything committed."""
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for s, count in enumerate(rows_per_shard):
+        shard = []
+        for i in range(count):
+            frames = int(rng.integers(1, max_frames + 1))
+            key = f"s{s}-{i}"
+            codes = rng.integers(0, 1024, (8, frames))
+            meta = {"text": f"text of {key}", "caption": f"caption {frames}"}
+            shard.append(schema.TokenRow(key, f"s{s}.tar", codes, frames * 320 - 5, 5, None, 0.0, frames / 75, meta))
+            rows[key] = {"codes": codes, "frames": frames, **meta}
+        record = {"shard_id": f"s{s}", "url": f"s{s}", "rows": count, "rejects": 0, "rejects_by_reason": {},
+                  "audio_seconds": 0.0, "attempt": 1}
+        writer.commit_shard(str(out), f"s{s}", schema.tokens_table(shard, ["text", "caption"]),
+                            schema.rejects_table([]), record, schema.file_metadata(provenance()),
+                            OutputConfig(row_group_rows=row_group_rows))
+    writer.write_provenance(str(out), provenance())
+    return rows
