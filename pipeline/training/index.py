@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fsspec
@@ -43,8 +44,10 @@ class RowIndex:
         return len(self.keys)
 
     @classmethod
-    def build(cls, path: str, bandwidth: float | None = None, columns: tuple[str, ...] = ()) -> RowIndex:
-        """Index the committed rows of the token dataset at `path` (local directory or fsspec URL)."""
+    def build(cls, path: str, bandwidth: float | None = None, columns: tuple[str, ...] = (),
+              keep_key: Callable[[str], bool] | None = None) -> RowIndex:
+        """Index the committed rows of the token dataset at `path` (local directory or fsspec URL);
+        keep_key: index only the rows whose key it accepts (e.g. a train / held-out split)."""
         n_q = reader.num_quantizers(reader.load_provenance(str(path)), bandwidth)
         files = tuple(reader.writer.committed_parts(str(path)))
         file_of, row_in_file, frames, keys, starts = [], [], [], [], []
@@ -56,11 +59,13 @@ class RowIndex:
                     raise ValueError(f"columns {missing} are not in {part}; it has {pf.schema_arrow.names}")
                 table = pf.read(columns=["key", "num_frames"])
                 sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+            part_keys = table.column("key").to_pylist()
+            kept = np.array([keep_key is None or keep_key(k) for k in part_keys], dtype=bool)
             starts.append(np.cumsum([0, *sizes[:-1]], dtype=np.int64))
-            file_of.append(np.full(table.num_rows, i, dtype=np.int64))
-            row_in_file.append(np.arange(table.num_rows, dtype=np.int64))
-            frames.append(table.column("num_frames").to_numpy().astype(np.int64))
-            keys.extend(table.column("key").to_pylist())
+            file_of.append(np.full(int(kept.sum()), i, dtype=np.int64))
+            row_in_file.append(np.flatnonzero(kept).astype(np.int64))
+            frames.append(table.column("num_frames").to_numpy().astype(np.int64)[kept])
+            keys.extend(k for k, keep in zip(part_keys, kept) if keep)
         digest = hashlib.sha256("\n".join(keys).encode())
         for part_frames in frames:
             digest.update(part_frames.tobytes())

@@ -38,3 +38,35 @@ def write_tokens(out, rows_per_shard: list[int], seed: int = 0, max_frames: int 
                             OutputConfig(row_group_rows=row_group_rows))
     writer.write_provenance(str(out), provenance())
     return rows
+
+
+def write_real_tokens(out, files: dict[str, str], model_source: str = "tiny:24khz", shard_size: int = 3):
+    """Corpus files (key -> path under the test corpus) encoded in this process by `model_source` at its
+    top bandwidth and committed through the writer, `shard_size` files a shard; returns the model."""
+    import torch
+
+    from codec import load_model
+    from tests.conftest import real_audio
+
+    model = load_model(model_source)
+    c = model.config
+    prov = {**provenance(), "model_source": model_source, "codec_config": c.to_dict(),
+            "sample_rate": c.sampling_rate, "frame_rate": c.frame_rate, "hop_length": c.hop_length,
+            "bandwidths": list(c.target_bandwidths),
+            "bandwidth_to_num_quantizers": {str(b): n for b, n in c.bandwidth_to_num_quantizers.items()}}
+    keys = list(files)
+    for s in range(0, len(keys), shard_size):
+        rows = []
+        for key in keys[s : s + shard_size]:
+            audio = torch.from_numpy(real_audio(files[key], c.sampling_rate, c.audio_channels))
+            item = model.encode(audio[None])[0]
+            rows.append(schema.TokenRow(key, files[key], item.codes.numpy(), item.num_samples,
+                                        model.pad_samples_for(item.num_samples), None, 0.0,
+                                        item.num_samples / c.sampling_rate, {"caption": files[key]}))
+        shard = f"r{s // shard_size}"
+        record = {"shard_id": shard, "url": shard, "rows": len(rows), "rejects": 0, "rejects_by_reason": {},
+                  "audio_seconds": 0.0, "attempt": 1}
+        writer.commit_shard(str(out), shard, schema.tokens_table(rows, ["caption"]), schema.rejects_table([]),
+                            record, schema.file_metadata(prov), OutputConfig(row_group_rows=4))
+    writer.write_provenance(str(out), prov)
+    return model
