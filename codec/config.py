@@ -129,4 +129,14 @@ PRESETS: dict[str, EncodecConfig] = {
         use_causal_conv=False,
         name="encodec_48khz",
     ),
+    "32khz": EncodecConfig(  # MusicGen's tokenizer (facebook/encodec_32khz)
+        target_bandwidths=(2.2,),
+        sampling_rate=32000,
+        upsampling_ratios=(8, 5, 4, 4),
+        num_filters=64,
+        codebook_size=2048,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        name="encodec_32khz",
+    ),
 }

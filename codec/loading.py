@@ -8,7 +8,7 @@ Sources:
   * `tiny:24khz`: the small model trained by this project and shipped in the repository
     (`models/tiny-24khz`, see its MODEL_CARD.md; `jobs.train_codec` made it): real but low-quality
     reconstructions, for offline demos and pipeline checks;
-  * `random:24khz` / `random:48khz` (optionally `random:24khz:seed=7`): seeded random weights with
+  * `random:24khz` / `random:32khz` / `random:48khz` (optionally `random:24khz:seed=7`): seeded random weights with
     non-trivial codebooks, for tests and demos only; `model.provenance["random_weights"]` is True.
 """
 
@@ -33,7 +33,8 @@ TINY_MODELS = {"tiny:24khz": Path(__file__).resolve().parents[1] / "models" / "t
 
 _ALTERNATIVES = (
     "a local directory with config.json + model.safetensors (e.g. written by transformers' "
-    "save_pretrained), an original checkpoint file such as encodec_24khz-d7cc33bc.th, tiny:24khz, or random:24khz"
+    "save_pretrained), an original checkpoint file such as encodec_24khz-d7cc33bc.th, tiny:24khz, "
+    "or random weights random:24khz / random:32khz / random:48khz"
 )
 
 
@@ -152,7 +153,7 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
     preset = parts[1] if len(parts) > 1 else ""
     seed = int(parts[2].removeprefix("seed=")) if len(parts) > 2 else 0
     if preset not in PRESETS:
-        raise ValueError(f"unknown random preset {spec!r}; choose random:24khz or random:48khz")
+        raise ValueError(f"unknown random preset {spec!r}; choose one of {['random:' + p for p in PRESETS]}")
     config = PRESETS[preset]
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
