@@ -3,8 +3,9 @@
 A check that the tokens plug into language-model training: a small transformer (`TinyCodebookLM`)
 trained on CPU through `TokenLoader` and a codebook pattern, then the mean cross-entropy (nats per
 code) on held-out files against a unigram model of the training codes, with a per-codebook table.
-Held-out rows: the files whose key (before a `#segment` suffix) hashes into the `--holdout` fraction,
-so the segments of one file are on one side. An example, not a trainer: no checkpoints, one process.
+Held-out rows: the files whose name (the key's last path part, before a `#segment` suffix), hashed
+with `--split-seed`, falls in the `--holdout` fraction, so the segments of one file are on one side. An example, not a trainer:
+no checkpoints, one process.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pipeline.training.index import RowReader
 from pipeline.training.tiny_lm import TinyCodebookLM
 
 
-def held_out(key: str, fraction: float) -> bool:
-    digest = hashlib.sha256(key.split("#", 1)[0].encode()).digest()
+def held_out(key: str, fraction: float, split_seed: int = 0) -> bool:
+    """Whether the file of `key` is held out: its name (no directories, no `#segment`) hashed with the seed."""
+    name = key.split("#", 1)[0].rsplit("/", 1)[-1]
+    digest = hashlib.sha256(f"{split_seed}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
@@ -39,12 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
     p.add_argument("--max-steps", type=int, default=100_000)
     p.add_argument("--max-frames", type=int, default=150, help="training crop and evaluation window, frames")
-    p.add_argument("--max-tokens", type=int, default=8192, help="padded frames x codebooks per batch")
+    p.add_argument("--max-tokens", type=int, default=4096, help="padded frames x codebooks per batch")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--holdout", type=float, default=0.15, help="fraction of files held out")
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction of files held out")
+    p.add_argument("--split-seed", type=int, default=0, help="another seed: another set of held-out files")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -101,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, args.threads))
+    def is_test(key):
+        return held_out(key, args.holdout, args.split_seed)
+
     try:
         train = TokenLoader(args.tokens, args.max_tokens, args.bandwidth, args.max_frames, seed=args.seed,
-                            num_workers=args.num_workers, keep_key=lambda k: not held_out(k, args.holdout))
-        test_index = RowIndex.build(args.tokens, args.bandwidth, keep_key=lambda k: held_out(k, args.holdout))
+                            num_workers=args.num_workers, keep_key=lambda k: not is_test(k))
+        test_index = RowIndex.build(args.tokens, args.bandwidth, keep_key=is_test)
         pattern = Pattern(args.pattern, train.n_q, tuple(args.delays or ()))
     except (ValueError, OSError) as exc:
         print(f"train_lm: {exc}", file=sys.stderr)

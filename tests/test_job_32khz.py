@@ -13,7 +13,7 @@ from jobs.tokenize import main
 from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
-from tests.conftest import REPO, corpus_file, torch_threads
+from tests.conftest import REPO, corpus_file, real_audio, torch_threads
 
 FILES = {  # key -> corpus file: music and speech, 16 to 48 kHz, mono and stereo
     "elvish": "music/wesnoth_elvish-theme_6s_44k.wav",
@@ -65,8 +65,23 @@ def test_preset_is_musicgens_tokenizer():
 
 def test_offline_preset_names_the_model(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match="facebook/encodec_32khz.*random:32khz"):
+    with pytest.raises(ValueError, match="(?s)facebook/encodec_32khz.*random:32khz"):
         load_model("facebook/encodec_32khz")
+
+
+def test_mixed_length_batch_equals_transformers_item_alone(tmp_path):
+    """Items of different lengths in one forward pass (as on a GPU), every frame including the last."""
+    ref = transformers_32khz(tmp_path / "m", seed=3)
+    ours = load_model(tmp_path / "m")
+    lengths = [32000 + 333, 5000, 701, 2 * 32000 + 17]
+    audio = torch.from_numpy(real_audio("music/wesnoth_battle-epic_10s_44k.flac", 32000, 1))
+    batch = torch.stack([audio[:, i * 70000 : i * 70000 + max(lengths)] for i in range(len(lengths))])
+    with torch_threads(1):
+        items = ours.encode(batch, lengths, max_batch=len(lengths))
+        for b, n in enumerate(lengths):
+            with torch.no_grad():
+                expected = ref.encode(batch[b : b + 1, :, :n], bandwidth=2.2).audio_codes[0, 0]
+            assert expected.shape == (4, -(-n // 640)) and torch.equal(items[b].codes, expected), n
 
 
 def _shard(path, keys):

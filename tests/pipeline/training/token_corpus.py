@@ -40,32 +40,28 @@ def write_tokens(out, rows_per_shard: list[int], seed: int = 0, max_frames: int 
     return rows
 
 
-def write_real_tokens(out, files: dict[str, str], model_source: str = "tiny:24khz", shard_size: int = 3):
-    """Corpus files (key -> path under the test corpus) encoded in this process by `model_source` at its
-    top bandwidth and committed through the writer, `shard_size` files a shard; returns the model."""
-    import torch
-
-    from codec import load_model
-    from tests.conftest import real_audio
-
-    model = load_model(model_source)
-    c = model.config
-    prov = {**provenance(), "model_source": model_source, "codec_config": c.to_dict(),
-            "sample_rate": c.sampling_rate, "frame_rate": c.frame_rate, "hop_length": c.hop_length,
-            "bandwidths": list(c.target_bandwidths),
-            "bandwidth_to_num_quantizers": {str(b): n for b, n in c.bandwidth_to_num_quantizers.items()}}
-    keys = list(files)
-    for s in range(0, len(keys), shard_size):
+def write_markov_tokens(out, files: int = 12, rows_per_file: int = 3, frames: int = 400, follow: float = 0.8,
+                        seed: int = 0):
+    """Tokens with known structure, 2 codebooks of 256: codebook 0 is a Markov chain (the next code is
+    perm[code] with probability `follow`, else uniform), codebook 1 is perm2[codebook 0 of the same
+    frame] with probability `follow`. A unigram model gets ~log(256) nats; a model that reads the
+    previous frame and, through the delay pattern, codebook 0 of its own frame gets far less."""
+    rng = np.random.default_rng(seed)
+    perm, perm2 = rng.permutation(256), rng.permutation(256)
+    prov = {**provenance(), "codec_config": {"codebook_size": 256}, "bandwidths": [1.5],
+            "bandwidth_to_num_quantizers": {"1.5": 2}}
+    for f in range(files):
         rows = []
-        for key in keys[s : s + shard_size]:
-            audio = torch.from_numpy(real_audio(files[key], c.sampling_rate, c.audio_channels))
-            item = model.encode(audio[None])[0]
-            rows.append(schema.TokenRow(key, files[key], item.codes.numpy(), item.num_samples,
-                                        model.pad_samples_for(item.num_samples), None, 0.0,
-                                        item.num_samples / c.sampling_rate, {"caption": files[key]}))
-        shard = f"r{s // shard_size}"
-        record = ShardRecord(shard, shard, rows=len(rows), rejects=0)
-        writer.commit_shard(str(out), shard, schema.tokens_table(rows, ["caption"]), schema.rejects_table([]),
+        for i in range(rows_per_file):
+            codes = np.zeros((2, frames), dtype=np.int64)
+            codes[0, 0] = rng.integers(256)
+            for t in range(1, frames):
+                codes[0, t] = perm[codes[0, t - 1]] if rng.random() < follow else rng.integers(256)
+            follows = rng.random(frames) < follow
+            codes[1] = np.where(follows, perm2[codes[0]], rng.integers(0, 256, frames))
+            rows.append(schema.TokenRow(f"dir/file{f}#{i}", f"f{f}", codes, frames * 320, 0, None, 0.0,
+                                        frames / 75, {"caption": f"file {f}"}))
+        record = ShardRecord(f"f{f}", f"f{f}", rows=len(rows), rejects=0)
+        writer.commit_shard(str(out), f"f{f}", schema.tokens_table(rows, ["caption"]), schema.rejects_table([]),
                             record, schema.file_metadata(prov), OutputConfig(row_group_rows=4))
     writer.write_provenance(str(out), prov)
-    return model
