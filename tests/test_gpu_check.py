@@ -71,7 +71,8 @@ def test_mixed_batch_keeps_the_probe_whole():
     assert sizes.pick(cpu=True).mode == "cpu" and sizes.pick(cpu=False, budget_s=10).budget_s == 10
 
 
-@pytest.mark.skipif(not (CORPUS / "PROVENANCE.md").is_file(), reason="../shared/corpus not available")
+@pytest.mark.skipif(not (CORPUS / "PROVENANCE.md").is_file() and not REQUIRE_CORPUS,
+                    reason="../shared/corpus not available")
 def test_cpu_mode_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
            "AUDIOTOK_CORPUS": str(CORPUS)}
