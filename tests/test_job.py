@@ -192,4 +192,7 @@ def test_strict_mode_fails_fast(tmp_path):
     cfg = load_config(REPO / "configs" / "test.yaml", ["strict=true"])
     with pytest.raises(JobFailed, match="strict"):
         run_job(cfg, str(tmp_path / "bad.tar"), str(tmp_path / "out"), log=lambda m: None)
-    assert not list((tmp_path / "out" / "_manifest").glob("*")) if (tmp_path / "out" / "_manifest").exists() else True
+    from pipeline import writer
+
+    assert writer.committed_shards(str(tmp_path / "out")) == {}  # nothing committed, the reject not recorded
+    assert not list((tmp_path / "out").glob("*/part-*.parquet"))
