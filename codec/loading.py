@@ -8,8 +8,9 @@ Sources:
   * `tiny:24khz`: the small model trained by this project and shipped in the repository
     (`models/tiny-24khz`, see its MODEL_CARD.md; `jobs.train_codec` made it): real but low-quality
     reconstructions, for offline demos and pipeline checks;
-  * `random:24khz` / `random:32khz` / `random:48khz` (optionally `random:24khz:seed=7`): seeded random weights with
-    non-trivial codebooks, for tests and demos only; `model.provenance["random_weights"]` is True.
+  * `random:24khz` / `random:32khz` / `random:48khz` (optionally `random:24khz:seed=7`): seeded
+    random weights with non-trivial codebooks, for tests and demos only;
+    `model.provenance["random_weights"]` is True.
 """
 
 from __future__ import annotations

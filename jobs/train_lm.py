@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, args.threads))
+
     def is_test(key):
         return held_out(key, args.holdout, args.split_seed)
 
@@ -120,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_lm: {len(train.index)} training and {len(test_index)} held-out rows; need both "
               f"(change --holdout)", file=sys.stderr)
         return 2
-    from pipeline import reader
-
-    card = int(reader.load_provenance(args.tokens)["codec_config"]["codebook_size"])
-    train.pad_id = card
+    card = train.pad_id  # the codebook size: also the start / empty / padding id
     model = TinyCodebookLM(train.n_q, card, args.dim, args.layers, max_steps=pattern.num_steps(args.max_frames) + 1,
                            dropout=args.dropout)
     params = sum(p.numel() for p in model.parameters())

@@ -27,7 +27,8 @@ _CACHED_ROW_GROUPS = 8
 class RowIndex:
     """files: committed part paths/URLs; file_of, row_in_file, frames: int64 [N] per row; keys: N keys;
     row_group_starts: per file, the first row of each row group; n_q: codebooks read (one bandwidth);
-    columns: passthrough columns read with each row; fingerprint: changes when the committed rows do."""
+    columns: passthrough columns read with each row; fingerprint: changes when the committed rows do;
+    codebook_size: entries per codebook from the provenance (None when it does not say)."""
 
     path: str
     files: tuple[str, ...]
@@ -39,6 +40,7 @@ class RowIndex:
     n_q: int
     columns: tuple[str, ...]
     fingerprint: str
+    codebook_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -48,7 +50,9 @@ class RowIndex:
               keep_key: Callable[[str], bool] | None = None) -> RowIndex:
         """Index the committed rows of the token dataset at `path` (local directory or fsspec URL);
         keep_key: index only the rows whose key it accepts (e.g. a train / held-out split)."""
-        n_q = reader.num_quantizers(reader.load_provenance(str(path)), bandwidth)
+        provenance = reader.load_provenance(str(path))
+        n_q = reader.num_quantizers(provenance, bandwidth)
+        card = (provenance.get("codec_config") or {}).get("codebook_size")
         files = tuple(reader.writer.committed_parts(str(path)))
         file_of, row_in_file, frames, keys, starts = [], [], [], [], []
         for i, part in enumerate(files):
@@ -71,7 +75,7 @@ class RowIndex:
             digest.update(part_frames.tobytes())
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64))
         return cls(str(path), files, cat(file_of), cat(row_in_file), cat(frames), tuple(keys), tuple(starts),
-                   n_q, tuple(columns), digest.hexdigest()[:16])
+                   n_q, tuple(columns), digest.hexdigest()[:16], None if card is None else int(card))
 
 
 class RowReader:

@@ -66,15 +66,20 @@ class TokenLoader:
 
     bandwidth: kbps (a stored one; None: all codebooks). max_tokens, max_frames, min_frames,
     num_buckets, seed: `BatchConfig`. columns: passthrough columns (text, caption...) in each batch.
-    pad_id: the id past each item's end in `codes`. keep_key(key) -> bool: read only those rows (a split).
+    pad_id: the id past each item's end in `codes`; default the codebook size from the provenance (the
+    first id that is not a code). keep_key(key) -> bool: read only those rows (a split).
     num_workers, **loader_kwargs: DataLoader's."""
 
     def __init__(self, path: str, max_tokens: int, bandwidth: float | None = None, max_frames: int | None = None,
                  min_frames: int = 1, num_buckets: int = 8, seed: int = 0, columns: tuple[str, ...] = (),
-                 rank: int | None = None, world_size: int | None = None, pad_id: int = 0, num_workers: int = 0,
-                 keep_key=None, **loader_kwargs):
+                 rank: int | None = None, world_size: int | None = None, pad_id: int | None = None,
+                 num_workers: int = 0, keep_key=None, **loader_kwargs):
         self.cfg = BatchConfig(max_tokens, max_frames, min_frames, num_buckets, seed)
         self.index = RowIndex.build(path, bandwidth, tuple(columns), keep_key)
+        if pad_id is None:
+            if self.index.codebook_size is None:
+                raise ValueError(f"the provenance of {path} does not give codec_config.codebook_size: pass pad_id")
+            pad_id = self.index.codebook_size
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if world_size is None:
             world_size = torch.distributed.get_world_size() if distributed else 1

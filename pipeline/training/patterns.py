@@ -94,12 +94,13 @@ class Pattern:
                 out[s].append((t, q))
         return [sorted(coords, key=lambda c: c[1]) for coords in out]
 
-    def build(self, codes: torch.Tensor, lengths: torch.Tensor | None = None, empty_id: int = 2048,
+    def build(self, codes: torch.Tensor, lengths: torch.Tensor | None = None, *, empty_id: int,
               pad_id: int | None = None) -> Interleaved:
         """codes int [B, n_q, T] (frames past `lengths` [B] are ignored) -> Interleaved [B, n_q, S].
 
-        empty_id: the special token at pattern holes (MusicGen: the codebook size); pad_id: at the
-        steps of frames past an item's length (default: empty_id)."""
+        empty_id: the special token at pattern holes, required (MusicGen: the codebook size, 2048, one
+        more embedding row than codes); pad_id: at the steps of frames past an item's length (default:
+        empty_id)."""
         batch, n_q, timesteps = codes.shape
         if n_q != self.n_q:
             raise ValueError(f"codes have {n_q} codebooks; this {self.name} pattern has {self.n_q}")

@@ -104,6 +104,8 @@ def test_resume_refuses_a_changed_plan(tokens, tmp_path):
     write_tokens(grown, [9, 14, 0, 6, 1], seed=3)  # one more committed shard
     with pytest.raises(ValueError, match="dataset"):
         loader(grown, world_size=2, rank=0).load_state_dict(state)
+    with pytest.raises(ValueError, match="codebook_size: pass pad_id"):
+        TokenLoader(str(path), max_tokens=1400)
     with pytest.raises(ValueError, match="rank must be in"):
         loader(path, world_size=2, rank=2)
     with pytest.raises(ValueError, match=r"columns \['lyrics'\]"):

@@ -76,9 +76,9 @@ def test_bad_patterns_name_the_choices():
     with pytest.raises(ValueError, match="non-decreasing"):
         Pattern("delay", 3, (0, 2, 1))
     with pytest.raises(ValueError, match="codes have 4 codebooks; this delay pattern has 3"):
-        Pattern("delay", 3).build(torch.zeros(1, 4, 5, dtype=torch.long))
+        Pattern("delay", 3).build(torch.zeros(1, 4, 5, dtype=torch.long), empty_id=1024)
     with pytest.raises(ValueError, match="lengths"):
-        Pattern("delay", 2).build(torch.zeros(2, 2, 5, dtype=torch.long), torch.tensor([6, 1]))
+        Pattern("delay", 2).build(torch.zeros(2, 2, 5, dtype=torch.long), torch.tensor([6, 1]), empty_id=1024)
     with pytest.raises(ValueError, match="not a delay pattern"):
         Pattern("delay", 2).revert(torch.zeros(1, 2, 5, dtype=torch.long), 5)
 
