@@ -138,10 +138,10 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
     import transformers
 
     from codec import load_model, save_model
+    from codec.runtime import resolve_device, strict_fp32
 
-    # fp32 means fp32: torch runs cuDNN convolutions in TF32 unless told not to (our actors turn it off too)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # one GPU: cuda:0
+    strict_fp32()  # fp32 means fp32, as in the job's actors
+    device = resolve_device("auto")  # one GPU: cuda:0
     batch, rows, audio_s, padded, true = [], [], 0.0, 0, 0
 
     def flush():
