@@ -14,8 +14,8 @@ from pipeline.sources.common import AUDIO_EXTS
 from pipeline.sources.tar import _split_name
 
 SAMPLES = [  # audio bytes are never decoded by the reader, so any bytes will do
-    {"__key__": "corpus.v1/part.a/utt-1", "seg.flac": b"fLaC-1", "json": json.dumps({"speaker": "sp1"}).encode(),
-     "txt": b"first words"},
+    {"__key__": "corpus.v1/part.a/utt-1", "seg.flac": b"fLaC-1",
+     "json": json.dumps({"speaker": "sp1"}).encode(), "txt": b"first words"},
     {"__key__": "utt-2", "WAV": b"RIFF-2", "JSON": json.dumps({"speaker": "sp2", "age": 3}).encode()},
     {"__key__": "a.b.c/utt_3", "seg.v2.mp3": b"ID3-3", "txt": b"third"},
     {"__key__": "dir/utt-4", "OGG": b"OggS-4", "info.json": b'{"ignored": true}'},
