@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .codewords import lloyd, nearest
 from .quantizer import ResidualVectorQuantizer
 
 
@@ -24,15 +25,7 @@ def fit_codebooks(quantizer: ResidualVectorQuantizer, latents: torch.Tensor, ite
         k = embed.shape[0]
         mean, std = residual.mean(0), residual.std(0)
         centers = mean + torch.randn(k, residual.shape[1], generator=generator) * std
-        for _ in range(iters):
-            index = _nearest(residual, centers)
-            sums = torch.zeros_like(centers).index_add_(0, index, residual)
-            counts = torch.bincount(index, minlength=k).float()
-            filled = counts > 0
-            centers[filled] = sums[filled] / counts[filled, None]
+        lloyd(residual, centers, iters)
         embed.data.copy_(centers.to(embed.dtype))
-        residual = residual - centers[_nearest(residual, centers)]
+        residual = residual - centers[nearest(residual, centers)]
 
-
-def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    return (x @ centers.t() * 2 - centers.pow(2).sum(1)).argmax(dim=1)

@@ -145,8 +145,7 @@ class EncodecModel(nn.Module):
 
     def _sub_batches(self, items: list, length: int, max_batch: int | None = None):
         """Split work into forward passes. On the CPU one item (chunk) per pass is the default: it was
-        measured fastest here (2 threads, 10 s clips: 24 kHz 25.2x realtime at 1 per pass vs 13.7x at 8;
-        48 kHz 14.4x vs 8.8x)."""
+        the fastest there (README, "Codec speed and agreement")."""
         per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * self.config.num_filters * 2))
         if max_batch is None and self.device.type == "cpu":
             max_batch = 1

@@ -2,11 +2,11 @@
 
 Backends have had wrong reduced-precision kernels for some shapes: torch 2.13.0 on x86 CPUs
 (oneDNN 3.12) computes a bf16 conv1d with 16 input channels and stride 4 or 8 with a relative
-error above 1 (measured 2026-11-24), which turns the codes of `tiny:24khz` into noise. So before a
-model runs in bf16 or fp16, `check_precision` feeds one probe through each encoder and decoder
-layer in both precisions (each layer gets the fp32 input, so errors do not compound) and raises
-PrecisionError naming the first layer whose output is off by more than `tolerance` (relative RMS).
-Correct kernels are at ~0.3-2 % in bf16 and ~0.05 % in fp16.
+error above 1 (README, "Codec speed and agreement"), which turns the codes of `tiny:24khz` into
+noise. So before a model runs in bf16 or fp16, `check_precision` feeds one probe through each
+encoder and decoder layer in both precisions (each layer gets the fp32 input, so errors do not
+compound) and raises PrecisionError naming the first layer whose output is off by more than
+`tolerance` (relative RMS).
 """
 
 from __future__ import annotations

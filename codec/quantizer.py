@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .codewords import nearest
+
 
 class Codebook(nn.Module):
     def __init__(self, codebook_size: int, dim: int):
@@ -15,14 +17,8 @@ class Codebook(nn.Module):
         self.embed = nn.Parameter(torch.zeros(codebook_size, dim), requires_grad=False)
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, D] -> index [N] of the nearest codeword (Euclidean).
-
-        The distance is computed as the reference does, -(|x|^2 - 2 x.e + |e|^2), so that float
-        rounding, and therefore ties, resolve identically.
-        """
-        embed = self.embed.t()
-        dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed + embed.pow(2).sum(0, keepdim=True))
-        return dist.max(dim=-1).indices
+        """x [N, D] -> index [N] of the nearest codeword (Euclidean; `codewords.nearest`)."""
+        return nearest(x, self.embed)
 
 
 class ResidualVectorQuantizer(nn.Module):

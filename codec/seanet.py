@@ -30,7 +30,7 @@ class LSTM(nn.Module):
     """Unidirectional LSTM over time with a skip connection; causal, so padding never leaks back.
 
     `per_item = True` runs each item alone over exactly its valid frames. A batched LSTM rounds
-    differently from a batch of one (GEMM vs GEMV in the recurrence, ~3e-8), which flips codes at
+    differently from a batch of one (GEMM vs GEMV in the recurrence), which flips codes at
     near-ties; per item, batched encoding is bit-identical to encoding each item alone. None (the
     default) means per item on the CPU (where it is no slower) and batched on CUDA.
     """

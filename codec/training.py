@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from .checkpoints import fold_weight_norm
+from .codewords import lloyd, nearest
 from .config import EncodecConfig
 from .model import EncodecModel
 from .seanet import LSTM
@@ -52,17 +53,12 @@ class EMAQuantizer(nn.Module):
             if centers.shape[0] < size:  # fewer vectors than codewords: jittered copies
                 extra = centers[torch.randint(centers.shape[0], (size - centers.shape[0],), generator=generator)]
                 centers = torch.cat([centers, extra + 1e-3 * torch.randn(extra.shape, generator=generator)])
-            for _ in range(self.kmeans_iters):
-                index = _nearest(residual, centers)
-                counts = torch.bincount(index, minlength=size).float()
-                sums = torch.zeros_like(centers).index_add_(0, index, residual)
-                filled = counts > 0
-                centers[filled] = sums[filled] / counts[filled, None]
-            counts = torch.bincount(_nearest(residual, centers), minlength=size).float()
+            lloyd(residual, centers, self.kmeans_iters)
+            counts = torch.bincount(nearest(residual, centers), minlength=size).float()
             embed.copy_(centers)
             self.cluster_size[k] = counts
             self.embed_avg[k] = centers * counts[:, None]
-            residual = residual - centers[_nearest(residual, centers)]
+            residual = residual - centers[nearest(residual, centers)]
         self.inited.fill_(True)
 
     def forward(self, latents: torch.Tensor, n_q: int, generator: torch.Generator | None = None):
@@ -75,7 +71,7 @@ class EMAQuantizer(nn.Module):
         commit = x.new_zeros(())
         codes = []
         for k, embed in enumerate(self.codebooks[:n_q]):
-            index = _nearest(residual.detach(), embed)
+            index = nearest(residual.detach(), embed)
             q = embed[index]
             commit = commit + (residual - q.detach()).pow(2).mean()
             if self.training:
@@ -158,8 +154,3 @@ def _variance_preserving_init(conv: nn.Conv1d | nn.ConvTranspose1d) -> None:
         conv.weight.normal_(0.0, fan_in ** -0.5)
         if conv.bias is not None:
             conv.bias.zero_()
-
-
-def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """x [N, D], centers [K, D] -> index [N] of the nearest center (Euclidean)."""
-    return (x @ centers.t() * 2 - centers.pow(2).sum(1)).argmax(dim=1)

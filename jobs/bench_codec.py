@@ -50,6 +50,7 @@ import torch
 from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
 from codec.precision import PrecisionError, check_precision
+from codec.runtime import dtype_for, resolve_device
 from codec.seanet import LSTM
 
 AUDIO_DIRS = ("music", "speech", "env")
@@ -131,7 +132,7 @@ def make_variant(name: str, base: EncodecModel, device: str) -> Variant:
     model = copy.deepcopy(base).to(device)
     if name in ("bf16", "fp16"):
         reference = copy.deepcopy(model)
-        model.to(torch.bfloat16 if name == "bf16" else torch.float16)
+        model.to(dtype_for(name))
         model.quantizer.float()  # as load_model(dtype=...) does: RVQ distances stay fp32
         check_precision(reference, model)  # as load_model does: PrecisionError on a wrong kernel
     if name in ("batched", "compile"):
@@ -319,7 +320,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import transformers
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     args.batch_sizes = args.batch_sizes or ([1, 16, 64, 256] if device == "cuda" else [1, 16])
     args.variants = args.variants or (list(VARIANTS) if device == "cuda" else ["fp32", "batched", "bf16"])
     name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()} CPUs"

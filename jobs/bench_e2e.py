@@ -39,7 +39,6 @@ import io
 import json
 import os
 import resource
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -109,7 +108,10 @@ def flac_sources(kind: str) -> list[tuple[bytes, float]]:
 
 def build_corpus(files: list[tuple[bytes, float]], minutes: float, out: Path,
                  per_shard: int) -> tuple[list[str], list[tuple[bytes, float]]]:
-    """Tar shards of `files` repeated until `minutes` of audio: (shard paths, items in write order)."""
+    """Tar shards of `files` repeated until `minutes` of audio, written with webdataset's TarWriter:
+    (shard paths, items in write order)."""
+    import webdataset as wds
+
     items: list[tuple[bytes, float]] = []
     total = 0.0
     while total < minutes * 60:
@@ -119,11 +121,9 @@ def build_corpus(files: list[tuple[bytes, float]], minutes: float, out: Path,
     shards = []
     for first in range(0, len(items), per_shard):
         shards.append(str(out / f"bench-{len(shards):05d}.tar"))
-        with tarfile.open(shards[-1], "w") as tf:
+        with wds.TarWriter(shards[-1], encoder=False) as sink:
             for i in range(first, min(first + per_shard, len(items))):
-                info = tarfile.TarInfo(f"item{i:06d}.flac")
-                info.size = len(items[i][0])
-                tf.addfile(info, io.BytesIO(items[i][0]))
+                sink.write({"__key__": f"item{i:06d}", "flac": items[i][0]})
     return shards, items
 
 
@@ -138,10 +138,10 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
     import transformers
 
     from codec import load_model, save_model
+    from codec.runtime import resolve_device, strict_fp32
 
-    # fp32 means fp32: torch runs cuDNN convolutions in TF32 unless told not to (our actors turn it off too)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # one GPU: cuda:0
+    strict_fp32()  # fp32 means fp32, as in the job's actors
+    device = resolve_device("auto")  # one GPU: cuda:0
     batch, rows, audio_s, padded, true = [], [], 0.0, 0, 0
 
     def flush():

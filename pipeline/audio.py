@@ -49,7 +49,7 @@ class Header:
 
 
 def decode_header(data: bytes) -> Header:
-    """Read only the header of an encoded file (~70 µs); raises AudioRejected (undecodable / bad_header)."""
+    """Read only the header of an encoded file; raises AudioRejected (undecodable / bad_header)."""
     try:
         info = sf.info(io.BytesIO(data))
     except _DECODE_ERRORS as exc:

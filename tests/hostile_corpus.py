@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import sys
 import tarfile
@@ -188,19 +189,33 @@ EXPECTED = {  # key -> reject reason, or "ok" (tokenized; maybe shorter than the
 }
 
 
-def write_tar(path: Path, members: list[tuple]) -> bytes:
-    """members: (name, bytes) for files, or (name, tarfile type, linkname) for links and devices."""
+def write_tar(path: Path | None, members: list[tuple]) -> bytes:
+    """members: (name, bytes) for files, or (name, tarfile type, linkname) for links and devices; the
+    tar's bytes are returned and, unless path is None, written to path.
+
+    Files go through webdataset's TarWriter (name split as webdataset splits it: key up to the first
+    dot of the basename, ext the rest; mtime 0 so the bytes are reproducible). Links, devices and
+    names without such a split cannot be written by TarWriter, so those few go into its tar stream
+    with raw `tarfile`, in member order.
+    """
+    import webdataset as wds
+
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with wds.TarWriter(buf, encoder=False, mtime=0) as sink:
         for name, *rest in members:
-            info = tarfile.TarInfo(name)
+            split = re.match(r"^((?:.*/|)[^./]+)[.]([^/]*)$", name)
+            if len(rest) == 1 and split:
+                sink.write({"__key__": split.group(1), split.group(2): rest[0]})
+                continue
+            info = tarfile.TarInfo(name)  # hostile member TarWriter cannot express
             if len(rest) == 1:
                 info.size = len(rest[0])
-                tar.addfile(info, io.BytesIO(rest[0]))
+                sink.tarstream.addfile(info, io.BytesIO(rest[0]))
             else:
                 info.type, info.linkname = rest
-                tar.addfile(info)
-    path.write_bytes(buf.getvalue())
+                sink.tarstream.addfile(info)
+    if path is not None:
+        path.write_bytes(buf.getvalue())
     return buf.getvalue()
 
 

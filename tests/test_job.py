@@ -21,6 +21,7 @@ from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
 from tests.conftest import REPO, corpus_file, torch_threads
+from tests.hostile_corpus import write_tar
 
 ray = pytest.importorskip("ray")
 DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
@@ -29,12 +30,8 @@ DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
 pytestmark = pytest.mark.usefixtures("local_ray")
 
 
-def _add(tf, name, data, **kw):
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    for k, v in kw.items():
-        setattr(ti, k, v)
-    tf.addfile(ti, io.BytesIO(data) if ti.isfile() else None)
+def _add(members: list[tuple], name: str, data: bytes, type=None, linkname: str = "") -> None:
+    members.append((name, data) if type is None else (name, type, linkname))
 
 
 def _wav_header(rate, channels, frames=10):
@@ -51,19 +48,20 @@ def bad_shard(path: Path) -> dict[str, str]:
     nan = io.BytesIO()
     sf.write(nan, np.array([0.1, np.nan, 0.2] * 1000, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
     expected = {}
-    with tarfile.open(path, "w") as tf:
-        _add(tf, "good.flac", flac)
-        _add(tf, "truncated.flac", flac[:2000]); expected["truncated"] = "undecodable"
-        _add(tf, "notaudio.flac", b"this is not audio at all" * 50); expected["notaudio"] = "undecodable"
-        _add(tf, "empty.wav", b""); expected["empty"] = "empty"
-        _add(tf, "onlymeta.json", b'{"text": "no audio here"}'); expected["onlymeta"] = "missing_audio"
-        _add(tf, "rate1hz.wav", _wav_header(1, 1)); expected["rate1hz"] = "bad_header"
-        _add(tf, "rate1ghz.wav", _wav_header(10**9, 1)); expected["rate1ghz"] = "bad_header"
-        _add(tf, "nan.wav", nan.getvalue()); expected["nan"] = "non_finite"
-        _add(tf, "tiny.wav", _wav_header(16000, 1, frames=10)); expected["tiny"] = "too_short"
-        _add(tf, "evil.pyd", b"cos\nsystem\n(S'echo pwned'\ntR."); expected["evil"] = "unsafe_member"
-        _add(tf, "../escape.flac", flac); expected["../escape"] = "unsafe_member"
-        _add(tf, "link.flac", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd"); expected["link"] = "unsafe_member"
+    members: list[tuple] = []
+    _add(members, "good.flac", flac)
+    _add(members, "truncated.flac", flac[:2000]); expected["truncated"] = "undecodable"
+    _add(members, "notaudio.flac", b"this is not audio at all" * 50); expected["notaudio"] = "undecodable"
+    _add(members, "empty.wav", b""); expected["empty"] = "empty"
+    _add(members, "onlymeta.json", b'{"text": "no audio here"}'); expected["onlymeta"] = "missing_audio"
+    _add(members, "rate1hz.wav", _wav_header(1, 1)); expected["rate1hz"] = "bad_header"
+    _add(members, "rate1ghz.wav", _wav_header(10**9, 1)); expected["rate1ghz"] = "bad_header"
+    _add(members, "nan.wav", nan.getvalue()); expected["nan"] = "non_finite"
+    _add(members, "tiny.wav", _wav_header(16000, 1, frames=10)); expected["tiny"] = "too_short"
+    _add(members, "evil.pyd", b"cos\nsystem\n(S'echo pwned'\ntR."); expected["evil"] = "unsafe_member"
+    _add(members, "../escape.flac", flac); expected["../escape"] = "unsafe_member"
+    _add(members, "link.flac", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd"); expected["link"] = "unsafe_member"
+    write_tar(path, members)
     return expected
 
 

@@ -91,16 +91,16 @@ def test_hf_saved_dataset_source(tmp_path):
 
 
 def test_file_url_brace_pattern_and_48khz_model(tmp_path):
-    import tarfile
+    import webdataset as wds
 
     shards = tmp_path / "shards"
     shards.mkdir()
     keys = list(FILES)
     for s in range(2):
-        with tarfile.open(shards / f"part-{s:02d}.tar", "w") as tf:
+        with wds.TarWriter(str(shards / f"part-{s:02d}.tar"), encoder=False) as sink:
             for key in keys[2 * s : 2 * s + 2]:
                 rel = FILES[key]
-                tf.add(corpus_file(rel), arcname=f"{key}.{rel.rsplit('.', 1)[1]}")
+                sink.write({"__key__": key, rel.rsplit(".", 1)[1]: corpus_file(rel).read_bytes()})
     cfg = load_config(REPO / "configs" / "test.yaml", ["model=random:48khz", "bandwidths=[6.0,24.0]"])
     summary = run(cfg, f"file://{shards}/part-{{00..01}}.tar", tmp_path / "out")
     assert summary["shards"] == 2 and summary["rows"] == 4

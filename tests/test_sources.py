@@ -1,6 +1,5 @@
 """pipeline.sources (tar, manifest, hf readers): listing specs and reading shards of real audio."""
 
-import io
 import json
 import re
 import shutil
@@ -100,13 +99,7 @@ def test_fsspec_memory_url():
 
 
 def write_tar_bytes(members) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return write_tar(None, members)
 
 
 def test_webdataset_tarwriter_shard(tmp_path):

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import tarfile
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
+import webdataset as wds
 
 from jobs.cli import main as cli
 from pipeline import audio as audio_prep
@@ -72,10 +72,8 @@ def test_checker_finds_segments_like_the_job(tmp_path):
     wav = io.BytesIO()
     sf.write(wav, np.random.default_rng(0).standard_normal(40000).astype(np.float32) * 0.1, 16000, format="WAV")
     shard = tmp_path / "long.tar"
-    with tarfile.open(shard, "w") as tf:
-        info = tarfile.TarInfo("long.wav")
-        info.size = len(wav.getvalue())
-        tf.addfile(info, io.BytesIO(wav.getvalue()))
+    with wds.TarWriter(str(shard), encoder=False) as sink:
+        sink.write({"__key__": "long", "wav": wav.getvalue()})
     audio = AudioConfig(max_duration_s=1.0)  # 2.5 s -> long#0, long#1, long#2 (0.5 s)
     settings = CheckSettings("random:24khz", "cpu", "fp32", 1, 24000, 1, SourceConfig(), audio, None, [1.5],
                              {1.5: 2, 6.0: 8}, 6.0)

@@ -1,6 +1,6 @@
-"""`python -m jobs.gpu_check`: everything a short GPU lease must measure, in one command (about 5 min
-on one H100/H200), one table printed and written as JSON; `--cpu` (the default without CUDA) runs the
-same rows with small sizes so the GPU day finds no typo.
+"""`python -m jobs.gpu_check`: everything a short GPU lease must measure, in one command (within
+`sizes.GPU.budget_s` on one GPU), one table printed and written as JSON; `--cpu` (the default
+without CUDA) runs the same rows with small sizes so the GPU day finds no typo.
 
 Rows (section: what; module):
   env          GPU, torch / CUDA / cuDNN, TF32 defaults and measured fp32 error, inside a Ray actor

@@ -60,17 +60,18 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(args) -> int:
     import torch
 
+    from codec.runtime import resolve_device, strict_fp32
+
     from . import sizes as sizes_mod
     from .table import Check, Report, format_table
 
-    cpu = args.cpu or not torch.cuda.is_available()
-    device = "cpu" if cpu else "cuda"
+    device = resolve_device("cpu" if args.cpu else "auto")
+    cpu = device == "cpu"
     minutes = None
     if args.minutes:
         minutes = {k: m for k, m in zip(("speech", "music"), args.minutes) if m > 0}
     sizes = sizes_mod.pick(cpu, args.budget_s, minutes)
-    # fp32 means fp32 in this process too, as in the job's actors
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    strict_fp32()  # fp32 means fp32 in this process too, as in the job's actors
     work = Path(args.work or tempfile.mkdtemp(prefix="gpucheck-"))
     header = {"mode": sizes.mode, "device": device, "why": "--cpu" if args.cpu else ("no CUDA" if cpu else "CUDA"),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "corpus": os.environ.get("AUDIOTOK_CORPUS", "default"),

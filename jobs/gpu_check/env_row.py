@@ -18,6 +18,8 @@ def probe() -> dict:
 
     import torch
 
+    from codec.runtime import resolve_device, strict_fp32
+
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "cuda_available": torch.cuda.is_available(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -26,13 +28,13 @@ def probe() -> dict:
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=props.total_memory / 2**30,
                     capability=f"{props.major}.{props.minor}", gpu_count=torch.cuda.device_count())
     info["fp32_error_defaults"] = _fp32_errors(device)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as the job's actors set it
+    strict_fp32()  # as the job's actors set it
     info["fp32_error_tf32_off"] = _fp32_errors(device)
     return info
 

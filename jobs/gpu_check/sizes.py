@@ -1,4 +1,5 @@
-"""How much the check does: full sizes on a GPU (about 5 minutes on one H100/H200), small ones on the CPU."""
+"""How much the check does: full sizes on a GPU (rows not started within `budget_s` are skipped), small
+ones on the CPU."""
 
 from __future__ import annotations
 

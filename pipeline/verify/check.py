@@ -53,11 +53,11 @@ class Checker:
 
     def __init__(self, settings: CheckSettings):
         from codec import load_model
+        from codec.runtime import dtype_for, strict_fp32
 
         self.settings = settings
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[settings.precision]
-        self.model = load_model(settings.model, device=settings.device, dtype=dtype)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # as the job's actors
+        self.model = load_model(settings.model, device=settings.device, dtype=dtype_for(settings.precision))
+        strict_fp32()  # as the job's actors
         self._shards: dict[str, Shard] | None = None
 
     def shard_for(self, url: str) -> Shard:

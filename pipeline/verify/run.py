@@ -7,9 +7,9 @@
       ─► `verify/report.py` (JSON, Parquet, HTML) ─► threshold failures (VerifyConfig)
 
 Re-encoding reproduces the job exactly only with the same model, precision, device and, on the
-CPU, the same torch thread count (float reductions depend on it: 2 threads instead of 1 gave ~99 %
-agreement on the demo). So the check runs with the job's `cpus_per_actor` threads unless told
-otherwise; agreement then drops only for corrupted codes, a changed model or drifted numerics.
+CPU, the same torch thread count (float reductions depend on it; README, "Verifying a run"). So
+the check runs with the job's `cpus_per_actor` threads unless told otherwise; agreement then drops
+only for corrupted codes, a changed model or drifted numerics.
 Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (`engine/ray_backend.py`).
 The sample is drawn in `sampling.py`, the pass/fail rules live in `thresholds.py`.
 """

@@ -1,0 +1,35 @@
+"""Where and how the codec runs: device choice, precision name -> dtype, and strict fp32.
+
+One copy of each for the job's actors, verify, the benchmarks and the GPU check.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; any other name is returned as given."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def dtype_for(precision: str) -> torch.dtype:
+    """Precision name (fp32 | bf16 | fp16) -> torch dtype; ValueError for any other name."""
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}") from None
+
+
+def strict_fp32() -> None:
+    """fp32 means fp32 in this process: turn TF32 off for cuDNN convolutions and CUDA matmuls.
+
+    torch runs cuDNN convolutions in TF32 by default on GPUs that have it; the job's actors, verify and
+    the benchmarks all call this so that their fp32 codes agree.
+    """
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
