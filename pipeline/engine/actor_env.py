@@ -39,8 +39,10 @@ def resolve_runtime(device: str, gpu_ids: list, threads: int) -> Runtime:
     """Set up torch for an actor asked to run on `device` holding Ray GPUs `gpu_ids`."""
     import torch
 
+    from codec.runtime import strict_fp32
+
     torch.set_num_threads(max(1, threads))
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    strict_fp32()
     versions = dict(torch_version=torch.__version__, cuda_version=torch.version.cuda,
                     cudnn_version=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
     if device != "cuda":

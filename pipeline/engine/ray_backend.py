@@ -58,9 +58,8 @@ class TokenizerActor:
 
     def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
         # torch and the codec load in the actor only: the driver never needs them
-        import torch
-
         from codec import load_first
+        from codec.runtime import dtype_for
 
         from ..provenance import build_provenance, check_sha256
         from ..shard_worker import ShardTokenizer
@@ -68,7 +67,7 @@ class TokenizerActor:
         node_id = ray.get_runtime_context().get_node_id()
         check_storage(out_dir, setup.run_id, setup.input_root, cfg.source.storage_options, node_id)
         runtime = resolve_runtime(setup.request.device, ray.get_gpu_ids(), setup.request.torch_threads)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        dtype = dtype_for(cfg.precision)
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
         self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime)

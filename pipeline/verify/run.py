@@ -150,11 +150,7 @@ def verify_after_job(cfg: JobConfig, out_dir: str, log=_stderr) -> dict | None:
     v = cfg.verify
     if v.sample_count <= 0:
         return None
-    device = cfg.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = Provenance.from_json(reader.load_provenance(str(out_dir))).device  # where the job's actors ran
     options = VerifyOptions(count=v.sample_count, seed=v.seed, device=device,
                             storage_options=dict(cfg.source.storage_options))
     report_dir = v.report_dir or os.path.join(str(out_dir), "_verify")
