@@ -10,7 +10,7 @@ python -m jobs.bench_codec [--presets 24khz 48khz] [--batch-sizes 1 16] [--bandw
 2. Audio: every readable corpus file, resampled to the model's rate and channels. Files whose name
    hashes to 0 mod 3 are held out: the benchmark clips are cut from them, the rest feed k-means.
 3. Reference: our fp32 codec on the CPU, one clip at a time (bit-identical to transformers encoding
-   each item alone; see tests/test_codec_parity.py).
+   each item alone; see tests/codec/test_codec_parity.py).
 4. For each preset, bandwidth and batch size: transformers (fp32, batched, no_grad) and each variant
    of ours, timed (best of --repeats after a warm-up); prints x realtime, the ratio to transformers,
    the code agreement with the reference (all codebooks of that bandwidth, every frame; and of the

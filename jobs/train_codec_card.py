@@ -108,7 +108,7 @@ def write_card(record: dict, path: Path) -> None:
                "The model reproduces the spectral envelope, not the waveform's phase: its SI-SNR is "
                "negative (better than random weights by tens of dB, but far from a real codec's +5 dB "
                "or more), and its decoded audio trails the input by up to a few ms. "
-              "`tests/test_tiny_quality.py` checks these files through the codec API."), ""]
+              "`tests/codec/test_tiny_quality.py` checks these files through the codec API."), ""]
     path.write_text("\n".join(lines))
 
 

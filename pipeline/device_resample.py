@@ -10,7 +10,7 @@ j mod up (the phase) through the fractional offset, so the whole thing is one st
 
 Outside the signal the input is taken as zero, so an item padded with zeros in a batch resamples
 exactly as it does alone. This differs from soxr (another filter design, other edge handling) by
-a small error concentrated near the cutoff and the two ends; see tests/test_device_resample.py.
+a small error concentrated near the cutoff and the two ends; see tests/pipeline/test_device_resample.py.
 """
 
 from __future__ import annotations

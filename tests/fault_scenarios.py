@@ -1,4 +1,4 @@
-"""Helpers of the fault suite (tests/test_faults.py, test_fault_cluster.py, test_job.py): inputs,
+"""Helpers of the fault suite (tests/scenarios/test_faults.py, test_fault_cluster.py, test_job.py): inputs,
 the uninterrupted reference, outcome comparison, process killers, and the results table.
 
 Every fault test compares a run's outputs with the reference (the same shards tokenized by

@@ -3,7 +3,7 @@ determinism, and the bf16 / fp16 / compile variants, on random models whose code
 k-means to real audio (jobs.bench_codec: random codebooks hide the near-ties where codes flip).
 
 The reference is our fp32 codec on the CPU, one clip at a time (equal to transformers encoding each
-clip alone, tests/test_codec_parity.py), at the highest bandwidth; a lower bandwidth's codes are its
+clip alone, tests/codec/test_codec_parity.py), at the highest bandwidth; a lower bandwidth's codes are its
 first codebooks. "Device path": on CUDA the default (whole batches, batched LSTM, TF32 off); in CPU
 mode the `batched` variant (whole batches and the batched LSTM on the CPU), which is what CUDA runs.
 """

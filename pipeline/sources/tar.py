@@ -4,7 +4,7 @@ Tars are streamed with `tarfile` over a timed fsspec file object (`timed_read.op
 than read with the webdataset library: a shard cut short anywhere but after its end-of-archive
 block raises ShardReadError (tarfile, and so webdataset, end such a stream quietly), members are
 never extracted to disk, nothing is unpickled, links and devices are never followed, and `pipe:`
-URLs are refused. Member names follow webdataset's convention (`tests/test_webdataset_conventions.py`
+URLs are refused. Member names follow webdataset's convention (`tests/pipeline/sources/test_webdataset_conventions.py`
 checks it against webdataset's TarWriter and reader): key = path up to the first dot of the basename.
 """
 

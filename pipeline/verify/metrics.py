@@ -7,7 +7,7 @@ the same shape, [T] or [C, T] samples at `sample_rate` Hz.
   mel_distance_db   multi-scale log-mel distance in dB, lower is better; 0 for identical signals
   lsd_db            log-spectral distance in dB, lower is better; 0 for identical signals
 
-Known answers (tested in tests/test_metrics.py):
+Known answers (tested in tests/pipeline/verify/test_metrics.py):
   * estimate = reference + white noise at S dB SNR  ->  si_snr_db ≈ S (exactly S when the noise is
     orthogonal to the reference).
   * estimate = g * reference: si_snr_db is unchanged (gain invariant, any g != 0); mel_distance_db and

@@ -14,7 +14,7 @@ from tests.conftest import REPO, corpus_file
 
 
 @pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("train_")),
-                         ids=lambda p: p.name)  # train_*.yaml: codec training configs (tests/test_tiny_model.py)
+                         ids=lambda p: p.name)  # train_*.yaml: codec training configs (tests/codec/test_tiny_model.py)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.bandwidths and cfg.audio.max_duration_s > 0

@@ -26,7 +26,7 @@ from codec import load_model
 from pipeline.audio import convert_channels, resample
 from pipeline.verify.metrics import mel_distance_db, si_snr_db
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "tiny-24khz"
 RATE = 24000
 HELDOUT = {  # demo shard key -> corpus file it was copied from (demo/LICENSES.md)

@@ -17,7 +17,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline import reader, writer
 from pipeline.schema import REQUIRED_PROVENANCE
-from tests.test_writer import CFG, METADATA, shard
+from tests.pipeline.test_writer import CFG, METADATA, shard
 
 
 class CrashFS(MemoryFileSystem):

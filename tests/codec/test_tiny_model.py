@@ -12,7 +12,7 @@ from codec import EncodecConfig, load_model, save_model
 from codec.losses import MultiScaleMelLoss, mel_filterbank, waveform_l1
 from codec.training import TrainableEncodec
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "tiny-24khz"
+MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "tiny-24khz"
 
 
 def test_shipped_files_and_size():
