@@ -9,25 +9,15 @@ window of w samples, hop w / 4, HTK mel filterbank of min(n_mels, w / 8) bands.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from . import mel
+
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    """Triangular HTK-mel filters [n_mels, n_fft // 2 + 1] between 0 Hz and sample_rate / 2 (1 at each band's centre)."""
-    def hz_to_mel(f):
-        return 2595.0 * math.log10(1.0 + f / 700.0)
-
-    mels = torch.linspace(0.0, hz_to_mel(sample_rate / 2), n_mels + 2, dtype=torch.float64)
-    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    bank = torch.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)).clamp(min=0.0)
-    if (bank.max(dim=1).values <= 0).any():
-        raise ValueError(f"{n_mels} mel bands at n_fft={n_fft}, {sample_rate} Hz leave some band without an FFT bin")
-    return bank.float()
+    """HTK-mel filters float32 [n_mels, n_fft // 2 + 1] between 0 Hz and sample_rate / 2 (`codec.mel`)."""
+    return torch.from_numpy(mel.mel_filterbank(sample_rate, n_fft, n_mels)).float()
 
 
 class MultiScaleMelLoss(nn.Module):

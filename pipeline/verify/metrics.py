@@ -29,6 +29,8 @@ import math
 import numpy as np
 import torch
 
+from codec.mel import mel_filterbank
+
 TOP_DB = 80.0  # dynamic range kept below the reference's loudest bin
 MAX_SI_SNR_DB = 100.0
 MEL_BASE_WINDOWS = (64, 128, 256, 512, 1024, 2048)  # STFT sizes at 24 kHz; scaled with the rate
@@ -72,37 +74,6 @@ def si_snr_db(reference, estimate) -> float:
     if t == 0.0:
         return -MAX_SI_SNR_DB
     return min(MAX_SI_SNR_DB, 10.0 * math.log10(t / max(n, t * 10 ** (-MAX_SI_SNR_DB / 10))))
-
-
-def hz_to_mel(f):
-    """HTK mel scale: 2595 log10(1 + f / 700)."""
-    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-
-def mel_to_hz(m):
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> np.ndarray:
-    """Triangular filters [n_mels, n_fft // 2 + 1] on the HTK mel scale, each peaking at 1.
-
-    Band m rises linearly from centre m-1 to centre m and falls to centre m+1 (n_mels + 2 points
-    equally spaced in mel between f_min and f_max, default sample_rate / 2), evaluated at the FFT
-    bin frequencies k * sample_rate / n_fft. Raises ValueError when a band covers no FFT bin.
-    """
-    f_max = sample_rate / 2 if f_max is None else f_max
-    bins = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rise = (bins[None] - lo) / (mid - lo)
-    fall = (hi - bins[None]) / (hi - mid)
-    bank = np.clip(np.minimum(rise, fall), 0.0, None)
-    empty = np.flatnonzero(bank.max(axis=1) <= 0)
-    if empty.size:
-        raise ValueError(f"{empty.size} of {n_mels} mel bands cover no FFT bin (n_fft={n_fft} at {sample_rate} Hz); "
-                         "use fewer bands or a larger n_fft")
-    return bank
 
 
 def stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
