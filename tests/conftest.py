@@ -56,6 +56,37 @@ def real_audio(rel: str, sample_rate: int, channels: int, seconds: float | None 
     return x
 
 
+def copy_corpus_tree(root: Path, files: dict[str, str]) -> None:
+    """Corpus files copied to `root` under the relative names of `files` ({name: corpus path}); names
+    ending in .mp3 are transcoded to MP3 from their source."""
+    import shutil
+
+    import soundfile as sf
+
+    for rel, src in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".mp3"):
+            data, sr = sf.read(corpus_file(src))
+            sf.write(root / rel, data, sr, format="MP3")
+        else:
+            shutil.copy(corpus_file(src), root / rel)
+
+
+def transformers_codes(ref, x, bandwidth):
+    """transformers' EncodecModel on one unpadded item x [C, T] -> codes [n_q, F] (48 kHz: chunks
+    concatenated), scales (None at 24 kHz), and its raw output. Under no_grad: with autograd on, its
+    LSTM takes another kernel path and rounds differently."""
+    import torch
+
+    with torch.no_grad():
+        out = ref.encode(x[None], bandwidth=bandwidth)
+    chunks = [out.audio_codes[i, 0] for i in range(out.audio_codes.shape[0])]
+    if out.last_frame_pad_length:
+        chunks[-1] = chunks[-1][:, : chunks[-1].shape[-1] - out.last_frame_pad_length]
+    scales = None if out.audio_scales[0] is None else [float(s) for s in out.audio_scales]
+    return torch.cat(chunks, dim=-1), scales, out
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray for one test module (ray.init takes seconds: once per module, not per test)."""

@@ -6,7 +6,7 @@ import torch
 
 from codec import load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
-from tests.conftest import real_audio
+from tests.conftest import real_audio, transformers_codes
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,15 +27,7 @@ def pair(request, tmp_path_factory):
     return preset, ours, ref, torch.from_numpy(audio)
 
 
-@torch.no_grad()  # with autograd on, transformers' LSTM takes another kernel path and rounds differently
-def ref_encode(ref, x, bandwidth):
-    """transformers on one unpadded item -> codes [n_q, F] (chunks concatenated), scales, raw output."""
-    out = ref.encode(x[None], bandwidth=bandwidth)
-    chunks = [out.audio_codes[i, 0] for i in range(out.audio_codes.shape[0])]
-    if out.last_frame_pad_length:
-        chunks[-1] = chunks[-1][:, : chunks[-1].shape[-1] - out.last_frame_pad_length]
-    scales = None if out.audio_scales[0] is None else [float(s) for s in out.audio_scales]
-    return torch.cat(chunks, dim=-1), scales, out
+ref_encode = transformers_codes
 
 
 def batch_of(audio, lengths):

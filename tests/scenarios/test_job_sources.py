@@ -12,7 +12,7 @@ from codec import random_model, save_model
 from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
-from tests.conftest import REPO, corpus_file, torch_threads
+from tests.conftest import REPO, corpus_file, torch_threads, transformers_codes
 
 ray = pytest.importorskip("ray")
 FILES = {  # key -> corpus file (real audio, mixed rates, channels and formats)
@@ -48,12 +48,7 @@ def assert_rows_match_transformers(cfg, out, tmp_path, meta=None):
         for key, rel in FILES.items():
             data = corpus_file(rel).read_bytes()
             (seg,), _ = audio_prep.prepare(Sample(key, "x", data, rel.rsplit(".", 1)[1]), cfg.audio, c.sampling_rate, c.audio_channels)
-            with torch.no_grad():
-                out_ref = ref.encode(torch.from_numpy(seg.audio)[None], bandwidth=max(cfg.bandwidths))
-            chunks = list(out_ref.audio_codes[:, 0])
-            if out_ref.last_frame_pad_length:
-                chunks[-1] = chunks[-1][:, : chunks[-1].shape[-1] - out_ref.last_frame_pad_length]
-            expected = torch.cat(chunks, dim=-1)
+            expected, _, out_ref = transformers_codes(ref, torch.from_numpy(seg.audio), max(cfg.bandwidths))
             row = found[key]
             assert torch.equal(torch.tensor(row["codes"]), expected), key
             assert row["num_samples"] == seg.num_samples and row["num_frames"] == expected.shape[-1]

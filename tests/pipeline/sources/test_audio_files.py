@@ -6,14 +6,13 @@ import shutil
 
 import fsspec
 import pytest
-import soundfile as sf
 
 from pipeline.config import SourceConfig
 from pipeline.errors import InputError
 from pipeline.rejects import REASONS
 from pipeline.sources import list_shards, read_shard
 from pipeline.sources.audio_files import AudioFiles
-from tests.conftest import corpus_file
+from tests.conftest import copy_corpus_tree, corpus_file
 from tests.hostile_corpus import write_tar
 
 # relative path in the test folder -> corpus file copied there (".mp3" from a WAV: converted)
@@ -28,13 +27,7 @@ KEYS = ["spk1/ch1/0001", "spk1/ch1/0002", "spk1/ch2/0001", "spk2/Loud", "top"]  
 
 
 def make_tree(root):
-    for rel, src in TREE.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        if rel.endswith(".mp3"):
-            data, sr = sf.read(corpus_file(src))
-            sf.write(root / rel, data, sr, format="MP3")
-        else:
-            shutil.copy(corpus_file(src), root / rel)
+    copy_corpus_tree(root, TREE)
     (root / "spk1" / "ch1" / "0001.txt").write_text("first words")
     (root / "spk1" / "ch1" / "0001.json").write_text(json.dumps({"speaker": "s1", "text": "json loses", "age": 3}))
     (root / "spk1" / "ch2" / "0001.json").write_text(json.dumps({"speaker": "s2"}))

@@ -1,17 +1,15 @@
 """The job on a folder of audio files: codes equal transformers' one-item codes; re-runs; the CLI's exit status."""
 
-import shutil
 
 import pyarrow.dataset as pads
 import pytest
-import soundfile as sf
 import torch
 
 from codec import random_model, save_model
 from pipeline import audio as audio_prep
 from pipeline.config import load_config
 from pipeline.records import Sample
-from tests.conftest import REPO, corpus_file, torch_threads
+from tests.conftest import REPO, copy_corpus_tree, torch_threads, transformers_codes
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -25,13 +23,7 @@ FOLDER = {  # path in the input folder -> corpus file (".mp3": converted from it
 
 
 def make_folder(root):
-    for rel, src in FOLDER.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        if rel.endswith(".mp3"):
-            data, sr = sf.read(corpus_file(src))
-            sf.write(root / rel, data, sr, format="MP3")
-        else:
-            shutil.copy(corpus_file(src), root / rel)
+    copy_corpus_tree(root, FOLDER)
     (root / "speech" / "hello.txt").write_text("hello there")
     (root / "speech" / "go.json").write_text('{"speaker": "s-go", "text": "go forward"}')
     (root / "README.md").write_text("a corpus")
@@ -71,12 +63,7 @@ def test_folder_codes_equal_transformers_one_item_codes(tmp_path):
             key, ext = rel.rsplit(".", 1)
             sample = Sample(key, "x", (root / rel).read_bytes(), ext)
             (seg,), _ = audio_prep.prepare(sample, cfg.audio, c.sampling_rate, c.audio_channels)
-            with torch.no_grad():
-                out_ref = ref.encode(torch.from_numpy(seg.audio)[None], bandwidth=max(cfg.bandwidths))
-            chunks = list(out_ref.audio_codes[:, 0])
-            if out_ref.last_frame_pad_length:
-                chunks[-1] = chunks[-1][:, : chunks[-1].shape[-1] - out_ref.last_frame_pad_length]
-            expected = torch.cat(chunks, dim=-1)
+            expected, _, _ = transformers_codes(ref, torch.from_numpy(seg.audio), max(cfg.bandwidths))
             row = found[key]
             assert torch.equal(torch.tensor(row["codes"]), expected), key
             assert len(torch.unique(expected)) > 50, key  # non-trivial codebooks: equality means something
