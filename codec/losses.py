@@ -16,7 +16,8 @@ from torch import nn
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    """Triangular HTK-mel filters [n_mels, n_fft // 2 + 1] between 0 Hz and sample_rate / 2 (1 at each band's centre)."""
+    """Triangular HTK-mel filters [n_mels, n_fft // 2 + 1] between 0 Hz and sample_rate / 2
+    (1 at each band's centre)."""
     def hz_to_mel(f):
         return 2595.0 * math.log10(1.0 + f / 700.0)
 
