@@ -103,7 +103,8 @@ def _build(config: EncodecConfig, state: dict[str, torch.Tensor], provenance: di
         raise ValueError(f"checkpoint does not match the config: missing {missing[:10]}, unexpected {unexpected[:10]}")
     for key, value in plain.items():
         if value.shape != model.state_dict()[key].shape:
-            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(model.state_dict()[key].shape)}")
+            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, "
+                             f"expected {tuple(model.state_dict()[key].shape)}")
     model.load_state_dict(plain)
     model.weight_norm_pairs = pairs
     model.provenance = provenance
@@ -168,7 +169,8 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
                 module.bias.uniform_(-0.1, 0.1, generator=gen)
             if config.norm_type == "weight_norm" and isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
                 v = module.weight.detach().clone()
-                g = torch.norm_except_dim(v, 2, 0) * torch.empty(v.shape[0], *[1] * (v.ndim - 1)).uniform_(0.8, 1.2, generator=gen)
+                scale = torch.empty(v.shape[0], *[1] * (v.ndim - 1)).uniform_(0.8, 1.2, generator=gen)
+                g = torch.norm_except_dim(v, 2, 0) * scale
                 module.weight.copy_(torch._weight_norm(v, g, 0))
                 pairs[name] = (g, v)
         noise = torch.randn(1, config.audio_channels, config.sampling_rate * 4, generator=gen) * 0.1

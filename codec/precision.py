@@ -40,7 +40,8 @@ def check_precision(fp32_model: nn.Module, reduced_model: nn.Module, seconds: fl
     x = (torch.randn(1, cfg.audio_channels, int(seconds * cfg.sampling_rate), generator=generator) * 0.1).to(device)
     worst = 0.0
     for part in ("encoder", "decoder"):
-        for i, (ref_layer, layer) in enumerate(zip(getattr(fp32_model, part).layers, getattr(reduced_model, part).layers)):
+        layer_pairs = zip(getattr(fp32_model, part).layers, getattr(reduced_model, part).layers)
+        for i, (ref_layer, layer) in enumerate(layer_pairs):
             y, _ = ref_layer(x)
             y_reduced, _ = layer(x.to(dtype))
             error = relative_error(y, y_reduced)

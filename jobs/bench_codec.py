@@ -277,7 +277,8 @@ def bench_preset(preset: str | None, args, device: str) -> None:
             variants.append(make_variant(name, base, device))
         except PrecisionError as exc:
             print(f"  ({name}: refused by the precision check, as load_model would: {exc})")
-    print(f"{'preset':7} {'kbps':>5} {'batch':>5} {'variant':12} {'x realtime':>11} {'vs hf':>6} {'agree %':>8} {'q0 %':>8} {'peak MiB':>9}")
+    print(f"{'preset':7} {'kbps':>5} {'batch':>5} {'variant':12} {'x realtime':>11} {'vs hf':>6} "
+          f"{'agree %':>8} {'q0 %':>8} {'peak MiB':>9}")
     for bw in args.bandwidths:
         if bw not in cfg.target_bandwidths:
             print(f"  ({bw} kbps: not a bandwidth of {preset}, skipped)")
@@ -291,8 +292,8 @@ def bench_preset(preset: str | None, args, device: str) -> None:
             rows = [("transformers", t_hf, hf_codes(out, batch, base, x.shape[-1]) if t_hf else None, mem.peak)]
             for v in variants:
                 with PeakMemory(device) as mem, backend_flags(**v.flags):
-                    t, items = guarded_timed(lambda v=v, x=x, bw=bw: v.model.encode(x, bandwidth=bw, max_batch=v.max_batch),
-                                             args.repeats)
+                    t, items = guarded_timed(
+                        lambda v=v, x=x, bw=bw: v.model.encode(x, bandwidth=bw, max_batch=v.max_batch), args.repeats)
                 rows.append((v.name, t, [i.codes for i in items] if t else None, mem.peak))
             for name, t, codes, peak in rows:
                 agree = first = None

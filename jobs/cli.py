@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify", "diff": "jobs.diff", "gpu-check": "jobs.gpu_check.cli"}
+COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify", "diff": "jobs.diff",
+            "gpu-check": "jobs.gpu_check.cli"}
 
 
 def fail(prog: str, exc: BaseException) -> int:

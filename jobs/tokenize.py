@@ -1,4 +1,5 @@
-"""python -m jobs.tokenize --config configs/<preset>.yaml --input <spec> --model <source> --output <dir> [key=value ...]"""
+"""python -m jobs.tokenize --config configs/<preset>.yaml --input <spec> --model <source> --output <dir>
+[key=value ...]"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True,
                    help="directory, glob (**) or brace pattern of audio files or of tars (shard-{000..009}.tar), "
                         "local or fsspec URL; manifest .jsonl/.csv; or hf:<name|dir>")
-    p.add_argument("--model", help="model dir, original .th file, hub id, or random:24khz / random:32khz / random:48khz (overrides config)")
+    p.add_argument("--model", help="model dir, original .th file, hub id, or random:24khz / random:32khz / "
+                                   "random:48khz (overrides config)")
     p.add_argument("--output", required=True, help="output directory or fsspec URL")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. bandwidths=[1.5,6] buckets.num_buckets=4")
     return p

@@ -4,8 +4,8 @@ A check that the tokens plug into language-model training: a small transformer (
 trained on CPU through `TokenLoader` and a codebook pattern, then the mean cross-entropy (nats per
 code) on held-out files against a unigram model of the training codes, with a per-codebook table.
 Held-out rows: the files whose name (the key's last path part, before a `#segment` suffix), hashed
-with `--split-seed`, falls in the `--holdout` fraction, so the segments of one file are on one side. An example, not a trainer:
-no checkpoints, one process.
+with `--split-seed`, falls in the `--holdout` fraction, so the segments of one file are on one side.
+An example, not a trainer: no checkpoints, one process.
 """
 
 from __future__ import annotations

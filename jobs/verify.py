@@ -1,4 +1,5 @@
-"""python -m jobs.verify --tokens <dir> [--count N | --fraction F] [--seed S] [--bandwidths ...] [--model ...] --report <dir>
+"""python -m jobs.verify --tokens <dir> [--count N | --fraction F] [--seed S] [--bandwidths ...] [--model ...]
+    --report <dir>
 
 Exit status: 0 when every check passed, 1 when a threshold failed or a sampled row could not be
 verified (each failure is printed), 2 for bad arguments or an unreadable dataset.

@@ -218,7 +218,8 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
     if not deferred:
         x = resample(x, header.sample_rate, sample_rate, cfg.resample_quality)
     rate = header.sample_rate if deferred else sample_rate
-    segments, rejections = split_segments(sample, np.ascontiguousarray(x.T, dtype=np.float32), rate, source_seconds, cfg)
+    audio = np.ascontiguousarray(x.T, dtype=np.float32)
+    segments, rejections = split_segments(sample, audio, rate, source_seconds, cfg)
     for seg in segments if deferred else []:
         seg.rate = rate
     return segments, rejections

@@ -14,8 +14,8 @@ replaced; its file is tried again up to `AudioConfig.decoder_crash_retries` more
 rejected as `decoder_crash`. A file still decoding after `AudioConfig.decode_timeout_s` has its
 worker killed and is rejected as `decoder_crash` at once (a hang is not retried). A Python
 exception in the child is a bug in our code, not bad data: it is raised in the parent
-(`DecoderError`, naming the key), as is a worker that fails to start START_TRIES times in a row. Children exit when the parent
-goes away (EOF, or a watchdog on the parent pid), and run under RLIMIT_AS as a last guard.
+(`DecoderError`, naming the key), as is a worker that fails to start START_TRIES times in a row.
+Children exit when the parent goes away (EOF, or a watchdog on the parent pid), and run under RLIMIT_AS as a last guard.
 
 Test hook, inert unless set: `AUDIOTOK_TEST_DECODER_FAULTS="segv:<key>,abort:<key>,..."` makes the
 child do that instead of decoding the sample with that exact key. Modes: `segv` (a real SIGSEGV via
@@ -160,7 +160,8 @@ class DecodePool:
                     index = w.task[0]
                     self._replace(n, stats)
                     self._crashed(samples[index], index, tries, todo, results,  # a hang is not retried
-                                  f"decoding took longer than decode_timeout_s {self.cfg.decode_timeout_s}", retry=False)
+                                  f"decoding took longer than decode_timeout_s {self.cfg.decode_timeout_s}",
+                                  retry=False)
 
     def _start(self) -> _Worker:
         for attempt in range(1, START_TRIES + 1):

@@ -35,7 +35,8 @@ def output_length(num_samples: int, rate_in: int, rate_out: int) -> int:
 
 
 @lru_cache(maxsize=32)
-def _filters(rate_in: int, rate_out: int, zeros: int, rolloff: float, beta: float) -> tuple[torch.Tensor, int, int, int]:
+def _filters(rate_in: int, rate_out: int, zeros: int, rolloff: float,
+             beta: float) -> tuple[torch.Tensor, int, int, int]:
     """(filters [up, 1, K] float64, up, down, half width in input samples)."""
     g = math.gcd(rate_in, rate_out)
     up, down = rate_out // g, rate_in // g
@@ -74,7 +75,8 @@ def model_length(segment: Segment, model_rate: int) -> int:
     return output_length(segment.num_samples, segment.rate, model_rate)
 
 
-def batch_at_model_rate(segments: list[Segment], model_rate: int, device: torch.device | str) -> tuple[torch.Tensor, list[int]]:
+def batch_at_model_rate(segments: list[Segment], model_rate: int,
+                        device: torch.device | str) -> tuple[torch.Tensor, list[int]]:
     """Segments -> (x float32 [B, C, longest] on `device`, zero-padded; lengths at the model rate).
 
     Audio already at the model rate is copied as it is; the rest is resampled here, one padded

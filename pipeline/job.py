@@ -15,13 +15,13 @@ from dataclasses import replace
 from typing import Any
 
 from . import sources, verify, writer
-from .sources.common import input_root, normalize
 from .config import JobConfig, to_dict
-from .errors import JobFailed
 from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
+from .errors import JobFailed
+from .sources.common import input_root, normalize
 
 
 def _stderr(message: str) -> None:
@@ -74,7 +74,10 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
         writer.write_provenance(out_dir, replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
         for line in prov.model_sources_skipped:
             log(f"[audiotok] model source skipped: {line.splitlines()[0][:300]}")
-        gpu = f" ({prov.gpu_name})" if prov.gpu_name else " (simulated GPU: encoding on the CPU)" if prov.simulated_gpu else ""
+        if prov.gpu_name:
+            gpu = f" ({prov.gpu_name})"
+        else:
+            gpu = " (simulated GPU: encoding on the CPU)" if prov.simulated_gpu else ""
         log(f"[audiotok] model: {prov.model_source} (sha256 {prov.checkpoint_sha256[:16]}...); "
             f"{placement.count} actor(s) asking {placement.request.describe()}, on {prov.device}{gpu}, "
             f"{prov.torch_threads} torch thread(s), {info.decoder_processes} decoder processes each, "

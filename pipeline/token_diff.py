@@ -282,7 +282,8 @@ def diff_datasets(a: str, b: str, options: DiffOptions = DiffOptions()) -> DiffR
     seen_b: set[str] = set()
     duplicates: set[str] = set()
     for shard in sorted(set(parts_a) | set(parts_b)):
-        for parts, waiting, seen, count in ((parts_a, waiting_a, seen_a, "rows_a"), (parts_b, waiting_b, seen_b, "rows_b")):
+        for parts, waiting, seen, count in ((parts_a, waiting_a, seen_a, "rows_a"),
+                                            (parts_b, waiting_b, seen_b, "rows_b")):
             if shard not in parts:
                 continue
             for row in read_rows(parts[shard], shard):

@@ -10,8 +10,8 @@ import html
 import json
 import os
 
-from .verify import report
 from .token_diff import DiffResult
+from .verify import report
 
 
 def write_diff_report(directory: str, result: DiffResult, max_keys: int = 500) -> dict:

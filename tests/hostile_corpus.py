@@ -173,7 +173,8 @@ EXPECTED = {  # key -> reject reason, or "ok" (tokenized; maybe shorter than the
     "ok-flac": "ok",
     "trunc-flac": "undecodable", "trunc-ogg": "ok", "trunc-mp3": "ok", "trunc-wav": "ok",
     "trunc-flac-head": "undecodable", "trunc-wav-head": "undecodable",
-    "fliphead-flac": "undecodable", "fliphead-ogg": "undecodable", "fliphead-mp3": "undecodable", "fliphead-wav": "undecodable",
+    "fliphead-flac": "undecodable", "fliphead-ogg": "undecodable", "fliphead-mp3": "undecodable",
+    "fliphead-wav": "undecodable",
     "flipframes-flac": "undecodable", "flipframes-ogg": "ok", "flipframes-mp3": "ok", "flipframes-wav": "ok",
     "zero-wav": "empty", "zero-flac": "empty",
     "claims2e31-flac": "too_large", "claims2e31-wav": "ok",
@@ -227,7 +228,8 @@ def build(directory: str | os.PathLike) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     markers = [str(root / "PWNED-pickle"), str(root / "PWNED-shell")]
     write_tar(root / "hostile-000.tar", _members(markers[0]))
-    whole = write_tar(root / "hostile-tmp.tar", [("a.flac", (CORPUS / FLAC).read_bytes()), ("b.wav", (CORPUS / WAV).read_bytes())])
+    whole = write_tar(root / "hostile-tmp.tar",
+                      [("a.flac", (CORPUS / FLAC).read_bytes()), ("b.wav", (CORPUS / WAV).read_bytes())])
     (root / "hostile-tmp.tar").unlink()
     (root / "hostile-001.tar").write_bytes(whole[: len(whole) // 3])  # cut inside a member
     (root / "ok.flac").write_bytes((CORPUS / FLAC).read_bytes())
@@ -252,7 +254,8 @@ def build(directory: str | os.PathLike) -> dict:
     expected = dict(EXPECTED)
     expected.update({"m-ok": "ok", "m-pipe": "unsafe_member", "m-pipe-cmd": "unsafe_member", "m-data": "unsafe_member",
                      "m-chained": "unsafe_member", "m-ftp": "unsafe_member", "m-missing": "undecodable",
-                     "m-directory": "undecodable", "m-dev-zero": "unsafe_member", "m-fifo": "unsafe_member", "m-no-path": "missing_audio",
+                     "m-directory": "undecodable", "m-dev-zero": "unsafe_member", "m-fifo": "unsafe_member",
+                     "m-no-path": "missing_audio",
                      "m-ok~dup1": "duplicate_key"})
     cut_id = shard_id_for(str(root / "hostile-001.tar"))
     expected[cut_id] = "shard_unreadable"

@@ -93,7 +93,8 @@ def run_all(args) -> int:
     for section, rows in (("agreement", lambda f: codec_rows.agreement_rows(f, device)),
                           ("invariance", lambda f: codec_rows.invariance_rows(f, device, sizes)),
                           ("determinism", lambda f: codec_rows.determinism_rows(f, device, sizes)),
-                          ("memory", lambda f: profile_rows.memory_rows(f, device, sizes.budget_scale, sizes.max_item_s)),
+                          ("memory",
+                           lambda f: profile_rows.memory_rows(f, device, sizes.budget_scale, sizes.max_item_s)),
                           ("profile", lambda f: profile_rows.profile_rows(f, device, sizes.profile_batch))):
         for preset in PRESETS:
             run.with_model(section, preset, fitted, rows, needs_s=3)
@@ -106,8 +107,8 @@ def run_all(args) -> int:
         for resample_on in ("decoder", "actor"):
             run("e2e", f"{kind}: ours, resample_on {resample_on}",
                 lambda s=state, r=resample_on: e2e_rows.ours_rows(s, r, gpu=not cpu), needs_s=30)
-        run("e2e", f"{kind}: verify our output", lambda s=state: e2e_rows.verify_row(s, sizes.verify_rows, not cpu, sizes.verify_bandwidths),
-            needs_s=10)
+        run("e2e", f"{kind}: verify our output",
+            lambda s=state: e2e_rows.verify_row(s, sizes.verify_rows, not cpu, sizes.verify_bandwidths), needs_s=10)
     for name in sorted(sizes.variants, key=lambda n: n == "compile"):  # compile last: it takes longest
         for preset in PRESETS:
             run.with_model("variants", preset, fitted, lambda f, n=name: codec_rows.variant_rows(f, device, n),

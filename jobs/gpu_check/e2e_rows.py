@@ -44,7 +44,10 @@ class E2E:
 
 def _usage(run: bench_e2e.Run) -> str:
     u = run.usage
-    gpu = f"GPU busy {u.gpu.busy_pct:.0f} %, GPU mem {u.gpu.peak_mem_mib:.0f} MiB" if u.gpu else f"GPU n/a ({u.gpu_missing})"
+    if u.gpu:
+        gpu = f"GPU busy {u.gpu.busy_pct:.0f} %, GPU mem {u.gpu.peak_mem_mib:.0f} MiB"
+    else:
+        gpu = f"GPU n/a ({u.gpu_missing})"
     cpu = "CPU n/a" if u.cpu_busy_pct is None else f"CPU busy {u.cpu_busy_pct:.0f} % of {os.cpu_count()} cores"
     startup = "n/a" if run.startup_s is None else f"{run.startup_s:.1f} s"
     return f"{gpu}; {cpu}; start-up {startup}; wall {run.wall_s:.1f} s; padding {100 * run.padding_waste:.1f} %"
@@ -54,7 +57,8 @@ def _run_data(run: bench_e2e.Run) -> dict:
     u = run.usage
     return {"realtime": run.realtime, "steady_realtime": run.steady_realtime, "startup_s": run.startup_s,
             "wall_s": run.wall_s, "audio_s": run.audio_s, "rows": run.rows, "gpus": run.gpus,
-            "gpu_busy_pct": u.gpu.busy_pct if u.gpu else None, "gpu_peak_mem_mib": u.gpu.peak_mem_mib if u.gpu else None,
+            "gpu_busy_pct": u.gpu.busy_pct if u.gpu else None,
+            "gpu_peak_mem_mib": u.gpu.peak_mem_mib if u.gpu else None,
             "cpu_busy_pct": u.cpu_busy_pct, "padding_waste": run.padding_waste, "peak_rss": run.peak_rss}
 
 

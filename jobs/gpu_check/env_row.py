@@ -27,7 +27,8 @@ def probe() -> dict:
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic}
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic}
     device = resolve_device("auto")
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
@@ -43,14 +44,17 @@ def _fp32_errors(device: str) -> dict:
     import torch
 
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(512, 512, generator=g, dtype=torch.float64), torch.randn(512, 512, generator=g, dtype=torch.float64)
-    x, w = torch.randn(4, 64, 4096, generator=g, dtype=torch.float64), torch.randn(64, 64, 7, generator=g, dtype=torch.float64)
+    a = torch.randn(512, 512, generator=g, dtype=torch.float64)
+    b = torch.randn(512, 512, generator=g, dtype=torch.float64)
+    x = torch.randn(4, 64, 4096, generator=g, dtype=torch.float64)
+    w = torch.randn(64, 64, 7, generator=g, dtype=torch.float64)
 
     def rel(exact, approx):
         return float((exact - approx.double().cpu()).norm() / exact.norm())
 
     return {"matmul": rel(a @ b, a.float().to(device) @ b.float().to(device)),
-            "conv1d": rel(torch.nn.functional.conv1d(x, w), torch.nn.functional.conv1d(x.float().to(device), w.float().to(device)))}
+            "conv1d": rel(torch.nn.functional.conv1d(x, w),
+                          torch.nn.functional.conv1d(x.float().to(device), w.float().to(device)))}
 
 
 @ray.remote

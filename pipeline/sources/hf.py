@@ -90,7 +90,8 @@ def read_hf(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
         except StopIteration:
             return
         except Exception as exc:  # datasets / pyarrow / fsspec raise many types for unreadable data
-            raise ShardReadError(f"shard {shard.shard_id} ({shard.url}) row {index}: {type(exc).__name__}: {exc}") from exc
+            raise ShardReadError(f"shard {shard.shard_id} ({shard.url}) row {index}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         yield _row_sample(row, index, shard, seen, cfg)
 
 

@@ -22,6 +22,7 @@ from ..records import Sample, Shard
 from .common import ShardReadError, dedupe, derive_key, ext_of, fetch, is_remote, keep_meta, shard_id_for
 from .timed_read import open_timed
 
+
 @dataclass(frozen=True)
 class ManifestRows:
     """Options of a manifest shard: `rows` records from byte `offset` (row index `first_row`) of

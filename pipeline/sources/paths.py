@@ -101,7 +101,8 @@ def choose(m: Matches) -> str:
 
 def summary(m: Matches, kind: str) -> str:
     """One line for the job's log: what `m` holds and what is tokenized."""
-    line = f"{m.spec}: {m.counts()}; tokenizing the {'tars as webdataset shards' if kind == 'webdataset' else 'audio files'}"
+    what = "tars as webdataset shards" if kind == "webdataset" else "audio files"
+    line = f"{m.spec}: {m.counts()}; tokenizing the {what}"
     tables = sorted({f.rsplit("/", 1)[-1] for f in m.files} & {"metadata.csv", "metadata.jsonl"})
     if kind == "audio_files" and tables:
         line += f" ({' and '.join(tables)} not read: hf:<dir> reads an audiofolder's metadata table)"

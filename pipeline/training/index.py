@@ -73,7 +73,10 @@ class RowIndex:
         digest = hashlib.sha256("\n".join(keys).encode())
         for part_frames in frames:
             digest.update(part_frames.tobytes())
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64))
+
+        def cat(xs):
+            return np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)
+
         return cls(str(path), files, cat(file_of), cat(row_in_file), cat(frames), tuple(keys), tuple(starts),
                    n_q, tuple(columns), digest.hexdigest()[:16], None if card is None else int(card))
 

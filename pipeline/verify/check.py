@@ -65,7 +65,8 @@ class Checker:
             self._shards = {}
             if self.settings.input_spec:
                 try:
-                    self._shards = {s.url: s for s in sources.list_shards(self.settings.input_spec, self.settings.source)}
+                    listed = sources.list_shards(self.settings.input_spec, self.settings.source)
+                    self._shards = {s.url: s for s in listed}
                 except (ValueError, OSError):
                     pass  # input moved or gone: fall back to the row's own source URL
         return self._shards.get(url) or Shard(shard_id_for(url), url, "webdataset")

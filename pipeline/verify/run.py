@@ -123,7 +123,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         r.pop("media", None)
     failures = threshold_failures(results, thresholds)
     if not rows:
-        failures.insert(0, f"no rows to verify ({len(keys)} committed rows, count={count}, fraction={options.fraction})")
+        failures.insert(0, f"no rows to verify ({len(keys)} committed rows, count={count}, "
+                           f"fraction={options.fraction})")
     summary = {
         "passed": not failures, "failures": failures, "tokens": str(tokens), "path": "inline" if not use_ray else "ray",
         "rows_total": len(keys), "rows_sampled": len(rows), "seed": options.seed,

@@ -80,12 +80,15 @@ def _as_original_state(model):
     transposed = {i for i, layer in enumerate(model.decoder.layers) if isinstance(layer, PaddedConvTranspose1d)}
     out = {}
     for key, value in state.items():
-        key = key.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        key = key.replace("parametrizations.weight.original0", "weight_g")
+        key = key.replace("parametrizations.weight.original1", "weight_v")
         key = re.sub(r"^quantizer\.layers\.(\d+)\.codebook\.", r"quantizer.vq.layers.\1._codebook.", key)
         layer = re.match(r"^decoder\.layers\.(\d+)\.(conv|norm)\.(weight_[gv]|weight|bias)$", key)
         if layer and int(layer.group(1)) in transposed:
-            key = f"decoder.model.{layer.group(1)}.convtr.{'convtr' if layer.group(2) == 'conv' else 'norm'}.{layer.group(3)}"
-        key = re.sub(r"^(encoder|decoder)\.layers\.(\d+)\.(block\.\d+\.|shortcut\.)?(conv|norm)\.", r"\1.model.\2.\3conv.\4.", key)
+            part = "convtr" if layer.group(2) == "conv" else "norm"
+            key = f"decoder.model.{layer.group(1)}.convtr.{part}.{layer.group(3)}"
+        key = re.sub(r"^(encoder|decoder)\.layers\.(\d+)\.(block\.\d+\.|shortcut\.)?(conv|norm)\.",
+                     r"\1.model.\2.\3conv.\4.", key)
         key = re.sub(r"^(encoder|decoder)\.layers\.(\d+)\.lstm\.", r"\1.model.\2.lstm.", key)
         out[key] = value
     return out

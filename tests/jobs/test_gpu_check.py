@@ -12,7 +12,7 @@ import torch
 from jobs.gpu_check import profile_rows, sizes
 from jobs.gpu_check.codec_rows import mixed_batch
 from jobs.gpu_check.table import Check, Report, format_table
-from tests.conftest import CORPUS, REPO
+from tests.conftest import CORPUS, REPO, REQUIRE_CORPUS
 
 
 def test_guarded_rows_report_oom_errors_and_time_budget(tmp_path):

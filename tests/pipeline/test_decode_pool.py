@@ -20,9 +20,11 @@ FILES = ["speech/librivox_0890_16k.flac", "music/asc_frontiers_30s_22k_orig.mp3"
 
 
 def samples(*keys):
-    out = [Sample(f"k{i}", "src", corpus_file(p).read_bytes(), p.rsplit(".", 1)[1], {"text": p}) for i, p in enumerate(FILES)]
+    out = [Sample(f"k{i}", "src", corpus_file(p).read_bytes(), p.rsplit(".", 1)[1], {"text": p})
+           for i, p in enumerate(FILES)]
     out += [Sample(k, "src", corpus_file(FILES[0]).read_bytes(), "flac") for k in keys]
-    out += [Sample("junk", "src", b"not audio" * 100, "wav"), Sample("told", "src", None, "", {}, ("unsafe_member", "x"))]
+    out += [Sample("junk", "src", b"not audio" * 100, "wav"),
+            Sample("told", "src", None, "", {}, ("unsafe_member", "x"))]
     return out
 
 
@@ -47,7 +49,8 @@ def test_same_results_as_decoding_in_process(rate, channels):
         want_segments, want_rejections = audio_prep.prepare(sample, cfg, rate, channels)
         assert [(s.key, s.start_s, s.duration_s, s.meta) for s in segments] == \
                [(s.key, s.start_s, s.duration_s, s.meta) for s in want_segments]
-        assert all(np.array_equal(a.audio, b.audio) and a.audio.flags.writeable for a, b in zip(segments, want_segments))
+        assert all(np.array_equal(a.audio, b.audio) and a.audio.flags.writeable
+                   for a, b in zip(segments, want_segments))
         assert [(r.key, r.reason) for r in rejections] == [(r.key, r.reason) for r in want_rejections]
 
 
@@ -62,7 +65,8 @@ def test_crashing_file_is_retried_then_rejected_and_the_rest_decoded(faults):
     out = {s.key: r for s, r in zip(batch, results)}
     for key, code in (("crash-segv", -11), ("crash-abort", -6)):
         (rejection,) = out[key][1]
-        assert rejection.reason == "decoder_crash" and f"exit code {code}" in rejection.detail and "try 3" in rejection.detail
+        assert rejection.reason == "decoder_crash"
+        assert f"exit code {code}" in rejection.detail and "try 3" in rejection.detail
     assert len(out["crash-once"][0]) == 1 and not out["crash-once"][1]
     assert all(out[f"k{i}"][0] for i in range(4)) and out["junk"][1][0].reason == "undecodable"
     assert stats["decoder_restarts"] == 3 + 3 + 1  # one replaced process per crash, nothing else

@@ -115,7 +115,8 @@ def test_job_with_resampling_on_the_actor(tmp_path):
             worker.close()
         import pyarrow.parquet as pq
 
-        rows[where] = {r["key"]: r for r in pq.read_table(out / writer.part_name("tokens", records[0].shard_id)).to_pylist()}
+        table = pq.read_table(out / writer.part_name("tokens", records[0].shard_id))
+        rows[where] = {r["key"]: r for r in table.to_pylist()}
         assert info.resampler["library"] == ("soxr" if where == "decoder" else "audiotok.device_resample")
         # verify re-reads the originals and resamples them as the job did: the same codes again
         writer.write_provenance(str(out), replace(info, job_config=to_dict(cfg), input=spec).to_json())

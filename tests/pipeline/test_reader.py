@@ -15,8 +15,8 @@ import torch
 from codec import EncodedItem, random_model, save_model
 from pipeline import reader, schema, writer
 from pipeline.config import OutputConfig
-from pipeline.records import ShardRecord
 from pipeline.reader import TokenDataset, collate, to_transformers
+from pipeline.records import ShardRecord
 from tests.conftest import REPO
 
 N_Q = {"1.5": 2, "6.0": 8}

@@ -13,7 +13,8 @@ from pipeline.rejects import REASONS
 from tests.conftest import REPO, corpus_file
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("train_")),
+@pytest.mark.parametrize("path",
+                         sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("train_")),
                          ids=lambda p: p.name)  # train_*.yaml: codec training configs (tests/codec/test_tiny_model.py)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
@@ -41,7 +42,8 @@ def test_prepare_resamples_and_mixes_real_audio():
 
 def test_segmenting_keys_and_positions():
     data = corpus_file("speech/librivox_0870_16k.wav").read_bytes()  # 7.1 s
-    segs, rejects = audio_prep.prepare(_sample(data, key="a"), AudioConfig(max_duration_s=3.0, min_duration_s=1.5), 16000, 1)
+    cfg = AudioConfig(max_duration_s=3.0, min_duration_s=1.5)
+    segs, rejects = audio_prep.prepare(_sample(data, key="a"), cfg, 16000, 1)
     assert [(s.key, s.start_s, round(s.duration_s, 3)) for s in segs] == [("a#0", 0.0, 3.0), ("a#1", 3.0, 3.0)]
     assert [(r.key, r.reason) for r in rejects] == [("a#2", "too_short")]
 
@@ -71,5 +73,6 @@ def test_rejections(make, reason):
 def test_decompression_budget_is_enforced():
     silence = io.BytesIO()
     sf.write(silence, np.zeros(16000 * 60, np.float32), 16000, format="FLAC")  # 60 s of silence: tiny FLAC
-    segs, rejects = audio_prep.prepare(_sample(silence.getvalue(), "flac"), AudioConfig(max_decoded_bytes=1_000_000), 16000, 1)
+    cfg = AudioConfig(max_decoded_bytes=1_000_000)
+    segs, rejects = audio_prep.prepare(_sample(silence.getvalue(), "flac"), cfg, 16000, 1)
     assert not segs and rejects[0].reason == "too_large"

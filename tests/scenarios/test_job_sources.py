@@ -47,7 +47,8 @@ def assert_rows_match_transformers(cfg, out, tmp_path, meta=None):
     with torch_threads(cfg.cpus_per_actor):  # the actor's thread count: reductions depend on it
         for key, rel in FILES.items():
             data = corpus_file(rel).read_bytes()
-            (seg,), _ = audio_prep.prepare(Sample(key, "x", data, rel.rsplit(".", 1)[1]), cfg.audio, c.sampling_rate, c.audio_channels)
+            sample = Sample(key, "x", data, rel.rsplit(".", 1)[1])
+            (seg,), _ = audio_prep.prepare(sample, cfg.audio, c.sampling_rate, c.audio_channels)
             expected, _, out_ref = transformers_codes(ref, torch.from_numpy(seg.audio), max(cfg.bandwidths))
             row = found[key]
             assert torch.equal(torch.tensor(row["codes"]), expected), key

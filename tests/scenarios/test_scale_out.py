@@ -27,7 +27,8 @@ def _shards(root):
 
 
 def _rows(out):
-    return sorted((r["key"], str(r["codes"])) for r in pads.dataset(out / "tokens").to_table(columns=["key", "codes"]).to_pylist())
+    table = pads.dataset(out / "tokens").to_table(columns=["key", "codes"])
+    return sorted((r["key"], str(r["codes"])) for r in table.to_pylist())
 
 
 def test_three_nodes_same_rows_as_one(tmp_path):

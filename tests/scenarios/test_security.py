@@ -106,7 +106,8 @@ def test_secret_in_storage_options_is_never_printed_logged_or_written(tmp_path):
         printed = []
         for spec in inputs:  # a full run (rows, rejects, progress) and one that fails on its input
             done = subprocess.run([sys.executable, "-m", "jobs.tokenize", "--config", str(config), "--input", spec,
-                                   "--output", str(out)], cwd=REPO, env=env, capture_output=True, timeout=300, check=False)
+                                   "--output", str(out)],
+                                  cwd=REPO, env=env, capture_output=True, timeout=300, check=False)
             printed.append(done.stdout + done.stderr)
         assert b'"rows": 7' in printed[0] and b"do not exist" in printed[1]
         written = [p for root in (out, temp) for p in root.rglob("*") if p.is_file() and not p.is_symlink()]

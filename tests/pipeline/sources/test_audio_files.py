@@ -139,7 +139,8 @@ def test_directory_with_tars_and_audio_files(tmp_path):
     lines = []
     shards = list_shards(f"{root}/**/*.tar", SourceConfig(), lines.append)
     assert [(s.url, s.kind) for s in shards] == [(f"{root}/shards/s-0.tar", "webdataset")]
-    assert lines == [f"[audiotok] {root}/**/*.tar: 1 tar files, 0 audio files; tokenizing the tars as webdataset shards"]
+    assert lines == [f"[audiotok] {root}/**/*.tar: 1 tar files, 0 audio files; "
+                     "tokenizing the tars as webdataset shards"]
     assert [s.key for s in read(f"{root}/**/*.flac")[1]] == ["spk1/ch1/0001"]
     # a file named explicitly is a tar whatever its extension, as before audio files were a kind
     (root / "shards" / "s-0.tar").rename(root / "shards" / "s-0.bin")
@@ -160,7 +161,8 @@ def test_specs_matching_no_audio_and_no_tar_are_errors(tmp_path):
         "memory://audiotok-none/**/*.flac": "(0 tar files, 0 audio files)",
     }
     for spec, found in cases.items():
-        with pytest.raises(InputError, match=re.escape(f"input {spec!r} matches 0 files to tokenize {found}; accepted:")):
+        message = f"input {spec!r} matches 0 files to tokenize {found}; accepted:"
+        with pytest.raises(InputError, match=re.escape(message)):
             list_shards(spec, SourceConfig())
     with pytest.raises(ValueError, match=r"accepted: webdataset tars \(.tar, .tar.gz.*\) or audio files \(.aif, .aifc"):
         list_shards(str(tmp_path / "empty"), SourceConfig())

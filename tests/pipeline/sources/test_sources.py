@@ -353,7 +353,8 @@ def test_hf_hub_code_path_with_a_local_builder(monkeypatch, tmp_path):
     files = []
     for i, rel in enumerate((FLAC, WAV)):
         files.append(str(tmp_path / f"part{i}.parquet"))
-        hf_dataset([({"bytes": audio(rel), "path": f"utt{i}.{rel.rsplit('.', 1)[1]}"}, f"t{i}", "s")]).to_parquet(files[-1])
+        row = {"bytes": audio(rel), "path": f"utt{i}.{rel.rsplit('.', 1)[1]}"}
+        hf_dataset([(row, f"t{i}", "s")]).to_parquet(files[-1])
     real = datasets.load_dataset
 
     def hub_stand_in(name, config=None, **kwargs):  # what the Hub would serve, from local Parquet files

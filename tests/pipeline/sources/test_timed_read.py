@@ -16,11 +16,10 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline import shard_worker
-from pipeline.sources import common
 from pipeline.config import SourceConfig
 from pipeline.errors import BadInputError
 from pipeline.records import Rejection
-from pipeline.sources import ShardReadError, list_shards, read_shard
+from pipeline.sources import ShardReadError, common, list_shards, read_shard
 from pipeline.sources.timed_read import CHUNK_BYTES, ReadStalled, call_with_deadline, open_timed
 from tests.conftest import corpus_file
 from tests.hostile_corpus import write_tar
@@ -50,7 +49,8 @@ class StallingFS(MemoryFileSystem):
     protocol = "stallfs"
     store: ClassVar[dict] = {}
     pseudo_dirs: ClassVar[list] = [""]
-    plan: ClassVar[dict[str, list]] = {}  # path -> [offset where reads block (None: the open blocks), opens left to stall]
+    # path -> [offset where reads block (None: the open blocks), opens left to stall]
+    plan: ClassVar[dict[str, list]] = {}
     opens: ClassVar[dict[str, int]] = {}
     release = threading.Event()
 

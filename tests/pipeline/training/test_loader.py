@@ -15,8 +15,8 @@ def tokens(tmp_path_factory):
     out = tmp_path_factory.mktemp("tokens")
     rows = write_tokens(out, [9, 14, 0, 6], seed=3)
     # a part without a manifest record (a crashed or running job): never read
-    pq_table = schema.tokens_table([schema.TokenRow("ghost", "g", np.zeros((8, 5), dtype=np.int64), 1600, 0, None, 0.0, 0.1)],
-                                   ["text", "caption"])
+    ghost = schema.TokenRow("ghost", "g", np.zeros((8, 5), dtype=np.int64), 1600, 0, None, 0.0, 0.1)
+    pq_table = schema.tokens_table([ghost], ["text", "caption"])
     import pyarrow.parquet as pq
 
     pq.write_table(pq_table, out / "tokens" / "part-ghost.parquet")

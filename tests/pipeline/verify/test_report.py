@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipeline.verify import report, report_media
 from pipeline.config import VerifyConfig
+from pipeline.verify import report, report_media
 from pipeline.verify.thresholds import badness, threshold_failures
 
 

@@ -241,8 +241,8 @@ def test_report_loads_in_headless_chromium(report, tmp_path):
     assert durations == {round(r["num_samples"] / 24000, 3) for r in items}
     assert probe["svgs"] == 4 and probe["rows"] == 1 + len(items)
     shot = report / "screenshot.png"
-    _chromium(["--hide-scrollbars", "--window-size=1400,2400", f"--screenshot={shot}", (report / "index.html").as_uri()],
-              tmp_path / "p2")
+    _chromium(["--hide-scrollbars", "--window-size=1400,2400", f"--screenshot={shot}",
+               (report / "index.html").as_uri()], tmp_path / "p2")
     assert shot.stat().st_size > 20000
     if os.environ.get("AUDIOTOK_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["AUDIOTOK_KEEP_SCREENSHOT"])
