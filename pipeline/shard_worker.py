@@ -6,6 +6,7 @@ worker processes (`decode_pool.DecodePool`; 0: the actor's share of the node's c
 while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). A
 commit that fails removes the shard's part files it already moved into place, so readers never
 see a shard without its manifest record.
+Named fault stages (`pipeline.faults`): after_decode, during_encode.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from codec import EncodecModel
 
-from . import buckets, schema, sources, writer
+from . import buckets, faults, schema, sources, writer
 from .config import JobConfig
 from .decode_pool import DecodePool, default_processes
 from .device_resample import batch_at_model_rate, model_length
@@ -92,8 +93,9 @@ class ShardTokenizer:
         if self.cfg.strict and prepared.rejections:
             first = prepared.rejections[0]
             raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
+        faults.maybe_fault("after_decode", shard.shard_id)
         encode_started = time.time()
-        rows, stats = self._encode(prepared.segments)
+        rows, stats = self._encode(prepared.segments, shard.shard_id)
         encode_seconds = time.time() - encode_started
         by_reason: dict[str, int] = {}
         for r in prepared.rejections:
@@ -134,7 +136,8 @@ class ShardTokenizer:
         prepared.read_seconds = time.time() - started
         return prepared
 
-    def _encode(self, segments: list[Segment]) -> tuple[list[schema.TokenRow], EncodeStats]:
+    def _encode(self, segments: list[Segment], shard_id: str = "") -> tuple[list[schema.TokenRow],
+                                                                             EncodeStats]:
         if not segments:
             return [], EncodeStats()
         cfg = self.cfg.buckets
@@ -154,7 +157,9 @@ class ShardTokenizer:
                                        multiple=self.model.config.hop_length)
         padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
         rows: list[schema.TokenRow | None] = [None] * len(segments)
-        for batch in batches:
+        for number, batch in enumerate(batches):
+            if number == 1:
+                faults.maybe_fault("during_encode", shard_id)
             x, batch_lengths = batch_at_model_rate([segments[i] for i in batch], rate, self.model.device)
             items = self.model.encode(x, batch_lengths, bandwidth=max(self.cfg.bandwidths), max_batch=max_chunks)
             for i, item in zip(batch, items):
