@@ -12,10 +12,10 @@ One rule per line (or comma-separated):
     action@stage[:pattern][>items][#times]
 
     action   kill       SIGKILL the current process (an actor; at `decode`, a decoder process)
-             killgroup  SIGKILL the current process group (a job started in its own session:
-                        driver, local Ray, actors and decoders together)
+             killsession  SIGKILL every process of the current session: for a job started in its
+                        own session (setsid), the driver, its local Ray, actors and decoders together
              oom        raise torch.cuda.OutOfMemoryError
-             raise      raise PlantedFault (a bug in our code, as far as the pipeline can tell)
+             raise      raise PlantedError (a bug in our code, as far as the pipeline can tell)
              pause      sleep until killed (a stuck actor, for a test to act on)
     stage    after_decode     shard_worker: the shard's audio is decoded, before encoding
              during_encode    shard_worker: after the first of two or more batches
@@ -43,13 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "AUDIOTOK_TEST_FAULTS"
-ACTIONS = ("kill", "killgroup", "oom", "raise", "pause")
+ACTIONS = ("kill", "killsession", "oom", "raise", "pause")
 STAGES = ("after_decode", "during_encode", "encode_oom", "between_renames", "decode")
 _RULE = re.compile(r"(?P<action>\w+)@(?P<stage>\w+)(?::(?P<pattern>[^>#]+))?(?:>(?P<above>\d+))?"
                    r"(?:#(?P<times>\d+|all))?")
 
 
-class PlantedFault(RuntimeError):
+class PlantedError(RuntimeError):
     """The `raise` action: stands for a bug in our code at a named stage."""
 
 
@@ -166,18 +166,32 @@ def _claim(root: Path, index: int, rule: Rule, stage: str, name: str, items: int
     return False
 
 
+def _kill_session() -> None:
+    """SIGKILL every other process of this session (Ray puts each worker in a process group of its
+    own, but all stay in the driver's session), then this one."""
+    session = os.getsid(0)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if os.getsid(int(entry)) == session:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                continue
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _act(rule: Rule, stage: str, name: str) -> None:
     what = f"planted fault {format_rule(rule)} at {stage} of {name!r} ({ENV})"
     if rule.action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    elif rule.action == "killgroup":
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+    elif rule.action == "killsession":
+        _kill_session()
     elif rule.action == "oom":
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory: {what}")
     elif rule.action == "raise":
-        raise PlantedFault(what)
+        raise PlantedError(what)
     elif rule.action == "pause":
         while True:
             time.sleep(1.0)

@@ -45,9 +45,9 @@ def test_pattern_items_and_times(planted, tmp_path):
     root = planted("raise@during_encode:s-00[12]#2", "oom@encode_oom:*>2#all")
     for name in ("s-003", "s-010"):
         faults.maybe_fault("during_encode", name)  # no match
-    with pytest.raises(faults.PlantedFault, match="s-001"):
+    with pytest.raises(faults.PlantedError, match="s-001"):
         faults.maybe_fault("during_encode", "s-001")
-    with pytest.raises(faults.PlantedFault, match="s-002"):
+    with pytest.raises(faults.PlantedError, match="s-002"):
         faults.maybe_fault("during_encode", "s-002")
     faults.maybe_fault("during_encode", "s-001")  # its 2 firings are spent
     import torch
@@ -63,7 +63,7 @@ def test_pattern_items_and_times(planted, tmp_path):
         [("oom@encode_oom:*>2#all", "s-001", 3, os.getpid())] * 3
     faults.plant(root, "raise@during_encode:s-001")  # planting again forgets the firings
     assert faults.fired(root) == []
-    with pytest.raises(faults.PlantedFault):
+    with pytest.raises(faults.PlantedError):
         faults.maybe_fault("during_encode", "s-001")
 
 
@@ -88,12 +88,14 @@ def test_kill_once_and_kill_every_time_across_processes(tmp_path):
     assert len(faults.fired(tmp_path)) == 3
 
 
-def test_killgroup_kills_the_whole_process_group(tmp_path):
-    faults.plant(tmp_path, "killgroup@between_renames")
+def test_killsession_kills_every_process_of_the_session(tmp_path):
+    """As a Ray actor: the process that fires is in a process group of its own, inside the job's session."""
+    faults.plant(tmp_path, "killsession@between_renames")
     env = {**os.environ, faults.ENV: str(tmp_path), "PYTHONPATH": str(REPO)}
     script = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
-              "\"from pipeline import faults; faults.maybe_fault('between_renames', 's')\"]); p.wait(); "
-              "print('parent survived')")
+              "\"from pipeline import faults; faults.maybe_fault('between_renames', 's')\"], process_group=0); "
+              "p.wait(); print('parent survived')")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60, start_new_session=True, check=False)
     assert proc.returncode == -signal.SIGKILL and "survived" not in proc.stdout
+    assert len(faults.fired(tmp_path)) == 1  # the child fired; the parent, in another group, died with it

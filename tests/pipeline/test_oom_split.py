@@ -121,7 +121,7 @@ def test_oom_on_one_item_fails_as_before(worker, shard, tmp_path, planted):
 
 def test_other_errors_are_not_retried(worker, shard, tmp_path, planted):
     root = planted("raise@encode_oom#all")
-    with pytest.raises(faults.PlantedFault):
+    with pytest.raises(faults.PlantedError):
         tokenize(worker, shard, tmp_path, 4)
     assert len(faults.fired(root)) == 1
     assert not (tmp_path / "_manifest").exists()
