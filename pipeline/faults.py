@@ -15,6 +15,8 @@ One rule per line (or comma-separated):
              killsession  SIGKILL every process of the current session: for a job started in its
                         own session (setsid), the driver, its local Ray, actors and decoders together
              oom        raise torch.cuda.OutOfMemoryError
+             cudafatal  raise the error torch raises after an illegal memory access (a CUDA context
+                        that is unusable from then on: `cuda_errors.is_fatal_cuda_error` is true)
              raise      raise PlantedError (a bug in our code, as far as the pipeline can tell)
              pause      sleep until killed (a stuck actor, for a test to act on)
     stage    after_decode     shard_worker: the shard's audio is decoded, before encoding
@@ -43,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "AUDIOTOK_TEST_FAULTS"
-ACTIONS = ("kill", "killsession", "oom", "raise", "pause")
+ACTIONS = ("kill", "killsession", "oom", "cudafatal", "raise", "pause")
 STAGES = ("after_decode", "during_encode", "encode_oom", "between_renames", "decode")
 _RULE = re.compile(r"(?P<action>\w+)@(?P<stage>\w+)(?::(?P<pattern>[^>#]+))?(?:>(?P<above>\d+))?"
                    r"(?:#(?P<times>\d+|all))?")
@@ -190,6 +192,11 @@ def _act(rule: Rule, stage: str, name: str) -> None:
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory: {what}")
+    elif rule.action == "cudafatal":
+        import torch
+
+        error = getattr(torch, "AcceleratorError", RuntimeError)  # torch >= 2.8
+        raise error(f"CUDA error: an illegal memory access was encountered\n{what}")
     elif rule.action == "raise":
         raise PlantedError(what)
     elif rule.action == "pause":

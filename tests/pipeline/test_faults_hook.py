@@ -41,6 +41,15 @@ def test_unset_or_without_rules_does_nothing(tmp_path, monkeypatch):
         faults.maybe_fault("after_decod", "s-1")
 
 
+def test_cudafatal_raises_what_a_poisoned_context_raises(planted):
+    from pipeline.cuda_errors import is_fatal_cuda_error, is_out_of_memory
+
+    planted("cudafatal@during_encode:s-1")
+    with pytest.raises(RuntimeError, match="illegal memory access") as raised:
+        faults.maybe_fault("during_encode", "s-1")
+    assert is_fatal_cuda_error(raised.value) and not is_out_of_memory(raised.value)
+
+
 def test_pattern_items_and_times(planted, tmp_path):
     root = planted("raise@during_encode:s-00[12]#2", "oom@encode_oom:*>2#all")
     for name in ("s-003", "s-010"):
