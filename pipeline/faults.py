@@ -21,8 +21,8 @@ One rule per line (or comma-separated):
              pause      sleep until killed (a stuck actor, for a test to act on)
     stage    after_decode     shard_worker: the shard's audio is decoded, before encoding
              during_encode    shard_worker: after the first of two or more batches
-             encode_oom       shard_worker: before each forward-pass group of a batch
-                              (items: the largest forward pass, in items or chunks)
+             encode_oom       shard_worker: before each attempt to encode a batch (items: its
+                              largest forward pass, in items or chunks, at the current limit)
              between_renames  writer.commit_shard: the parts are in place, the manifest record not
              decode           decoder process: before decoding a sample (name: the sample's key)
     pattern  fnmatch pattern over the name (a shard id, or a key at `decode`); default `*`
