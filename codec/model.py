@@ -143,14 +143,30 @@ class EncodecModel(nn.Module):
         latents, _ = self.encoder(x, lengths)
         return self.quantizer.encode(latents.float(), n_q)
 
-    def _sub_batches(self, items: list, length: int, max_batch: int | None = None):
-        """Split work into forward passes. On the CPU one item (chunk) per pass is the default: it was
-        the fastest there (README, "Codec speed and agreement")."""
+    def _per_call(self, length: int, max_batch: int | None = None) -> int:
+        """Items (chunks) of `length` samples per forward pass. On the CPU one per pass is the default:
+        it was the fastest there (README, "Codec speed and agreement")."""
         per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * self.config.num_filters * 2))
         if max_batch is None and self.device.type == "cpu":
             max_batch = 1
         if max_batch:
             per_call = min(per_call, max_batch)
+        return per_call
+
+    def largest_forward_pass(self, lengths: list[int], padded: int, max_batch: int | None = None) -> int:
+        """Most items (chunked models: chunks) one forward pass of `encode` takes for a batch of
+        `lengths` padded to `padded` samples, with this `max_batch`."""
+        if self.config.chunk_length is None:
+            return min(len(lengths), self._per_call(padded, max_batch))
+        counts: dict[int, int] = defaultdict(int)
+        for n in lengths:
+            for _, chunk in self.chunk_spans(n):
+                counts[chunk] += 1
+        return max(min(count, self._per_call(chunk, max_batch)) for chunk, count in counts.items())
+
+    def _sub_batches(self, items: list, length: int, max_batch: int | None = None):
+        """Split work into forward passes of `_per_call` items (chunks) each."""
+        per_call = self._per_call(length, max_batch)
         for i in range(0, len(items), per_call):
             yield items[i : i + per_call]
 

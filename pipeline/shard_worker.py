@@ -5,11 +5,15 @@ worker processes (`decode_pool.DecodePool`; 0: the actor's share of the node's c
 1 + `prefetch_shards` pools with a reader thread each, so the next shards are read and decoded
 while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). A
 commit that fails removes the shard's part files it already moved into place, so readers never
-see a shard without its manifest record.
+see a shard without its manifest record. A CUDA out-of-memory error on a batch halves its forward
+passes (the codec's `max_batch`) and encodes the batch again, down to one item (chunk) per pass;
+the smaller passes then hold for the rest of the shard. Codes do not depend on the pass size.
+Named fault stages (`pipeline.faults`): after_decode, during_encode, encode_oom.
 """
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,11 +21,13 @@ from dataclasses import dataclass, field
 from queue import Queue
 
 import numpy as np
+import torch
 
 from codec import EncodecModel
 
-from . import buckets, schema, sources, writer
+from . import buckets, faults, schema, sources, writer
 from .config import JobConfig
+from .cuda_errors import is_out_of_memory
 from .decode_pool import DecodePool, default_processes
 from .device_resample import batch_at_model_rate, model_length
 from .errors import BadInputError
@@ -29,6 +35,7 @@ from .provenance import Provenance
 from .records import Rejection, Segment, Shard, ShardRecord
 from .sources import ShardReadError
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class Prepared:
@@ -73,6 +80,9 @@ class ShardTokenizer:
         self.reader = ThreadPoolExecutor(lanes)
         self.pending: dict[str, Future] = {}
         self.node_id: str | None = None  # recorded in every manifest record (the Ray node)
+        # most items (chunks) per forward pass at the start of each shard; None: the codec's
+        # default (CPU: 1; CUDA: an element budget, or for chunked models the batch budget)
+        self.pass_limit: int | None = None
 
     def keep_only(self, shards: list[Shard]) -> None:
         """Forget shards decoded ahead that are not in `shards` (the driver gave them to another actor)."""
@@ -92,8 +102,9 @@ class ShardTokenizer:
         if self.cfg.strict and prepared.rejections:
             first = prepared.rejections[0]
             raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
+        faults.maybe_fault("after_decode", shard.shard_id)
         encode_started = time.time()
-        rows, stats = self._encode(prepared.segments)
+        rows, stats = self._encode(prepared.segments, shard.shard_id)
         encode_seconds = time.time() - encode_started
         by_reason: dict[str, int] = {}
         for r in prepared.rejections:
@@ -134,7 +145,8 @@ class ShardTokenizer:
         prepared.read_seconds = time.time() - started
         return prepared
 
-    def _encode(self, segments: list[Segment]) -> tuple[list[schema.TokenRow], EncodeStats]:
+    def _encode(self, segments: list[Segment], shard_id: str = "") -> tuple[list[schema.TokenRow],
+                                                                             EncodeStats]:
         if not segments:
             return [], EncodeStats()
         cfg = self.cfg.buckets
@@ -154,9 +166,12 @@ class ShardTokenizer:
                                        multiple=self.model.config.hop_length)
         padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
         rows: list[schema.TokenRow | None] = [None] * len(segments)
-        for batch in batches:
+        limit = self.pass_limit if self.pass_limit is not None else max_chunks
+        for number, batch in enumerate(batches):
+            if number == 1:
+                faults.maybe_fault("during_encode", shard_id)
             x, batch_lengths = batch_at_model_rate([segments[i] for i in batch], rate, self.model.device)
-            items = self.model.encode(x, batch_lengths, bandwidth=max(self.cfg.bandwidths), max_batch=max_chunks)
+            items, limit = self._encode_batch(x, batch_lengths, limit, shard_id)
             for i, item in zip(batch, items):
                 seg = segments[i]
                 rows[i] = schema.TokenRow(
@@ -165,6 +180,26 @@ class ShardTokenizer:
                     scales=item.scales, start_s=seg.start_s, duration_s=seg.duration_s, meta=seg.meta,
                 )
         return rows, EncodeStats(int(padded), int(true), len(batches))
+
+    def _encode_batch(self, x, lengths: list[int], limit: int | None, shard_id: str):
+        """`model.encode` of one batch [B, C, T] with at most `limit` items (chunks) per forward pass;
+        on CUDA out of memory the passes are halved and the batch encoded again, until one item
+        (chunk) per pass fails too. Returns (EncodedItems, the limit that worked)."""
+        while True:
+            largest = self.model.largest_forward_pass(lengths, x.shape[-1], limit)
+            try:
+                faults.maybe_fault("encode_oom", shard_id, items=largest)
+                items = self.model.encode(x, lengths, bandwidth=max(self.cfg.bandwidths), max_batch=limit)
+                return items, limit
+            except Exception as exc:  # only out of memory is handled here; the rest is re-raised
+                if largest <= 1 or not is_out_of_memory(exc):
+                    raise
+            # out of the except block: the failed pass's tensors are released with its traceback
+            limit = (largest + 1) // 2
+            log.warning("shard %s: CUDA out of memory on a forward pass of %d; retrying the batch of %d "
+                        "with at most %d per pass", shard_id, largest, len(lengths), limit)
+            if self.model.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def close(self):
         self.reader.shutdown(wait=False, cancel_futures=True)

@@ -25,7 +25,8 @@ Guarantees by filesystem:
   memory, other  as the filesystem's `mv` allows; the record is still written last.
 Off the local disk, files are staged in a local temp directory (not fsynced: a crash loses only
 the staging) and uploaded next to their final name before the rename. Listings are never served
-from fsspec's listing cache.
+from fsspec's listing cache. Named fault stage (`pipeline.faults`): between_renames, just before
+the manifest record's rename.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from . import faults
 from .config import OutputConfig
 from .records import ShardRecord
 from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVENANCE, tokens_schema
@@ -147,6 +149,8 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
             record_blob = json.dumps(committed.to_json(), indent=1, sort_keys=True, default=_plain).encode()
             _write_bytes(staged[MANIFEST], record_blob, sync=local)
             for kind in (*PARTS, MANIFEST):
+                if kind == MANIFEST:
+                    faults.maybe_fault("between_renames", shard_id)
                 if local:
                     os.replace(temps[kind], finals[kind])
                     _fsync_dir(os.path.dirname(finals[kind]))

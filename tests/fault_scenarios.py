@@ -1,34 +1,34 @@
 """Helpers of the fault suite (tests/scenarios/test_faults.py, test_fault_cluster.py, test_job.py): inputs,
-the uninterrupted reference, outcome comparison, process killers, and the results table.
+the uninterrupted reference, outcome comparison, planted faults, and the results table.
 
 Every fault test compares a run's outputs with the reference (the same shards tokenized by
 `ShardTokenizer` one by one, no Ray, no faults): the keys in tokens ∪ rejects, each exactly once,
 the reject reasons, and the codes, bit for bit. Each test appends a `Row`; the table is printed at
 the end of the pytest session (tests/conftest.py) and by `python -m pytest -m faults`.
+
+Processes die at named stages (`pipeline.faults`, switch `AUDIOTOK_TEST_FAULTS`), never at random
+times: each test plants its rules, runs, and checks that every rule fired as often as it says.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import random
-import signal
 import tarfile
-import threading
-import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as pads
 
+from pipeline import faults
 from tests.conftest import REPO, corpus_file, torch_threads
 
 FAULTS_ENV = "AUDIOTOK_TEST_DECODER_FAULTS"
 DECODER_FAULTS = "segv:crash-segv,segv-once:crash-once,hang:crash-hang,raise:crash-raise"
 SPEECH = ["speech/librivox_0890_16k.flac", "speech/cards_005_16k.wav", "speech/goforward_16k.wav",
           "speech/librivox_0920_16k.ogg", "speech/cmu_arctic_a0007_16k.wav"]
-SEED = int(os.environ.get("AUDIOTOK_FAULT_SEED", time.time_ns() % 100_000))
 ROWS: list[Row] = []
 
 
@@ -82,7 +82,7 @@ def reference(spec: str, cfg, out: Path) -> Outcome:
     from pipeline.sources import list_shards
 
     model = load_model(cfg.model)
-    planted = os.environ.pop(FAULTS_ENV, None)
+    planted = {name: os.environ.pop(name, None) for name in (FAULTS_ENV, faults.ENV)}
     worker = ShardTokenizer(model, cfg, str(out), build_provenance(model, cfg, "cpu"))
     try:
         with torch_threads(cfg.cpus_per_actor):  # as the actor does: codes depend on it
@@ -90,8 +90,7 @@ def reference(spec: str, cfg, out: Path) -> Outcome:
                 worker.run(shard)
     finally:
         worker.close()
-        if planted is not None:
-            os.environ[FAULTS_ENV] = planted
+        os.environ.update({name: value for name, value in planted.items() if value is not None})
     return read_outcome(out)
 
 
@@ -136,7 +135,7 @@ def format_table(rows: list[Row]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     lines = [" | ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head, *body]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    return f"fault suite (AUDIOTOK_FAULT_SEED={SEED})\n" + "\n".join(lines)
+    return "fault suite (faults at named stages, AUDIOTOK_TEST_FAULTS)\n" + "\n".join(lines)
 
 
 # ----- processes -------------------------------------------------------------------------------
@@ -166,48 +165,16 @@ def commits(out: Path) -> int:
     return len(list((Path(out) / "_manifest").glob("*.json"))) if (Path(out) / "_manifest").exists() else 0
 
 
-class Killer(threading.Thread):
-    """Kills a random process matching `needle` under `root`, `kills` times, at random points.
+def shard_id(spec: str, index: int) -> str:
+    """The shard id of the `index`-th shard of `spec` (ids carry a hash of the URL)."""
+    from pipeline.sources import list_shards
 
-    The first kill comes `first` seconds (uniform in the range) after a match appears (and, with
-    `first_after_commit`, after the first commit in `out`); each later one waits for a new commit in
-    `out` (when `out` is given) and then `gap` seconds. `act(pid)` replaces the SIGKILL.
-    """
+    return list_shards(spec, demo_config().source)[index].shard_id
 
-    def __init__(self, root: int, needle: str, kills: int, out: Path | None, rng: random.Random,
-                 first=(0.5, 3.0), gap=(0.0, 1.0), act=None, first_after_commit=False):
-        super().__init__(daemon=True)
-        self.root, self.needle, self.wanted, self.out, self.rng = root, needle, kills, out, rng
-        self.first, self.gap, self.act, self.first_after_commit = first, gap, act, first_after_commit
-        self.kills: list[int] = []
-        self.stop = threading.Event()
 
-    def _sleep(self, span) -> None:
-        self.stop.wait(self.rng.uniform(*span))
-
-    def run(self) -> None:
-        while not self.stop.is_set() and len(self.kills) < self.wanted:
-            if self.out is not None and (self.kills or self.first_after_commit):
-                seen = commits(self.out) if self.kills else 0
-                while not self.stop.is_set() and commits(self.out) == seen:
-                    time.sleep(0.05)
-            while not self.stop.is_set() and not descendants(self.root, self.needle):
-                time.sleep(0.05)
-            self._sleep(self.first if not self.kills else self.gap)
-            pids = descendants(self.root, self.needle)
-            if self.stop.is_set() or not pids:
-                continue
-            pid = self.rng.choice(pids)
-            try:
-                (self.act or (lambda p: os.kill(p, signal.SIGKILL)))(pid)
-                self.kills.append(pid)
-            except (OSError, ValueError):
-                pass
-
-    def finish(self) -> int:
-        self.stop.set()
-        self.join(30)
-        return len(self.kills)
+def firings(directory) -> Counter:
+    """{(rule, name): times fired} of the faults planted in `directory`."""
+    return Counter((f.rule, f.name) for f in faults.fired(directory))
 
 
 def demo_config(*overrides: str):

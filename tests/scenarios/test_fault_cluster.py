@@ -1,28 +1,39 @@
-"""A node removed mid-run from a 3-node Ray cluster (ray.cluster_utils.Cluster, all on this machine)."""
+"""A node removed mid-run from a Ray cluster (ray.cluster_utils.Cluster, all on this machine): the
+node of the actor holding shard 2, while that actor is stopped right after decoding it."""
 
 import os
-import random
+import threading
+import time
 
 import pytest
 
-from tests.fault_scenarios import SEED, Killer, compare, demo_config, descendants, read_outcome
+from pipeline import faults
+from tests.fault_scenarios import compare, demo_config, descendants, firings, read_outcome, shard_id
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    """A head without CPUs (no actor lands where it cannot be removed) and three 1-CPU workers."""
     from ray.cluster_utils import Cluster
 
+    fault_dir = tmp_path_factory.mktemp("planted")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    old = os.environ.get(faults.ENV)
+    os.environ[faults.ENV] = str(fault_dir)  # the nodes' workers inherit it
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1) for _ in range(3)]
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False)
-    yield c, workers
+    yield c, workers, fault_dir
     ray.shutdown()
     c.shutdown()
+    if old is None:
+        os.environ.pop(faults.ENV, None)
+    else:
+        os.environ[faults.ENV] = old
 
 
 def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
@@ -30,31 +41,37 @@ def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
 
     from pipeline.job import run_job
 
-    c, workers = cluster
+    c, workers, fault_dir = cluster
     spec, want = fault_inputs
-    out, lines, removed = tmp_path / "out", [], []
+    victim = shard_id(spec, 2)
+    faults.plant(fault_dir, f"pause@after_decode:{victim}")  # once: the retry elsewhere goes through
+    out, lines, removed, done = tmp_path / "out", [], [], threading.Event()
 
-    def remove_node_of(pid: int) -> None:
+    def remove_node_of_paused_actor() -> None:
+        while not done.is_set() and not faults.fired(fault_dir):
+            time.sleep(0.05)
+        if done.is_set():
+            return
+        pid = faults.fired(fault_dir)[0].pid
         for node in workers:
             raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
-            if node not in removed and pid in descendants(raylet, "ray::TokenizerActor"):
+            if pid in descendants(raylet, "ray::TokenizerActor"):
                 c.remove_node(node)
                 removed.append(node)
                 return
-        raise ValueError("that actor runs on the head node; pick again")
 
-    # two actors on three 1-CPU nodes; the node of one of them goes away while shards are in flight
-    remover = Killer(os.getpid(), "ray::TokenizerActor", 1, out, random.Random(SEED + 5), first=(0.0, 1.0),
-                     act=remove_node_of, first_after_commit=True)
+    remover = threading.Thread(target=remove_node_of_paused_actor, daemon=True)
     remover.start()
     try:
         summary = run_job(demo_config("num_actors=2"), spec, str(out), log=lines.append)
     finally:
-        remover.finish()
-    died = sum("actor died" in line for line in lines)
-    row = compare("node removed (3-node cluster)", 1, read_outcome(out), want,
-                  f"{len(removed)} node removed, {died} shard(s) redone")
+        done.set()
+        remover.join(30)
+    died = [line for line in lines if "actor died" in line]
+    row = compare("node removed (actor paused after decoding)", 1, read_outcome(out), want,
+                  f"{len(removed)} node removed, {len(died)} shard(s) redone")
     assert row.ok, row.problems
-    assert len(removed) == 1 and died >= 1, lines
+    assert firings(fault_dir) == {(f"pause@after_decode:{victim}#1", victim): 1}
+    assert len(removed) == 1 and any(victim in line for line in died), lines
     assert summary["shards_committed"] == 8
-    assert len(ray.nodes()) == 3 and sum(n["Alive"] for n in ray.nodes()) == 2
+    assert sum(n["Alive"] for n in ray.nodes()) == 3

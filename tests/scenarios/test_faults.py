@@ -1,48 +1,64 @@
-"""Faults on a real local Ray: actors and decoder processes killed at random points, a file that
-crashes or hangs the decoder every time, exceptions in our own code. Each run is compared with the
-uninterrupted reference (tests/fault_scenarios.py); the table prints at the end of the session.
+"""Faults on a real local Ray: actors and decoder processes killed at named stages, a shard that kills
+its actor every time, a file that crashes or hangs the decoder every time, exceptions in our own
+code. Each run is compared with the uninterrupted reference (tests/fault_scenarios.py); the table
+prints at the end of the session.
 
-The decoder fault hook (`AUDIOTOK_TEST_DECODER_FAULTS`, see pipeline/decode_pool.py) is set for
-this module's Ray; it only acts on the keys crash-segv, crash-once, crash-hang and crash-raise.
+Two test switches are set for this module's Ray (its workers inherit them when it starts): the
+decoder fault hook (`AUDIOTOK_TEST_DECODER_FAULTS`, pipeline/decode_pool.py), which only acts on
+the keys crash-segv, crash-once, crash-hang and crash-raise, and the named-stage faults
+(`AUDIOTOK_TEST_FAULTS`, pipeline/faults.py), whose rules each test plants in the directory it names.
 """
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 
-from pipeline import writer
-from pipeline.sources import list_shards
+from pipeline import faults, writer
 from tests.fault_scenarios import (
     DECODER_FAULTS,
     FAULTS_ENV,
-    SEED,
-    Killer,
     compare,
     demo_config,
+    firings,
     make_shards,
     moved_to_rejects,
     read_outcome,
     reference,
+    shard_id,
 )
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.faults
 
 
+@pytest.fixture(scope="module")
+def fault_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("planted")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray(fault_dir):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    old = os.environ.get(FAULTS_ENV)
-    os.environ[FAULTS_ENV] = DECODER_FAULTS  # Ray's workers inherit it from here
+    old = {name: os.environ.get(name) for name in (FAULTS_ENV, faults.ENV)}
+    os.environ[FAULTS_ENV] = DECODER_FAULTS  # Ray's workers inherit them from here
+    os.environ[faults.ENV] = str(fault_dir)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-    if old is None:
-        os.environ.pop(FAULTS_ENV, None)
-    else:
-        os.environ[FAULTS_ENV] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def plant(fault_dir):
+    """plant(*rules): the rules of this test (none unless it plants some); returns the directory."""
+    faults.plant(fault_dir, [])
+    yield lambda *rules: faults.plant(fault_dir, list(rules))
+    faults.plant(fault_dir, [])
 
 
 def run(cfg, spec, out, lines):
@@ -62,38 +78,62 @@ def assert_only_committed_parts_visible(out: Path) -> None:
         assert visible == sorted(writer.committed_parts(str(out), kind)), kind
 
 
-def test_actor_killed_mid_shard_at_random_points(fault_inputs, tmp_path):
+def test_actor_killed_at_each_named_stage(fault_inputs, tmp_path, plant):
+    """SIGKILL after decoding shard 1, while encoding shard 3 (after its first batch), and between the
+    renames of shard 5's commit (its parts in place, its record not): each once, each redone."""
     spec, want = fault_inputs
+    stages = (("after_decode", 1), ("during_encode", 3), ("between_renames", 5))
+    victims = {stage: shard_id(spec, i) for stage, i in stages}
+    root = plant(*(f"kill@{stage}:{victim}" for stage, victim in victims.items()))
     out, lines = tmp_path / "out", []
-    killer = Killer(os.getpid(), "ray::TokenizerActor", 3, out, random.Random(SEED + 1))
-    killer.start()
-    try:
-        summary = run(demo_config(), spec, out, lines)
-    finally:
-        kills = killer.finish()
+    summary = run(demo_config(), spec, out, lines)
     died = sum("actor died" in line for line in lines)
-    row = compare("actor SIGKILLed mid-shard", 1, read_outcome(out), want, f"{kills} kills, {died} shards redone")
+    row = compare("actor SIGKILLed at each named stage", 1, read_outcome(out), want,
+                  f"{died} shards redone: " + ", ".join(f"{stage} s-{i:03d}" for stage, i in stages))
     assert row.ok, row.problems
-    assert kills >= 2 and died >= 1, (kills, lines)
-    assert summary["shards_committed"] == 8 and max(r["attempt"] for r in records(out).values()) >= 2
+    assert firings(root) == {(f"kill@{stage}:{victim}#1", victim): 1 for stage, victim in victims.items()}
+    assert died == 3, lines
+    assert summary["shards_committed"] == 8
+    assert {s: r.attempt for s, r in records(out).items() if r.attempt > 1} == dict.fromkeys(victims.values(), 2)
+    assert_only_committed_parts_visible(out)
 
 
-def test_decoder_process_killed_at_random_points(fault_inputs, tmp_path):
+def test_decoder_process_killed_at_named_keys(fault_inputs, tmp_path, plant):
+    """Decoder processes SIGKILLed while decoding given files (one of them twice): each kill costs one
+    process and one retry of that file, never the actor or the rest of the shard."""
     spec, want = fault_inputs
+    root = plant("kill@decode:k1-2", "kill@decode:k4-0#2", "kill@decode:k6-3")
     out, lines = tmp_path / "out", []
-    cfg = demo_config("audio.decoder_crash_retries=3")  # a file may meet several of the kills
-    killer = Killer(os.getpid(), "pipeline.decode_pool", 3, None, random.Random(SEED + 2),
-                    first=(0.2, 2.0), gap=(0.3, 1.5))
-    killer.start()
-    try:
-        run(cfg, spec, out, lines)
-    finally:
-        kills = killer.finish()
-    restarts = sum(r.get("decoder_restarts", 0) for r in records(out).values())
-    row = compare("decoder process SIGKILLed", 1, read_outcome(out), want, f"{kills} kills, {restarts} files retried")
+    cfg = demo_config("audio.decoder_crash_retries=3")  # k4-0 meets two kills, then decodes
+    run(cfg, spec, out, lines)
+    restarts = {r.url.rsplit("/", 1)[-1]: r.decoder_restarts for r in records(out).values() if r.decoder_restarts}
+    row = compare("decoder process SIGKILLed at named files", 1, read_outcome(out), want,
+                  f"{sum(restarts.values())} files retried")
     assert row.ok, row.problems
-    assert kills >= 2 and restarts >= 1
+    assert firings(root) == {("kill@decode:k1-2#1", "k1-2"): 1, ("kill@decode:k4-0#2", "k4-0"): 2,
+                             ("kill@decode:k6-3#1", "k6-3"): 1}
+    assert restarts == {"s-001.tar": 1, "s-004.tar": 2, "s-006.tar": 1}
     assert not any("actor died" in line for line in lines), "a decoder crash must not cost the actor"
+
+
+def test_shard_that_kills_its_actor_every_time(fault_inputs, tmp_path, plant):
+    """A shard whose actor dies on every attempt fails the job after exactly max_shard_attempts tries,
+    naming it; the shards before it are committed, exactly."""
+    from pipeline.errors import JobFailed
+
+    spec, want = fault_inputs
+    victim = shard_id(spec, 4)
+    root = plant(f"kill@after_decode:{victim}#all")
+    out, lines = tmp_path / "out", []
+    with pytest.raises(JobFailed, match=r"s-004\.tar failed 3 times \(actor died each time\)"):
+        run(demo_config("max_shard_attempts=3", "max_actor_restarts=5"), spec, out, lines)
+    assert firings(root) == {(f"kill@after_decode:{victim}#all", victim): 3}
+    assert sorted(records(out)) == [shard_id(spec, i) for i in range(4)]
+    got = read_outcome(out)
+    assert got.tokens == {k: v for k, v in want.tokens.items() if int(k[1:].split("-")[0]) < 4}
+    assert got.rejects == {k: v for k, v in want.rejects.items() if int(k[1:].split("-")[0]) < 4}
+    assert got.duplicates == 0
+    assert_only_committed_parts_visible(out)
 
 
 def test_file_that_crashes_or_hangs_the_decoder_every_time(tmp_path):
@@ -128,48 +168,45 @@ def test_exception_in_our_code_fails_naming_the_shard(tmp_path):
         run(demo_config(), spec, out, lines)
     message = str(failure.value)
     assert "s-001.tar" in message and "crash-raise" in message and "planted fault" in message
-    assert not any(r["url"].endswith("s-001.tar") for r in records(out).values())
+    assert not any(r.url.endswith("s-001.tar") for r in records(out).values())
     assert_only_committed_parts_visible(out)
     assert read_outcome(out).duplicates == 0
 
 
-def test_commit_that_fails_midway_leaves_nothing_visible_then_rerun(fault_inputs, tmp_path):
-    """The manifest record (the last rename of a commit) cannot be written for one shard: its
-    tokens and rejects parts were already renamed into place and must disappear again."""
+def test_commit_that_fails_between_its_renames_leaves_nothing_visible_then_rerun(fault_inputs, tmp_path,
+                                                                                   plant):
+    """Our code raises between the renames of shard 3's commit: its tokens and rejects parts were
+    already renamed into place and must disappear again; the job fails naming it; a re-run completes."""
     from pipeline.errors import JobFailed
 
     spec, want = fault_inputs
-    cfg = demo_config()
-    victim = random.Random(SEED + 3).choice(list_shards(spec, cfg.source)[1:])
+    victim = shard_id(spec, 3)
+    root = plant(f"raise@between_renames:{victim}")
     out, lines = tmp_path / "out", []
-    obstacle = out / "_manifest" / f"{victim.shard_id}.json"
-    obstacle.mkdir(parents=True)
-    with pytest.raises(JobFailed, match=victim.url):
-        run(cfg, spec, out, lines)
-    assert victim.shard_id not in records(out)
-    assert not list(out.glob(f"*/part-{victim.shard_id}.parquet"))
+    with pytest.raises(JobFailed, match=r"s-003\.tar failed: .*planted fault raise@between_renames"):
+        run(demo_config(), spec, out, lines)
+    assert firings(root) == {(f"raise@between_renames:{victim}#1", victim): 1}
+    assert victim not in records(out)
+    assert not list(out.glob(f"*/part-{victim}.parquet"))
     assert_only_committed_parts_visible(out)
     assert not [p for p in out.rglob(".tmp-*")]
-    obstacle.rmdir()
-    run(cfg, spec, out, lines)
-    row = compare("exception in our code at commit, then re-run", 2, read_outcome(out), want,
-                  f"failed on {victim.shard_id}")
+    run(demo_config(), spec, out, lines)  # the rule has fired its one time
+    row = compare("exception between the renames of a commit, then re-run", 2, read_outcome(out), want,
+                  f"failed on {victim}")
     assert row.ok, row.problems
 
 
-def test_actor_deaths_beyond_the_limit_fail_the_job(fault_inputs, tmp_path):
-    """max_actor_restarts=0: the first actor death mid-run ends the job, loudly, with nothing half-written."""
+def test_actor_deaths_beyond_the_limit_fail_the_job(fault_inputs, tmp_path, plant):
+    """max_actor_restarts=0: the first actor death (after decoding shard 2) ends the job, loudly, with
+    the two shards before it committed and nothing half-written."""
     from pipeline.errors import JobFailed
 
     spec, _ = fault_inputs
+    victim = shard_id(spec, 2)
+    root = plant(f"kill@after_decode:{victim}")
     out, lines = tmp_path / "out", []
-    killer = Killer(os.getpid(), "ray::TokenizerActor", 1, out, random.Random(SEED + 6), first=(0.0, 0.5),
-                    first_after_commit=True)
-    killer.start()
-    try:
-        with pytest.raises(JobFailed, match=r"died 1 times in a row \(max_actor_restarts 0\), last on shard .*s-0"):
-            run(demo_config("max_actor_restarts=0"), spec, out, lines)
-    finally:
-        assert killer.finish() == 1
-    assert 1 <= len(records(out)) < 8
+    with pytest.raises(JobFailed, match=r"died 1 times in a row \(max_actor_restarts 0\), last on shard .*s-002"):
+        run(demo_config("max_actor_restarts=0"), spec, out, lines)
+    assert firings(root) == {(f"kill@after_decode:{victim}#1", victim): 1}
+    assert sorted(records(out)) == [shard_id(spec, 0), shard_id(spec, 1)]
     assert_only_committed_parts_visible(out)

@@ -8,7 +8,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -149,35 +148,36 @@ def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
 
 @pytest.mark.faults
 def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
-    """SIGKILL the whole job (driver, its local Ray, actors, decoders) at random points, twice, then
-    re-run the same command to the end: the rows equal the uninterrupted reference exactly."""
-    import random
-
-    from tests.fault_scenarios import SEED, commits, compare, read_outcome
+    """SIGKILL the whole job (driver, its local Ray, actors, decoders) twice, at named stages: between
+    the renames of shard 2's commit (its parts in place, its record not), then after decoding shard 5;
+    then re-run the same command to the end: the rows equal the uninterrupted reference exactly."""
+    from pipeline import faults
+    from tests.fault_scenarios import commits, compare, firings, read_outcome, shard_id
 
     spec, want = fault_inputs
-    out = tmp_path / "out"
+    out, planted = tmp_path / "out", tmp_path / "planted"
     cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/test.yaml", "--input", spec, "--output", str(out)]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: str(planted)}
     env.pop("RAY_ADDRESS", None)
-    rng = random.Random(SEED + 4)
-    killed_at = []
-    for kill in range(2):
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+    part = out / "tokens" / f"part-{shard_id(spec, 2)}.parquet"
+    for index, stage, committed in ((2, "between_renames", 2), (5, "after_decode", 5)):
+        victim = shard_id(spec, index)
+        faults.plant(planted, f"killsession@{stage}:{victim}")
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,  # its own session
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before, deadline = commits(out), time.time() + 120
-        if kill == 0:  # mid-run: a random moment after the first new commit
-            while commits(out) == before and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 1.5))
-        else:  # anywhere: start-up, model loading, decoding, encoding, committing
-            time.sleep(rng.uniform(0.5, 12.0))
-        killed_at.append(f"{commits(out) - before} new commits" if proc.poll() is None else "finished")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert 1 <= commits(out) and killed_at[0] != "finished"
+        try:
+            assert proc.wait(timeout=300) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert firings(planted) == {(f"killsession@{stage}:{victim}#1", victim): 1}
+        assert commits(out) == committed
+        if stage == "between_renames":  # a complete part without its record, until the next run
+            assert part.exists() and not (out / "_manifest" / f"{victim}.json").exists()
+    faults.plant(planted, [])
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-    row = compare("driver SIGKILLed, then re-run", 3, read_outcome(out), want, "killed after " + ", ".join(killed_at))
+    row = compare("driver SIGKILLed at named stages, then re-run", 3, read_outcome(out), want,
+                  "killed between renames of shard 2, after decoding shard 5")
     assert row.ok, row.problems
     assert not list(out.rglob(".tmp-*"))
 
