@@ -7,7 +7,7 @@ assert, hardware stack error, illegal instruction, misaligned address, invalid a
 invalid PC, contained error, tensor memory leak, external device, MPS client terminated). An
 uncorrectable ECC or NVLink error, a lost GPU ("unknown error") and cuBLAS / cuDNN execution
 failures (a kernel of theirs hit one of the above) are treated alike. Such an error says nothing
-about the shard: the actor raises `ActorPoisoned` and exits, the driver replaces it and retries
+about the shard: the actor exits (`engine/ray_backend.py`), the driver replaces it and retries
 the shard (within `max_shard_attempts`).
 
 PyTorch reports them as `torch.AcceleratorError` (a RuntimeError; before torch 2.8 a plain
@@ -47,11 +47,6 @@ _FATAL = re.compile(r"(?:CUDA error|CUDA driver error|HIP error): (?:" + "|".joi
                     + r"|\b(?:" + "|".join(_LIBRARY) + r")\b")
 _OOM = re.compile(r"CUDA out of memory|CUDA error: out of memory|cudaErrorMemoryAllocation"
                   r"|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED")
-
-
-class ActorPoisoned(RuntimeError):
-    """The actor's CUDA context is unusable (see `is_fatal_cuda_error`): the actor must exit and be
-    replaced; the shard it held is retried elsewhere."""
 
 
 def _chain(exc: BaseException):

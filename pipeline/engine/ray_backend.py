@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import ray.exceptions
 from ray.util.state import get_actor
 
 from ..config import JobConfig
+from ..cuda_errors import is_fatal_cuda_error
 from ..errors import JobFailed
 from ..records import Shard, ShardRecord
 from .actor_env import check_storage, resolve_runtime
@@ -85,7 +87,14 @@ class TokenizerActor:
         self.worker.keep_only([shard, *next_shards])  # shards the driver gave to other actors since
         for upcoming in [shard, *next_shards]:  # the shard to run first, if it is not decoding yet
             self.worker.prefetch(upcoming)
-        return self.worker.run(shard, attempt)
+        try:
+            return self.worker.run(shard, attempt)
+        except Exception as exc:
+            if is_fatal_cuda_error(exc):  # this process's CUDA context is unusable: end it, the driver
+                print(f"[audiotok] fatal CUDA error on shard {shard.shard_id}, ending this actor: {exc}",
+                      file=sys.stderr, flush=True)  # replaces the actor and retries the shard
+                os._exit(70)
+            raise
 
 
 class RayBackend:

@@ -210,3 +210,18 @@ def test_actor_deaths_beyond_the_limit_fail_the_job(fault_inputs, tmp_path, plan
     assert firings(root) == {(f"kill@after_decode:{victim}#1", victim): 1}
     assert sorted(records(out)) == [shard_id(spec, 0), shard_id(spec, 1)]
     assert_only_committed_parts_visible(out)
+
+
+def test_fatal_cuda_error_replaces_the_actor_and_retries_the_shard(fault_inputs, tmp_path, plant):
+    """An illegal memory access (raised as torch raises it) poisons the actor's CUDA context: the actor
+    ends, the driver replaces it and the shard is redone; the job does not fail."""
+    spec, want = fault_inputs
+    victim = shard_id(spec, 2)
+    root = plant(f"cudafatal@during_encode:{victim}")
+    out, lines = tmp_path / "out", []
+    summary = run(demo_config(), spec, out, lines)
+    row = compare("fatal CUDA error (illegal address)", 1, read_outcome(out), want, "actor replaced, shard redone")
+    assert row.ok, row.problems
+    assert firings(root) == {(f"cudafatal@during_encode:{victim}#1", victim): 1}
+    assert summary["shards_committed"] == 8 and sum("actor died" in line for line in lines) == 1
+    assert records(out)[victim].attempt == 2
