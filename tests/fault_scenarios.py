@@ -97,7 +97,9 @@ def reference(spec: str, cfg, out: Path) -> Outcome:
 def read_outcome(out: Path) -> Outcome:
     """What a reader of `out` sees: every visible tokens/ and rejects/ Parquet file."""
     out = Path(out)
-    tokens = pads.dataset(out / "tokens").to_table(columns=["key", "codes"]).to_pylist() if (out / "tokens").exists() else []
+    tokens = []
+    if (out / "tokens").exists():
+        tokens = pads.dataset(out / "tokens").to_table(columns=["key", "codes"]).to_pylist()
     rejects = pads.dataset(out / "rejects").to_table().to_pylist() if (out / "rejects").exists() else []
     keys = [r["key"] for r in tokens] + [r["key"] for r in rejects]
     codes = {}
@@ -111,13 +113,16 @@ def compare(fault: str, runs: int, got: Outcome, want: Outcome, note: str = "") 
     """Record a table row for `fault`; row.problems lists every difference from `want`."""
     mismatching = sum(got.tokens.get(k) != v for k, v in want.tokens.items()) + len(set(got.tokens) - set(want.tokens))
     row = Row(fault, runs, want.rows, got.rows, got.duplicates, mismatching, note)
-    if set(got.tokens) | set(got.rejects) != set(want.tokens) | set(want.rejects):
-        row.problems.append(f"keys differ: missing {sorted(set(want.tokens) | set(want.rejects) - set(got.tokens) - set(got.rejects))[:5]}, "
-                            f"extra {sorted(set(got.tokens) | set(got.rejects) - set(want.tokens) - set(want.rejects))[:5]}")
+    got_keys, want_keys = set(got.tokens) | set(got.rejects), set(want.tokens) | set(want.rejects)
+    if got_keys != want_keys:
+        row.problems.append(f"keys differ: missing {sorted(want_keys - got_keys)[:5]}, "
+                            f"extra {sorted(got_keys - want_keys)[:5]}")
     if got.rejects != want.rejects:
-        row.problems.append(f"reject reasons differ: {sorted(set(got.rejects.items()) ^ set(want.rejects.items()))[:5]}")
+        differing = sorted(set(got.rejects.items()) ^ set(want.rejects.items()))
+        row.problems.append(f"reject reasons differ: {differing[:5]}")
     if row.found != row.expected or row.duplicates or row.mismatching:
-        row.problems.append(f"rows {row.found}/{row.expected}, duplicates {row.duplicates}, mismatching codes {row.mismatching}")
+        row.problems.append(f"rows {row.found}/{row.expected}, duplicates {row.duplicates}, "
+                            f"mismatching codes {row.mismatching}")
     ROWS.append(row)
     return row
 

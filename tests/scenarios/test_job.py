@@ -36,7 +36,8 @@ def _add(members: list[tuple], name: str, data: bytes, type=None, linkname: str 
 def _wav_header(rate, channels, frames=10):
     data = b"\x00\x00" * channels * frames
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
-    return b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    riff = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16)
+    return riff + fmt + b"data" + struct.pack("<I", len(data)) + data
 
 
 def bad_shard(path: Path) -> dict[str, str]:
@@ -49,17 +50,28 @@ def bad_shard(path: Path) -> dict[str, str]:
     expected = {}
     members: list[tuple] = []
     _add(members, "good.flac", flac)
-    _add(members, "truncated.flac", flac[:2000]); expected["truncated"] = "undecodable"
-    _add(members, "notaudio.flac", b"this is not audio at all" * 50); expected["notaudio"] = "undecodable"
-    _add(members, "empty.wav", b""); expected["empty"] = "empty"
-    _add(members, "onlymeta.json", b'{"text": "no audio here"}'); expected["onlymeta"] = "missing_audio"
-    _add(members, "rate1hz.wav", _wav_header(1, 1)); expected["rate1hz"] = "bad_header"
-    _add(members, "rate1ghz.wav", _wav_header(10**9, 1)); expected["rate1ghz"] = "bad_header"
-    _add(members, "nan.wav", nan.getvalue()); expected["nan"] = "non_finite"
-    _add(members, "tiny.wav", _wav_header(16000, 1, frames=10)); expected["tiny"] = "too_short"
-    _add(members, "evil.pyd", b"cos\nsystem\n(S'echo pwned'\ntR."); expected["evil"] = "unsafe_member"
-    _add(members, "../escape.flac", flac); expected["../escape"] = "unsafe_member"
-    _add(members, "link.flac", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd"); expected["link"] = "unsafe_member"
+    _add(members, "truncated.flac", flac[:2000])
+    expected["truncated"] = "undecodable"
+    _add(members, "notaudio.flac", b"this is not audio at all" * 50)
+    expected["notaudio"] = "undecodable"
+    _add(members, "empty.wav", b"")
+    expected["empty"] = "empty"
+    _add(members, "onlymeta.json", b'{"text": "no audio here"}')
+    expected["onlymeta"] = "missing_audio"
+    _add(members, "rate1hz.wav", _wav_header(1, 1))
+    expected["rate1hz"] = "bad_header"
+    _add(members, "rate1ghz.wav", _wav_header(10**9, 1))
+    expected["rate1ghz"] = "bad_header"
+    _add(members, "nan.wav", nan.getvalue())
+    expected["nan"] = "non_finite"
+    _add(members, "tiny.wav", _wav_header(16000, 1, frames=10))
+    expected["tiny"] = "too_short"
+    _add(members, "evil.pyd", b"cos\nsystem\n(S'echo pwned'\ntR.")
+    expected["evil"] = "unsafe_member"
+    _add(members, "../escape.flac", flac)
+    expected["../escape"] = "unsafe_member"
+    _add(members, "link.flac", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+    expected["link"] = "unsafe_member"
     write_tar(path, members)
     return expected
 
@@ -102,7 +114,8 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
                 sample = Sample(key, "x", tf.extractfile(member).read(), ext)
                 (seg,), _ = audio_prep.prepare(sample, cfg.audio, 24000, 1)
                 with torch.no_grad():  # transformers' LSTM takes another kernel path with autograd on
-                    codes = ref.encode(torch.from_numpy(seg.audio)[None], bandwidth=max(cfg.bandwidths)).audio_codes[0, 0]
+                    encoded = ref.encode(torch.from_numpy(seg.audio)[None], bandwidth=max(cfg.bandwidths))
+                    codes = encoded.audio_codes[0, 0]
                 row = by_key[key]
                 assert torch.equal(torch.tensor(row["codes"]), codes), key
                 assert row["num_samples"] == seg.num_samples and row["num_frames"] == codes.shape[-1]
@@ -156,7 +169,8 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
 
     spec, want = fault_inputs
     out, planted = tmp_path / "out", tmp_path / "planted"
-    cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/test.yaml", "--input", spec, "--output", str(out)]
+    cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/test.yaml", "--input", spec,
+           "--output", str(out)]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: str(planted)}
     env.pop("RAY_ADDRESS", None)
     part = out / "tokens" / f"part-{shard_id(spec, 2)}.parquet"
