@@ -1,1 +1,2 @@
-"""Command-line entry points: `python -m jobs.tokenize`, `python -m jobs.verify`, `audiotok ...`."""
+"""Command-line entry points (`python -m jobs.<name>` or `audiotok <name>`): tokenize, verify, diff,
+gpu_check, the benchmarks and the two small trainings (train_codec, train_lm)."""
