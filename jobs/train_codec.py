@@ -48,6 +48,14 @@ def neg_si_snr_db(x: torch.Tensor, x_hat: torch.Tensor, eps: float = 1e-8) -> to
     return -(10 * torch.log10(ratio + eps)).mean()
 
 
+def band_limit(x: torch.Tensor, cutoff_hz: float, rate: int) -> torch.Tensor:
+    """x [T] with every FFT bin above cutoff_hz zeroed: audio as if it came from a file sampled at
+    2 * cutoff_hz (8 and 16 kHz speech upsampled to 24 kHz has nothing above 4 and 8 kHz)."""
+    spec = torch.fft.rfft(x)
+    spec[int(cutoff_hz * len(x) / rate) + 1 :] = 0
+    return torch.fft.irfft(spec, n=len(x))
+
+
 def lr_at(step: int, steps: int, lr0: float, lr1: float, warmup: int) -> float:
     """Linear warmup from lr0 / 10 over `warmup` steps, then cosine from lr0 to lr1 (step counts from 1)."""
     if step <= warmup:
@@ -65,12 +73,14 @@ class SegmentSampler:
     """Seeded random segments [B, 1, segment] from the training clips, drawn in proportion to length."""
 
     def __init__(self, clips: list[np.ndarray], segment: int, min_rms: float, gain_db: tuple[float, float],
-                 generator: torch.Generator):
+                 generator: torch.Generator, lowpass_prob: float = 0.0, lowpass_hz: tuple[float, ...] = (),
+                 rate: int = 24000):
         self.clips = [torch.from_numpy(c) for c in clips if len(c) >= segment]
         if not self.clips:
             raise ValueError(f"no training clip is at least {segment} samples long")
         self.weights = torch.tensor([len(c) - segment + 1 for c in self.clips], dtype=torch.float64)
         self.segment, self.min_rms, self.gain_db, self.gen = segment, min_rms, gain_db, generator
+        self.lowpass_prob, self.lowpass_hz, self.rate = lowpass_prob, tuple(lowpass_hz), rate
 
     def draw(self) -> torch.Tensor:
         for _ in range(20):
@@ -82,6 +92,9 @@ class SegmentSampler:
         lo, hi = self.gain_db
         gain = 10 ** ((lo + (hi - lo) * float(torch.rand((), generator=self.gen))) / 20)
         sign = 1.0 if float(torch.rand((), generator=self.gen)) < 0.5 else -1.0
+        if self.lowpass_hz and float(torch.rand((), generator=self.gen)) < self.lowpass_prob:
+            cutoff = self.lowpass_hz[int(torch.randint(len(self.lowpass_hz), (1,), generator=self.gen))]
+            x = band_limit(x, cutoff, self.rate)
         return (x * gain * sign).clamp(-1.0, 1.0)
 
     def batch(self, size: int) -> torch.Tensor:
@@ -103,13 +116,17 @@ def train(cfg: dict, out: Path, heldout_eval: bool = True) -> dict:
     print(f"[train] {len(train_clips)} training files ({sum(map(len, train_clips)) / rate / 60:.1f} min), "
           f"{len(valid)} valid, {len(heldout)} held out", flush=True)
     segment = round(data["segment_s"] * rate / config.hop_length) * config.hop_length
-    sampler = SegmentSampler(train_clips, segment, data["min_rms"], tuple(data["gain_db"]), gen)
+    sampler = SegmentSampler(train_clips, segment, data["min_rms"], tuple(data["gain_db"]), gen,
+                             float(data.get("lowpass_prob", 0.0)), tuple(data.get("lowpass_hz") or ()), rate)
 
-    model = TrainableEncodec(config)
+    model = TrainableEncodec(config, dead_threshold=float(tcfg.get("dead_threshold", 2.0)))
+    init_record = None
     with torch.no_grad():
         latents = model.encode_latents(sampler.batch(int(tcfg["init_segments"])))
         model.ema.kmeans_init(latents.permute(0, 2, 1).reshape(-1, latents.shape[1]), gen)
     step0 = model.export()
+    if tcfg.get("init_from"):  # a second stage: start from an earlier run's weights and codebooks
+        init_record = init_from(model, REPO / tcfg["init_from"])
     step0.provenance = {"source": "step 0 (random weights, k-means codebooks)", "sha256": None, "random_weights": True}
 
     mel_loss = MultiScaleMelLoss(rate)
@@ -154,7 +171,7 @@ def train(cfg: dict, out: Path, heldout_eval: bool = True) -> dict:
     record = {
         "seed": cfg["seed"], "steps": steps, "threads": cfg["threads"], "wall_time_s": round(wall, 1),
         "cpu_time_s": round(cpu, 1), "machine": machine(), "torch": torch.__version__,
-        "config": config.to_dict(), "weights_license": cfg.get("weights_license"),
+        "config": config.to_dict(), "weights_license": cfg.get("weights_license"), "init_record": init_record,
         "package_versions": {name: package_version(name) for name in packages(data)},
         "data": {k: v for k, v in data.items() if k not in files},
         "files": {split: [{**f.to_dict(), "seconds": round(len(c) / rate, 2)} for f, c in zip(items, clips)]
@@ -176,6 +193,25 @@ def train(cfg: dict, out: Path, heldout_eval: bool = True) -> dict:
     return record
 
 
+def init_from(model: TrainableEncodec, directory: Path) -> dict:
+    """Load a `codec.save_model` directory's weights (weight-norm pairs as saved) and codebooks into
+    `model`; the EMA statistics restart from the codebooks (count 2 x dead_threshold each). Returns
+    the directory's training.json (its config must match `model`'s)."""
+    from safetensors.torch import load_file
+
+    record = json.loads((directory / "training.json").read_text())
+    if EncodecConfig.from_dict(record["config"]).to_dict() != model.config.to_dict():
+        raise ValueError(f"{directory} holds a different architecture than this config")
+    state = {k: v for k, v in load_file(str(directory / "model.safetensors")).items()
+             if not k.endswith(("codebook.inited", "codebook.cluster_size", "codebook.embed_avg"))}
+    model.model.load_state_dict(state, strict=True)
+    count = 2.0 * model.ema.dead_threshold
+    for k, embed in enumerate(model.ema.codebooks):
+        model.ema.cluster_size[k].fill_(count)
+        model.ema.embed_avg[k].copy_(embed * count)
+    return {key: value for key, value in record.items() if key != "history"}
+
+
 def load_trained(out: Path) -> EncodecModel:
     from codec import load_model
 
@@ -194,6 +230,18 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs), {platform.system()}"
 
 
+def load_config(path: Path) -> dict:
+    """A training YAML; `base: other.yaml` (relative to it) is loaded first and this file's sections
+    are merged into it key by key (a second stage that changes a few settings)."""
+    cfg = yaml.safe_load(path.read_text())
+    if "base" not in cfg:
+        return cfg
+    merged = load_config(path.parent / cfg.pop("base"))
+    for key, value in cfg.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.train_codec", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/train_tiny.yaml")
@@ -204,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out evaluation and the card (runs that choose settings)")
     args = p.parse_args(argv)
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = load_config(Path(args.config))
     if args.steps is not None:
         cfg["train"]["steps"] = args.steps
     for item in args.set:

@@ -112,12 +112,36 @@ def _training(record: dict) -> list[str]:
         "adversarial losses. EMA codebooks (decay 0.99, dead codewords re-drawn), k-means initialisation "
         f"on {tr['init_segments']} segments, straight-through estimator, quantizer dropout (n_q drawn per "
         "batch from the target bandwidths). Convolutions start from N(0, 1/fan_in) weights, zero biases."),
+        *_stages(record),
         (f"* Wall time of the training loop {record['wall_time_s'] / 60:.1f} min "
         f"({record['cpu_time_s'] / 60:.1f} min of process CPU time) on {record['machine']}, under "
         "`nice -n 10`; no GPU."),
         f"* Final training losses: {_last(record)}.",
         "",
     ]
+
+
+def _stages(record: dict) -> list[str]:
+    """Bullets on the band-limiting augmentation, the dead-codeword threshold and an earlier stage."""
+    tr, data, first = record["train"], record["data"], record.get("init_record")
+    lines = []
+    if data.get("lowpass_prob"):
+        lines.append(f"* Band limiting: with probability {data['lowpass_prob']} a segment loses everything "
+                     f"above one of {data['lowpass_hz']} Hz (as 8, 16 and 22.05 kHz sources upsampled to "
+                     "24 kHz), so the codec learns not to fill an empty band with noise.")
+    lines.append(f"* Dead codewords: re-drawn when their EMA count per step falls below "
+                 f"{tr.get('dead_threshold', 2.0)}.")
+    if first:
+        ft, ev, va = first["train"], first["eval"]["trained"]["6.0"], first["valid_eval"]["6.0"]
+        lines.append(
+            f"* Two stages. Stage 1: `{first['command']}`, {first['steps']} steps, lr {ft['lr']} → "
+            f"{ft['lr_final']} after {ft.get('warmup_steps', 0)} warmup steps, dead-codeword threshold "
+            f"{ft.get('dead_threshold', 2.0)}, no band limiting, {first['wall_time_s'] / 60:.1f} min (6 kbps, "
+            f"held out: SI-SNR {ev['si_snr_db']:.2f} dB, mel {ev['mel_distance_db']:.2f} dB; validation: "
+            f"{va['si_snr_db']:.2f} dB, {va['mel_distance_db']:.2f} dB). Stage 2, the command above "
+            f"(`train.init_from: {tr['init_from']}`), starts from its weights and codebooks. Both stages: "
+            f"{(first['wall_time_s'] + record['wall_time_s']) / 60:.1f} min of training.")
+    return lines
 
 
 def _data(record: dict) -> list[str]:
@@ -130,7 +154,8 @@ def _data(record: dict) -> list[str]:
         "## Data",
         "",
         (f"Training: {record['train_seconds'] / 60:.1f} min in {len(files['train'])} files; validation "
-        f"(used to choose the settings): {record['valid_seconds']:.0f} s in {len(files['valid'])} files; "
+        f"(watched during training; no held-out file was looked at before the final run): "
+        f"{record['valid_seconds']:.0f} s in {len(files['valid'])} files; "
         f"held out (never trained or tuned on): {record['heldout_seconds']:.0f} s in "
         f"{len(files['heldout'])} files of the team's test corpus (`shared/corpus`, PROVENANCE.md). Every "
         "file the corpus copied from these packages is excluded from training, so the whole corpus is "
@@ -224,7 +249,8 @@ def _last(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / "training.json").is_file():
-        print("usage: python -m jobs.train_codec_card MODEL_DIR (a directory with training.json)", file=sys.stderr)
+        print("usage: python -m jobs.train_codec_card MODEL_DIR (a directory with training.json)",
+              file=sys.stderr)
         return 2
     out = Path(args[0])
     record = json.loads((out / "training.json").read_text())
