@@ -89,3 +89,17 @@ def test_lr_warmup_then_cosine():
     assert lr_at(11, 100, 1e-3, 1e-5, 10) == pytest.approx(1e-3)
     assert lr_at(100, 100, 1e-3, 1e-5, 10) == pytest.approx(1e-5, rel=0.01)
     assert lr_at(55, 100, 1e-3, 1e-5, 0) < lr_at(20, 100, 1e-3, 1e-5, 0)
+
+
+def test_band_limit_and_stage_config(tmp_path):
+    from jobs.train_codec import band_limit, load_config
+
+    x = torch.randn(2400, generator=torch.Generator().manual_seed(1))
+    y = band_limit(x, 4000.0, 24000)
+    spec = torch.fft.rfft(y).abs()
+    assert spec[401:].max() < 1e-3 * spec[:400].mean()  # bin k is k * 10 Hz here
+    assert torch.allclose(band_limit(x, 12000.0, 24000), x, atol=1e-5)
+    (tmp_path / "base.yaml").write_text("seed: 0\ntrain: {steps: 10, lr: 0.1}\ndata: {batch_size: 4}\n")
+    (tmp_path / "stage2.yaml").write_text("base: base.yaml\ntrain: {steps: 5, init_from: x}\n")
+    cfg = load_config(tmp_path / "stage2.yaml")
+    assert cfg == {"seed": 0, "train": {"steps": 5, "lr": 0.1, "init_from": "x"}, "data": {"batch_size": 4}}
