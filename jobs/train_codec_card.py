@@ -136,7 +136,8 @@ def _stages(record: dict) -> list[str]:
         lines.append(
             f"* Two stages. Stage 1: `{first['command']}`, {first['steps']} steps, lr {ft['lr']} → "
             f"{ft['lr_final']} after {ft.get('warmup_steps', 0)} warmup steps, dead-codeword threshold "
-            f"{ft.get('dead_threshold', 2.0)}, no band limiting, {first['wall_time_s'] / 60:.1f} min (6 kbps, "
+            f"{ft.get('dead_threshold', 2.0)}, no band limiting, {first['wall_time_s'] / 60:.1f} min "
+            "(6 kbps, "
             f"held out: SI-SNR {ev['si_snr_db']:.2f} dB, mel {ev['mel_distance_db']:.2f} dB; validation: "
             f"{va['si_snr_db']:.2f} dB, {va['mel_distance_db']:.2f} dB). Stage 2, the command above "
             f"(`train.init_from: {tr['init_from']}`), starts from its weights and codebooks. Both stages: "
@@ -154,9 +155,10 @@ def _data(record: dict) -> list[str]:
         "## Data",
         "",
         (f"Training: {record['train_seconds'] / 60:.1f} min in {len(files['train'])} files; validation "
-        f"(watched during training; no held-out file was looked at before the final run): "
+        f"(watched during training; stage 2 was kept over stage 1 because it is better on them): "
         f"{record['valid_seconds']:.0f} s in {len(files['valid'])} files; "
-        f"held out (never trained or tuned on): {record['heldout_seconds']:.0f} s in "
+        f"held out (never trained on; stage 1's held-out numbers were seen before stage 2 was set up, "
+        f"no setting was tuned on them): {record['heldout_seconds']:.0f} s in "
         f"{len(files['heldout'])} files of the team's test corpus (`shared/corpus`, PROVENANCE.md). Every "
         "file the corpus copied from these packages is excluded from training, so the whole corpus is "
         "held-out audio. Mono mix, soxr HQ to 24 kHz; music tracks are cut to their first `max_s` "
