@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec import EncodecModel
+from codec import EncodecConfig, EncodecModel
 from pipeline.verify.metrics import mel_distance_db, si_snr_db
 
 
@@ -235,10 +235,8 @@ def _file_list(record: dict) -> list[str]:
 
 
 def _n_q(cfg: dict, bw: float) -> int:
-    import math
-
-    frame_rate = math.ceil(cfg["sampling_rate"] / math.prod(cfg["upsampling_ratios"]))
-    return int(max(1, math.floor(bw * 1000 / (math.log2(cfg["codebook_size"]) * frame_rate))))
+    """Codebooks at `bw` kbps for a config in transformers' naming (the codec's own formula)."""
+    return EncodecConfig.from_dict(cfg).num_quantizers_for(float(bw))
 
 
 def _last(record: dict) -> str:
