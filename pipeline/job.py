@@ -20,7 +20,6 @@ from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
-from .errors import JobFailed
 from .sources.common import input_root, normalize
 
 
@@ -28,22 +27,19 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _place(cfg: JobConfig, shards: int, log, poll_s: float = 2.0) -> Placement:
-    """The actors to start, from the nodes there are; waits up to placement_timeout_s for nodes that
-    can hold one (an autoscaler adding GPU nodes), then fails naming what was asked and what is there."""
-    deadline = time.monotonic() + cfg.placement_timeout_s
-    placement = plan_actors(cfg, ray_backend.alive_nodes(), shards)
-    if shards and not placement.count:
-        log(f"[audiotok] waiting up to {cfg.placement_timeout_s:g} s for a node that can hold an actor: "
-            f"{unplaceable(placement.request, ray_backend.alive_nodes())}")
-    while shards and not placement.count:
-        if time.monotonic() > deadline:
-            raise JobFailed(f"no node can hold an actor (placement_timeout_s {cfg.placement_timeout_s:g} s): "
-                            f"{unplaceable(placement.request, ray_backend.alive_nodes())}")
-        time.sleep(poll_s)
-        placement = plan_actors(cfg, ray_backend.alive_nodes(), shards)
+def _place(cfg: JobConfig, shards: int, log) -> Placement:
+    """The actors to start, from the nodes there are. When no node can hold one (GPU nodes not there
+    yet), one is asked for all the same: that pending demand is what makes an autoscaler add a node,
+    and the scheduler fails the job if no actor starts within placement_timeout_s."""
+    nodes = ray_backend.alive_nodes()
+    placement = plan_actors(cfg, nodes, shards)
     for note in placement.notes:
         log(f"[audiotok] {note}")
+    if shards and not placement.count:
+        log(f"[audiotok] no node can hold an actor now ({unplaceable(placement.request, nodes)}); asking for one, "
+            f"so that an autoscaler can add a node; the job fails if none starts within placement_timeout_s "
+            f"({cfg.placement_timeout_s:g} s)")
+        placement = replace(placement, count=min(shards, cfg.num_actors or 1))
     return placement
 
 
