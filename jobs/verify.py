@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, threads=args.threads, input_spec=args.input, storage_options=args.storage_options,
             max_media_items=args.max_media_items, use_ray=args.ray, num_actors=args.num_actors,
         )
-        summary = run_verify(args.tokens, args.report, options, VerifyConfig(**thresholds))
+        summary = run_verify(args.tokens, args.report, options, VerifyConfig(**thresholds), provenance=provenance)
     except (ValueError, OSError) as exc:  # bad arguments, a missing dataset or config (AudiotokError too)
         return fail("audiotok verify", exc)
-    shown = {k: summary[k] for k in ("passed", "failures", "rows_sampled", "rows_total", "status_counts", "report")}
+    data = summary.to_json()
+    shown = {k: data[k] for k in ("passed", "failures", "rows_sampled", "rows_total", "status_counts", "report")}
     print(json.dumps(shown, indent=2))
-    return 0 if summary["passed"] else 1
+    return 0 if summary.passed else 1
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
     summary = summarize(records, shards, time.time() - started, first.provenance if first else None)
     summary["actors"] = len(scheduler.slots)  # actor slots used (0 when every shard was already committed)
     checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
-    summary["verify"] = checked and {k: checked[k] for k in ("passed", "failures", "rows_sampled", "report")}
+    summary["verify"] = checked and {"passed": checked.passed, "failures": checked.failures,
+                                     "rows_sampled": checked.rows_sampled, "report": checked.report}
     writer.write_summary(out_dir, summary)
     return summary

@@ -126,10 +126,10 @@ def verify_row(s: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | Non
                          VerifyOptions(count=rows, device="cuda" if gpu else "cpu", use_ray="inline",
                                        max_media_items=0, bandwidths=list(bandwidths) if bandwidths else None),
                          log=lambda *a: None)
-    agree = [a.get("code_agreement_mean") for a in summary.get("aggregates", []) if a.get("group") == "bandwidth"]
+    agree = [a.get("code_agreement_mean") for a in summary.aggregates if a.get("group") == "bandwidth"]
     agree = [a for a in agree if a is not None]
-    value = f"{'passed' if summary['passed'] else 'FAILED'}, {summary['rows_sampled']} rows"
+    value = f"{'passed' if summary.passed else 'FAILED'}, {summary.rows_sampled} rows"
     detail = (f"code agreement mean {min(agree):.4f} (worst bandwidth)" if agree else "no agreement") + (
-        f"; failures: {summary['failures'][:3]}" if summary["failures"] else "")
-    return Check("verify", f"{s.kind}: verify our output", "ok" if summary["passed"] else "fail", value, detail,
-                 {"passed": summary["passed"], "failures": summary["failures"], "code_agreement_means": agree})
+        f"; failures: {summary.failures[:3]}" if summary.failures else "")
+    return Check("verify", f"{s.kind}: verify our output", "ok" if summary.passed else "fail", value, detail,
+                 {"passed": summary.passed, "failures": summary.failures, "code_agreement_means": agree})

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import ray.exceptions
@@ -26,6 +26,10 @@ from ..records import Shard, ShardRecord
 from .actor_env import check_storage, resolve_runtime
 from .placement import ActorRequest, Node, capacity, decoder_processes, unplaceable
 from .scheduler import ActorInfo, ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
+
+if TYPE_CHECKING:  # torch and the codec load in verify actors only
+    from ..verify.check import CheckSettings
+    from ..verify.result import CheckResult
 
 
 def connect_ray(num_cpus: int | None = None) -> bool:
@@ -180,12 +184,12 @@ class VerifyActor:
     def model_provenance(self) -> dict:
         return dict(self.checker.model.provenance)
 
-    def check(self, rows: list[dict]) -> list[dict]:
+    def check(self, rows: list[dict]) -> list[CheckResult]:
         return self.checker.check(rows, keep_audio=False)
 
 
-def check_with_ray(rows: list[dict], settings, num_actors: int = 0,
-                   placement_timeout_s: float = 120.0) -> tuple[list[dict], dict]:
+def check_with_ray(rows: list[dict], settings: CheckSettings, num_actors: int = 0,
+                   placement_timeout_s: float = 120.0) -> tuple[list[CheckResult], dict]:
     """Results of `Checker.check` for `rows` (any order) and the actors' model provenance.
 
     Each actor re-reads whole source shards, so rows are grouped by `source` and the groups are

@@ -1,12 +1,12 @@
 """Measure token rows against their originals: re-read, decode per bandwidth, re-encode, compare.
 
 `Checker` holds one model and runs inline (`verify.run`) or inside a Ray actor
-(pipeline.engine.ray_backend); `CheckSettings` is the plain data both need.
+(pipeline.engine.ray_backend); `CheckSettings` is the plain data both need; each row gives a
+`result.CheckResult`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from ..device_resample import batch_at_model_rate
 from ..records import Segment, Shard
 from ..sources import ShardReadError, shard_id_for
 from . import metrics
+from .result import BandwidthScores, CheckResult, Media
 
 STATUSES = ("ok", "missing_original", "length_mismatch", "bad_row")
 
@@ -100,7 +101,7 @@ class Checker:
                 found[key] = ("missing_original", f"key not found in {url}")
         return found
 
-    def check(self, rows: list[dict], keep_audio: bool = False) -> list[dict]:
+    def check(self, rows: list[dict], keep_audio: bool = False) -> list[CheckResult]:
         """One result per row (see `check_one`); torch runs with settings.threads threads meanwhile."""
         before = torch.get_num_threads()
         if self.settings.threads:
@@ -111,23 +112,20 @@ class Checker:
         finally:
             torch.set_num_threads(before)
 
-    def check_one(self, row: dict, original: Segment | tuple[str, str], keep_audio: bool) -> dict:
-        """{key, source, status, detail, num_samples, duration_s, code_agreement_all, bandwidths:
-        {kbps: {n_q, si_snr_db, mel_distance_db, lsd_db, code_agreement}}, media (when keep_audio):
-        {"original": float32 [C, T], "decoded": {kbps: float32 [C, T]}}}."""
+    def check_one(self, row: dict, original: Segment | tuple[str, str], keep_audio: bool) -> CheckResult:
+        """The row measured at each bandwidth; media (original and decoded float32 [C, T]) when keep_audio."""
         from codec import EncodedItem
 
         s = self.settings
-        result = {"key": row["key"], "source": row["source"], "status": "ok", "detail": "",
-                  "num_samples": int(row["num_samples"]), "duration_s": float(row["duration_s"]),
-                  "start_s": float(row["start_s"]), "code_agreement_all": math.nan, "bandwidths": {}}
+        result = CheckResult(key=row["key"], source=row["source"], num_samples=int(row["num_samples"]),
+                             duration_s=float(row["duration_s"]), start_s=float(row["start_s"]))
         if isinstance(original, tuple):
-            result["status"], result["detail"] = original
+            result.status, result.detail = original
             return result
         x, (length,) = batch_at_model_rate([original], s.sample_rate, self.model.device)
         if length != row["num_samples"]:
-            result["status"] = "length_mismatch"
-            result["detail"] = f"original now has {length} samples, the row {row['num_samples']}"
+            result.status = "length_mismatch"
+            result.detail = f"original now has {length} samples, the row {row['num_samples']}"
             return result
         audio = x[0].cpu().numpy()
         stored = torch.from_numpy(row["codes"].astype(np.int64))
@@ -136,18 +134,18 @@ class Checker:
             if now.shape != stored.shape:
                 raise ValueError(f"stored codes {tuple(stored.shape)} but the original encodes to {tuple(now.shape)}")
             same = (now == stored).double()
-            result["code_agreement_all"] = float(same.mean())
-            media = {"original": audio, "decoded": {}}
+            result.code_agreement_all = float(same.mean())
+            media = Media(audio)
             for b in s.bandwidths:
                 n_q = s.n_q[b]
                 item = EncodedItem(stored[:n_q], row["scales"], int(row["num_samples"]))
                 decoded = self.model.decode([item])[0].numpy()
-                result["bandwidths"][b] = {"n_q": n_q, **metrics.all_metrics(audio, decoded, s.sample_rate),
-                                           "code_agreement": float(same[:n_q].mean())}
-                media["decoded"][b] = decoded
+                result.bandwidths[b] = BandwidthScores.from_scores(
+                    n_q, metrics.all_metrics(audio, decoded, s.sample_rate), float(same[:n_q].mean()))
+                media.decoded[b] = decoded
         except (ValueError, IndexError, RuntimeError) as exc:
-            result["status"], result["detail"] = "bad_row", f"{type(exc).__name__}: {exc}"[:300]
+            result.status, result.detail = "bad_row", f"{type(exc).__name__}: {exc}"[:300]
             return result
         if keep_audio:
-            result["media"] = media
+            result.media = media
         return result

@@ -6,6 +6,7 @@ the same shape, [T] or [C, T] samples at `sample_rate` Hz.
   si_snr_db         scale-invariant SNR in dB, higher is better; 100 dB at most (identical signals)
   mel_distance_db   multi-scale log-mel distance in dB, lower is better; 0 for identical signals
   lsd_db            log-spectral distance in dB, lower is better; 0 for identical signals
+  all_metrics       the three above as one `Scores` record
 
 Known answers (tested in tests/pipeline/verify/test_metrics.py):
   * estimate = reference + white noise at S dB SNR  ->  si_snr_db ≈ S (exactly S when the noise is
@@ -25,6 +26,7 @@ on both sides compares equal and inaudibly quiet bins do not dominate.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -130,10 +132,19 @@ def lsd_db(reference, estimate, sample_rate: int) -> float:
     return float(np.sqrt(((a - b) ** 2).mean(axis=1)).mean())
 
 
-def all_metrics(reference, estimate, sample_rate: int) -> dict[str, float]:
-    """{"si_snr_db", "mel_distance_db", "lsd_db"} for one pair of signals."""
-    return {
-        "si_snr_db": si_snr_db(reference, estimate),
-        "mel_distance_db": mel_distance_db(reference, estimate, sample_rate),
-        "lsd_db": lsd_db(reference, estimate, sample_rate),
-    }
+@dataclass(frozen=True)
+class Scores:
+    """The three reconstruction metrics of one (reference, estimate) pair."""
+
+    si_snr_db: float
+    mel_distance_db: float
+    lsd_db: float
+
+
+def all_metrics(reference, estimate, sample_rate: int) -> Scores:
+    """SI-SNR, mel distance and LSD for one pair of signals."""
+    return Scores(
+        si_snr_db=si_snr_db(reference, estimate),
+        mel_distance_db=mel_distance_db(reference, estimate, sample_rate),
+        lsd_db=lsd_db(reference, estimate, sample_rate),
+    )

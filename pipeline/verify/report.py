@@ -11,6 +11,7 @@ The directory is self-contained (relative links only); open index.html from disk
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import json
@@ -24,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import report_media
+from .result import CheckResult
+from .summary import VerifySummary
 
 METRICS = ("si_snr_db", "mel_distance_db", "lsd_db", "code_agreement")
 ITEMS_SCHEMA = pa.schema([
@@ -40,17 +43,18 @@ def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
 
-def flatten(results: list[dict]) -> list[dict]:
+def flatten(results: list[CheckResult]) -> list[dict]:
     """Checker results (worst first) -> rows of ITEMS_SCHEMA; a row that was not verified gives one
     row with null bandwidth and metrics. Non-finite numbers become null."""
     rows = []
     for rank, r in enumerate(results):
-        base = {"rank": rank, "key": r["key"], "source": r["source"], "status": r["status"], "detail": r["detail"],
-                "num_samples": r["num_samples"], "start_s": r["start_s"], "duration_s": r["duration_s"],
-                "code_agreement_all": _num(r["code_agreement_all"])}
-        per_bw = r["bandwidths"] or {None: {}}
-        for bw, m in per_bw.items():
-            rows.append({**base, "bandwidth_kbps": bw, "n_q": m.get("n_q"), **{k: _num(m.get(k)) for k in METRICS}})
+        base = {"rank": rank, "key": r.key, "source": r.source, "status": r.status, "detail": r.detail,
+                "num_samples": r.num_samples, "start_s": r.start_s, "duration_s": r.duration_s,
+                "code_agreement_all": _num(r.code_agreement_all)}
+        if not r.bandwidths:
+            rows.append({**base, "bandwidth_kbps": None, "n_q": None, **dict.fromkeys(METRICS)})
+        for bw, m in r.bandwidths.items():
+            rows.append({**base, "bandwidth_kbps": bw, "n_q": m.n_q, **{k: _num(getattr(m, k)) for k in METRICS}})
     return rows
 
 
@@ -85,16 +89,17 @@ def _media_name(rank: int, key: str) -> str:
     return f"{rank:03d}-{safe}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
-def write_media(directory: str, rank: int, result: dict, sample_rate: int) -> dict[str, str]:
-    """PNG spectrograms and WAVs of the original and each decoded bandwidth; {label: relative stem}."""
+def write_media(directory: str, rank: int, result: CheckResult, sample_rate: int) -> dict[str, str]:
+    """PNG spectrograms and WAVs of the original and each decoded bandwidth (result.media must be
+    set); {label: relative stem}."""
     os.makedirs(os.path.join(directory, "media"), exist_ok=True)
-    stem = f"media/{_media_name(rank, result['key'])}"
-    original = result["media"]["original"]
+    stem = f"media/{_media_name(rank, result.key)}"
+    original = result.media.original
     ref_levels = report_media.mel_db(original, sample_rate)
     top = float(ref_levels.max())
     out = {}
     signals = [("original", "orig", original, ref_levels)]
-    for bw, audio in result["media"]["decoded"].items():
+    for bw, audio in result.media.decoded.items():
         signals.append((f"decoded {bw:g} kbps", f"{bw:g}kbps", audio, report_media.mel_db(audio, sample_rate)))
     for label, suffix, audio, levels in signals:
         path = f"{stem}-{suffix}"
@@ -116,21 +121,23 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def write_report(directory: str, results: list[dict], summary: dict, sample_rate: int) -> dict:
-    """Write every report file for `results` (sorted worst first; those with "media" get pictures and
-    players); returns the summary with "aggregates" added (also in summary.json)."""
+def write_report(directory: str, results: list[CheckResult], summary: VerifySummary,
+                 sample_rate: int) -> VerifySummary:
+    """Write every report file for `results` (sorted worst first; those with media get pictures and
+    players); returns the summary with its aggregates filled in (also in summary.json)."""
     os.makedirs(directory, exist_ok=True)
     rows = flatten(results)
     aggs = aggregates(rows)
-    summary = {**summary, "aggregates": aggs}
+    summary = dataclasses.replace(summary, aggregates=aggs)
     pq.write_table(pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), os.path.join(directory, "items.parquet"))
     agg_table = pa.Table.from_pylist(aggs) if aggs else pa.table({"group": pa.array([], pa.string())})
     pq.write_table(agg_table, os.path.join(directory, "aggregates.parquet"))
     with open(os.path.join(directory, "items.json"), "w") as f:
         json.dump(_json_ready(rows), f, indent=1)
     with open(os.path.join(directory, "summary.json"), "w") as f:
-        json.dump(_json_ready(summary), f, indent=2, default=str)
-    media = {r["key"]: write_media(directory, rank, r, sample_rate) for rank, r in enumerate(results) if "media" in r}
+        json.dump(_json_ready(summary.to_json()), f, indent=2, default=str)
+    media = {r.key: write_media(directory, rank, r, sample_rate) for rank, r in enumerate(results)
+             if r.media is not None}
     with open(os.path.join(directory, "index.html"), "w", encoding="utf-8") as f:
         f.write(render_html(results, rows, aggs, summary, media))
     return summary
@@ -162,23 +169,23 @@ th{max-width:16em}
 .hist{margin-right:12px}.bad td{background:#fde8e8}"""
 
 
-def render_html(results: list[dict], rows: list[dict], aggs: list[dict], summary: dict,
+def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], summary: VerifySummary,
                 media: dict[str, dict[str, str]]) -> str:
     """The report page as one string (media referenced by relative paths)."""
-    s, e = summary, html.escape
-    verdict = '<span class="pass">PASSED</span>' if s.get("passed") else '<span class="fail">FAILED</span>'
-    title = f"audiotok verify: {e(str(s.get('tokens')))}"
+    s, e = summary.to_json(), html.escape
+    verdict = '<span class="pass">PASSED</span>' if summary.passed else '<span class="fail">FAILED</span>'
+    title = f"audiotok verify: {e(str(summary.tokens))}"
     head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style></head>"
     out = [head, f"<body><h1>audiotok verify {verdict}</h1>"]
-    if s.get("random_weights"):
+    if summary.random_weights:
         out.append('<p class="warn">The model has RANDOM weights: decoded audio is noise-like and SI-SNR is '
                    "meaningless; only code agreement is a real check.</p>")
     info = [[k, v if isinstance(v := s.get(k), str) else _Raw(e(json.dumps(_json_ready(v), default=str)))] for k in
             ("tokens", "rows_total", "rows_sampled", "sample", "seed", "model_source", "model_sha256",
              "model_matches_provenance", "device", "threads", "bandwidths", "thresholds", "path")]
     out.append("<h2>Summary</h2>" + _table(["setting", "value"], info))
-    if s.get("failures"):
-        out.append("<h2>Failures</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in s["failures"]) + "</ul>")
+    if summary.failures:
+        out.append("<h2>Failures</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary.failures) + "</ul>")
     header = ["kbps", "source", "n"] + [f"{m}: mean · p5 · median · p95" for m in METRICS]
     for group, title in (("bandwidth", "By bandwidth"), ("source", "By source")):
         body = [[a["bandwidth_kbps"], (a["source"] or "all").rsplit("/", 1)[-1], a["n"]]
@@ -186,9 +193,9 @@ def render_html(results: list[dict], rows: list[dict], aggs: list[dict], summary
                 for a in aggs if a["group"] == group]
         out.append(f"<h2>{title}</h2>" + _table(header, body))
     top = max((r["bandwidth_kbps"] for r in rows if r["bandwidth_kbps"] is not None), default=None)
-    th = s.get("thresholds") or {}
-    limits = {"si_snr_db": th.get("min_si_snr_db"), "mel_distance_db": th.get("max_mel_distance"),
-              "code_agreement": th.get("min_code_agreement")}
+    th = summary.thresholds
+    limits = {"si_snr_db": th.min_si_snr_db, "mel_distance_db": th.max_mel_distance,
+              "code_agreement": th.min_code_agreement}
     out.append(f"<h2>Histograms at {_fmt(top)} kbps</h2><div>")
     for m in METRICS:
         values = [r[m] for r in rows if r["bandwidth_kbps"] == top]
@@ -203,12 +210,12 @@ def render_html(results: list[dict], rows: list[dict], aggs: list[dict], summary
     out.append(_table(["rank", "key", "source", "status", "kbps", "n_q", "seconds", "SI-SNR dB", "mel dB",
                        "LSD dB", "code agreement", "detail"], body, "items"))
     for rank, r in enumerate(results):
-        if r["key"] not in media:
+        if r.key not in media:
             continue
-        out.append(f'<div class="card" id="item-{rank}"><h3>#{rank} {e(r["key"])}</h3>'
-                   f'<p>{e(r["source"])} · {r["duration_s"]:.2f} s from {r["start_s"]:.2f} s · code agreement '
-                   f'{_fmt(r["code_agreement_all"])}</p><div class="media">')
-        for label, stem in media[r["key"]].items():
+        out.append(f'<div class="card" id="item-{rank}"><h3>#{rank} {e(r.key)}</h3>'
+                   f'<p>{e(r.source)} · {r.duration_s:.2f} s from {r.start_s:.2f} s · code agreement '
+                   f'{_fmt(r.code_agreement_all)}</p><div class="media">')
+        for label, stem in media[r.key].items():
             out.append(f'<figure><figcaption>{e(label)}</figcaption><img src="{stem}.png" alt="{e(label)} spectrogram">'
                        f'<audio controls preload="auto" src="{stem}.wav"></audio></figure>')
         out.append("</div></div>")

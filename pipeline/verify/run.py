@@ -29,6 +29,7 @@ from ..provenance import Provenance
 from . import report
 from .check import STATUSES, Checker, CheckSettings
 from .sampling import read_rows, sample_keys
+from .summary import VerifySummary
 from .thresholds import badness, threshold_failures, thresholds_from
 
 
@@ -87,12 +88,14 @@ def _stderr(message: str) -> None:
 
 
 def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = None,
-               thresholds: VerifyConfig | None = None, log=_stderr) -> dict:
+               thresholds: VerifyConfig | None = None, log=_stderr,
+               provenance: Provenance | None = None) -> VerifySummary:
     """Verify a sample of `tokens` (an audiotok output dir or URL), write the report to `report_dir`
-    (local), and return the summary: {"passed": bool, "failures": [str], "aggregates": [...], ...}."""
+    (local), and return the summary (passed, failures, aggregates, ...). provenance: the dataset's, when
+    the caller has read it already (else read here)."""
     started = time.time()
     options = options or VerifyOptions()
-    provenance = Provenance.from_json(reader.load_provenance(tokens))
+    provenance = provenance or Provenance.from_json(reader.load_provenance(tokens))
     thresholds = thresholds or thresholds_from(provenance)
     settings = settings_for(provenance, options)
     keys = reader.arrow_dataset(tokens).to_table(columns=["key"]).column("key").to_pylist()
@@ -114,30 +117,28 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         results = checker.check(rows, keep_audio=len(rows) <= options.max_media_items)
     results.sort(key=badness)
     shown = results[: options.max_media_items]
-    missing = [r["key"] for r in shown if r["status"] == "ok" and "media" not in r]
+    missing = [r.key for r in shown if r.status == "ok" and r.media is None]
     if missing:  # pictures and sounds only for the worst items: decode those again, keeping the audio
         checker = checker or Checker(settings)
-        again = {r["key"]: r for r in checker.check([r for r in rows if r["key"] in set(missing)], keep_audio=True)}
-        results = [again.get(r["key"], r) if i < len(shown) else r for i, r in enumerate(results)]
+        again = {r.key: r for r in checker.check([r for r in rows if r["key"] in set(missing)], keep_audio=True)}
+        results = [again.get(r.key, r) if i < len(shown) else r for i, r in enumerate(results)]
     for r in results[options.max_media_items:]:
-        r.pop("media", None)
+        r.media = None
     failures = threshold_failures(results, thresholds)
     if not rows:
         failures.insert(0, f"no rows to verify ({len(keys)} committed rows, count={count}, "
                            f"fraction={options.fraction})")
-    summary = {
-        "passed": not failures, "failures": failures, "tokens": str(tokens), "path": "inline" if not use_ray else "ray",
-        "rows_total": len(keys), "rows_sampled": len(rows), "seed": options.seed,
-        "sample": {"count": count, "fraction": options.fraction},
-        "status_counts": {s: sum(r["status"] == s for r in results) for s in STATUSES},
-        "model_source": settings.model, "model_sha256": model_provenance.get("sha256"),
-        "model_matches_provenance": model_provenance.get("sha256") == provenance.checkpoint_sha256,
-        "random_weights": model_provenance.get("random_weights"), "device": settings.device,
-        "precision": settings.precision, "threads": settings.threads, "bandwidths": settings.bandwidths,
-        "thresholds": dataclasses.asdict(thresholds), "report": os.path.abspath(report_dir),
-        "wall_seconds": None,
-    }
-    summary["wall_seconds"] = time.time() - started
+    summary = VerifySummary(
+        passed=not failures, failures=failures, tokens=str(tokens), path="inline" if not use_ray else "ray",
+        rows_total=len(keys), rows_sampled=len(rows), seed=options.seed, sample_count=count,
+        sample_fraction=options.fraction, status_counts={s: sum(r.status == s for r in results) for s in STATUSES},
+        model_source=settings.model, model_sha256=model_provenance.get("sha256"),
+        model_matches_provenance=model_provenance.get("sha256") == provenance.checkpoint_sha256,
+        random_weights=model_provenance.get("random_weights"), device=settings.device,
+        precision=settings.precision, threads=settings.threads, bandwidths=settings.bandwidths,
+        thresholds=thresholds, report=os.path.abspath(report_dir),
+    )
+    summary.wall_seconds = time.time() - started
     summary = report.write_report(report_dir, results, summary, settings.sample_rate)
     for line in failures:
         log(f"[audiotok verify] FAILED: {line}")
@@ -145,14 +146,14 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     return summary
 
 
-def verify_after_job(cfg: JobConfig, out_dir: str, log=_stderr) -> dict | None:
+def verify_after_job(cfg: JobConfig, out_dir: str, log=_stderr) -> VerifySummary | None:
     """The sample at the end of `jobs.tokenize`: None when cfg.verify.sample_count is 0, else the
     verify summary (report in cfg.verify.report_dir or <out_dir>/_verify, which Parquet readers skip)."""
     v = cfg.verify
     if v.sample_count <= 0:
         return None
-    device = Provenance.from_json(reader.load_provenance(str(out_dir))).device  # where the job's actors ran
-    options = VerifyOptions(count=v.sample_count, seed=v.seed, device=device,
+    provenance = Provenance.from_json(reader.load_provenance(str(out_dir)))
+    options = VerifyOptions(count=v.sample_count, seed=v.seed, device=provenance.device,  # where the job's actors ran
                             storage_options=dict(cfg.source.storage_options))
     report_dir = v.report_dir or os.path.join(str(out_dir), "_verify")
-    return run_verify(str(out_dir), report_dir, options, v, log)
+    return run_verify(str(out_dir), report_dir, options, v, log, provenance)

@@ -7,37 +7,37 @@ import math
 
 from ..config import VerifyConfig
 from ..provenance import Provenance
+from .result import CheckResult
 
 
-def badness(result: dict) -> tuple:
+def badness(result: CheckResult) -> tuple:
     """Sort key, worst first: unverifiable rows, then lowest code agreement, then lowest SI-SNR at
     the highest verified bandwidth."""
-    top = result["bandwidths"][max(result["bandwidths"])] if result["bandwidths"] else {}
-    snr = top.get("si_snr_db", math.nan)
-    agree = result["code_agreement_all"]
-    return (result["status"] == "ok", -1.0 if math.isnan(agree) else agree,
-            -math.inf if math.isnan(snr) else snr, result["key"])
+    top = result.top_scores()
+    snr = top.si_snr_db if top else math.nan
+    agree = result.code_agreement_all
+    return (result.status == "ok", -1.0 if math.isnan(agree) else agree,
+            -math.inf if math.isnan(snr) else snr, result.key)
 
 
-def threshold_failures(results: list[dict], thresholds: VerifyConfig) -> list[str]:
+def threshold_failures(results: list[CheckResult], thresholds: VerifyConfig) -> list[str]:
     """One line per failed check; SI-SNR and mel distance are taken at each item's highest verified
     bandwidth, code agreement over all stored codebooks, NaN SI-SNR (silent original) is skipped."""
     failures = []
-    bad = [r for r in results if r["status"] != "ok"]
+    bad = [r for r in results if r.status != "ok"]
     if bad:
         failures.append(f"{len(bad)}/{len(results)} rows could not be verified: "
-                        + "; ".join(f"{r['key']} ({r['status']}: {r['detail']})" for r in bad[:5]))
-    ok = [r for r in results if r["status"] == "ok" and r["bandwidths"]]
+                        + "; ".join(f"{r.key} ({r.status}: {r.detail})" for r in bad[:5]))
+    ok = [r for r in results if r.status == "ok" and r.bandwidths]
     checks = [
-        ("code agreement", thresholds.min_code_agreement, lambda r: r["code_agreement_all"], False),
-        ("SI-SNR dB", thresholds.min_si_snr_db, lambda r: r["bandwidths"][max(r["bandwidths"])]["si_snr_db"], False),
-        ("mel distance dB", thresholds.max_mel_distance,
-         lambda r: r["bandwidths"][max(r["bandwidths"])]["mel_distance_db"], True),
+        ("code agreement", thresholds.min_code_agreement, lambda r: r.code_agreement_all, False),
+        ("SI-SNR dB", thresholds.min_si_snr_db, lambda r: r.top_scores().si_snr_db, False),
+        ("mel distance dB", thresholds.max_mel_distance, lambda r: r.top_scores().mel_distance_db, True),
     ]
     for name, limit, value, is_max in checks:
         if limit is None:
             continue
-        failed = [(value(r), r["key"]) for r in ok
+        failed = [(value(r), r.key) for r in ok
                   if not math.isnan(value(r)) and (value(r) > limit if is_max else value(r) < limit)]
         if failed:
             failed.sort(reverse=is_max)

@@ -122,7 +122,7 @@ def test_job_with_resampling_on_the_actor(tmp_path):
         writer.write_provenance(str(out), replace(info, job_config=to_dict(cfg), input=spec).to_json())
         summary = run_verify(str(out), str(tmp_path / f"report-{where}"),
                              VerifyOptions(count=2, bandwidths=[6.0], use_ray="inline"))
-        assert summary["passed"] and summary["rows_sampled"] == 2, summary
+        assert summary.passed and summary.rows_sampled == 2, summary
     assert rows["decoder"].keys() == rows["actor"].keys() and rows["actor"]
     for key, row in rows["actor"].items():
         assert row["num_samples"] == rows["decoder"][key]["num_samples"]

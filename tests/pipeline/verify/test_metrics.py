@@ -97,7 +97,7 @@ def test_edge_cases():
     with pytest.raises(ValueError, match=r"\[T\] or \[C, T\]"):
         M.lsd_db(x.reshape(1, 1, -1), x.reshape(1, 1, -1), RATE)
     short = noise(1200)  # 50 ms, the job's shortest item
-    assert M.all_metrics(short, short, RATE)["lsd_db"] == 0.0
+    assert M.all_metrics(short, short, RATE).lsd_db == 0.0
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 24000, 44100, 48000])

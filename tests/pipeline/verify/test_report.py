@@ -12,22 +12,31 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import VerifyConfig
-from pipeline.verify import report, report_media
+from pipeline.verify import VerifySummary, report, report_media
+from pipeline.verify.result import BandwidthScores, CheckResult, Media
 from pipeline.verify.thresholds import badness, threshold_failures
 
 
 def result(key, source, snr, agree=1.0, status="ok", mel=10.0, media=False):
-    r = {"key": key, "source": source, "status": status, "detail": "" if status == "ok" else "why",
-         "num_samples": 24000, "start_s": 0.0, "duration_s": 1.0, "code_agreement_all": agree, "bandwidths": {}}
+    r = CheckResult(key=key, source=source, num_samples=24000, duration_s=1.0, start_s=0.0, status=status,
+                    detail="" if status == "ok" else "why", code_agreement_all=agree)
     if status == "ok":
         for bw, n_q in ((1.5, 2), (6.0, 8)):
-            r["bandwidths"][bw] = {"n_q": n_q, "si_snr_db": snr - (6.0 - bw), "mel_distance_db": mel,
-                                   "lsd_db": 5.0, "code_agreement": agree}
+            r.bandwidths[bw] = BandwidthScores(n_q=n_q, si_snr_db=snr - (6.0 - bw), mel_distance_db=mel, lsd_db=5.0,
+                                               code_agreement=agree)
     if media:
         t = np.arange(24000) / 24000
         orig = np.sin(2 * np.pi * 440 * t)[None].astype(np.float32) * 0.5
-        r["media"] = {"original": orig, "decoded": {bw: orig * 0.9 for bw in (1.5, 6.0)}}
+        r.media = Media(orig, {bw: orig * 0.9 for bw in (1.5, 6.0)})
     return r
+
+
+def summary_of(passed, failures, tokens):
+    return VerifySummary(passed=passed, failures=failures, tokens=tokens, path="inline", rows_total=3,
+                         rows_sampled=3, seed=0, sample_count=3, sample_fraction=None, status_counts={},
+                         model_source="m", model_sha256=None, model_matches_provenance=False, random_weights=None,
+                         device="cpu", precision="fp32", threads=1, bandwidths=[1.5, 6.0], thresholds=VerifyConfig(),
+                         report="r")
 
 
 def test_aggregates_by_bandwidth_and_source():
@@ -47,7 +56,7 @@ def test_aggregates_by_bandwidth_and_source():
 def test_thresholds_and_worst_first():
     results = [result("good", "a", 20.0), result("noisy", "a", 2.0, mel=30.0), result("drift", "a", 20.0, agree=0.97),
                result("gone", "a", 0.0, status="missing_original"), result("silent", "a", math.nan)]
-    assert [r["key"] for r in sorted(results, key=badness)] == ["gone", "drift", "silent", "noisy", "good"]
+    assert [r.key for r in sorted(results, key=badness)] == ["gone", "drift", "silent", "noisy", "good"]
     failures = threshold_failures(results, VerifyConfig(min_si_snr_db=5.0, max_mel_distance=20.0,
                                                         min_code_agreement=0.999))
     assert len(failures) == 4
@@ -93,14 +102,15 @@ def test_png_wav_svg():
 def test_write_report_files(tmp_path):
     results = sorted([result("a#0", "s/a.tar", 3.0, media=True), result("b", "s/b.tar", 9.0),
                       result("c", "s/b.tar", 0.0, status="length_mismatch")], key=badness)
-    summary = report.write_report(str(tmp_path), results, {"passed": False, "failures": ["x"], "tokens": "t"}, 24000)
+    summary = report.write_report(str(tmp_path), results, summary_of(False, ["x"], "t"), 24000)
     assert {p.name for p in tmp_path.iterdir()} == {"index.html", "items.parquet", "items.json", "aggregates.parquet",
                                                     "summary.json", "media"}
     items = pq.read_table(tmp_path / "items.parquet")
     assert items.schema == report.ITEMS_SCHEMA and items.num_rows == 5
     assert items.column("key").to_pylist()[0] == "c" and items.column("bandwidth_kbps").to_pylist()[0] is None
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["aggregates"] == json.loads(json.dumps(summary["aggregates"]))
+    assert saved["aggregates"] == json.loads(json.dumps(summary.aggregates)) and summary.aggregates
+    assert saved == json.loads(json.dumps(summary.to_json())) and saved["sample"] == {"count": 3, "fraction": None}
     media = sorted(p.name for p in (tmp_path / "media").iterdir())
     assert len(media) == 6 and all(name.startswith("001-a_0-") for name in media)
     page = (tmp_path / "index.html").read_text()

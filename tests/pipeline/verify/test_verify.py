@@ -87,13 +87,13 @@ def test_checker_finds_segments_like_the_job(tmp_path):
                      "duration_s": seg.duration_s})
     rows.append({**rows[0], "key": "long#7"})
     rows.append({**rows[1], "num_samples": rows[1]["num_samples"] + 1, "key": "long#0"})
-    results = {r["key"]: r for r in checker.check(rows)}
+    results = {r.key: r for r in checker.check(rows)}
     assert [s.key for s in segments] == ["long#0", "long#1", "long#2"]
-    assert results["long#1"]["status"] == results["long#2"]["status"] == "ok"
-    assert results["long#1"]["code_agreement_all"] == results["long#2"]["code_agreement_all"] == 1.0
-    assert results["long#2"]["start_s"] == 2.0 and results["long#2"]["bandwidths"][1.5]["n_q"] == 2
-    assert results["long#7"]["status"] == "missing_original" and "not found" in results["long#7"]["detail"]
-    assert results["long#0"]["status"] == "length_mismatch"
+    assert results["long#1"].status == results["long#2"].status == "ok"
+    assert results["long#1"].code_agreement_all == results["long#2"].code_agreement_all == 1.0
+    assert results["long#2"].start_s == 2.0 and results["long#2"].bandwidths[1.5].n_q == 2
+    assert results["long#7"].status == "missing_original" and "not found" in results["long#7"].detail
+    assert results["long#0"].status == "length_mismatch"
 
 
 def test_verify_passes_and_writes_the_report(job, report):
@@ -173,7 +173,7 @@ def test_arguments_are_checked(job, tmp_path, capsys):
 def test_ray_path_matches_inline(job, report, tmp_path):
     summary = run_verify(str(job), str(tmp_path / "r"), VerifyOptions(count=2, bandwidths=[6.0], use_ray="ray",
                                                                      max_media_items=1), log=lambda m: None)
-    assert summary["passed"] and summary["path"] == "ray" and summary["model_matches_provenance"]
+    assert summary.passed and summary.path == "ray" and summary.model_matches_provenance
     inline = {(r["key"], r["bandwidth_kbps"]): r for r in pq.read_table(report / "items.parquet").to_pylist()}
     for r in pq.read_table(tmp_path / "r" / "items.parquet").to_pylist():
         ref = inline[(r["key"], 6.0)]
@@ -182,10 +182,16 @@ def test_ray_path_matches_inline(job, report, tmp_path):
     assert len(list((tmp_path / "r" / "media").glob("*.png"))) == 2  # worst item only: original + 6 kbps
 
 
-def test_verify_after_job_hook(job):
+def test_verify_after_job_hook(job, monkeypatch):
+    from pipeline import reader
+
+    reads = []
+    load = reader.load_provenance
+    monkeypatch.setattr(reader, "load_provenance", lambda path: reads.append(path) or load(path))
     cfg = load_config(REPO / "configs" / "test.yaml", ["verify.sample_count=1", "verify.seed=3"])
     summary = verify_after_job(cfg, str(job), log=lambda m: None)
-    assert summary["passed"] and summary["rows_sampled"] == 1 and (job / "_verify" / "index.html").is_file()
+    assert reads == [str(job)]  # _provenance.json read once, for the device and the check
+    assert summary.passed and summary.rows_sampled == 1 and (job / "_verify" / "index.html").is_file()
     assert verify_after_job(load_config(REPO / "configs" / "test.yaml"), str(job)) is None
     assert pads.dataset(str(job / "tokens")).count_rows() == 7  # the report does not leak into the tokens
 
