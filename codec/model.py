@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .batch_plan import grid_length, resolve_plan, to_device
 from .config import EncodecConfig
 from .quantizer import ResidualVectorQuantizer
-from .seanet import Decoder, Encoder
+from .seanet import LSTM, Decoder, Encoder
 
 # cuDNN and some CPU kernels index with 32 bits: keep activations of one call under this many elements.
 _MAX_ELEMENTS = 2**31 - 1
@@ -55,6 +56,20 @@ class EncodecModel(nn.Module):
         self.decoder = Decoder(config)
         self.quantizer = ResidualVectorQuantizer(config.num_quantizers, config.codebook_size, config.codebook_dim)
         self.provenance: dict = {"source": "unloaded", "sha256": None, "random_weights": True}
+        self.batch_plan: str | None = None  # None: the plan of the device (`batch_plan.py`)
+
+    @property
+    def plan(self) -> str:
+        """The batch plan in force: "cpu" or "cuda" (`batch_plan.py`)."""
+        return resolve_plan(self.batch_plan, self.device)
+
+    def set_batch_plan(self, name: str | None) -> EncodecModel:
+        """Run with the "cpu" or "cuda" plan whatever the device (None / "auto": the device's)."""
+        self.batch_plan = None if name in (None, "auto") else resolve_plan(name, self.device)
+        for module in self.modules():
+            if isinstance(module, LSTM):  # batched on the CUDA plan, item by item on the CPU plan
+                module.per_item = None if self.batch_plan is None else self.batch_plan == "cpu"
+        return self
 
     # ----- layout helpers -------------------------------------------------------------------
     def chunk_spans(self, num_samples: int) -> list[tuple[int, int]]:
@@ -100,9 +115,10 @@ class EncodecModel(nn.Module):
             bad = [n for n in lengths if not 1 <= n <= total]
             if bad:
                 raise ValueError(f"lengths must lie in [1, T={total}]; got {bad[:5]}")
-        for b, n in enumerate(lengths):
-            if not torch.isfinite(audio[b, :, :n]).all():
-                raise ValueError(f"audio item {b} contains NaN or Inf samples")
+        valid = torch.arange(total, device=audio.device) < to_device(torch.tensor(lengths), audio.device)[:, None]
+        bad = (~torch.isfinite(audio).all(dim=1) & valid).any(dim=-1)
+        if bad.any():  # the one host sync of the check
+            raise ValueError(f"audio item {int(bad.nonzero()[0, 0])} contains NaN or Inf samples")
         return lengths
 
     def _num_quantizers(self, bandwidth):
@@ -129,12 +145,13 @@ class EncodecModel(nn.Module):
         """Divide each item by the RMS of its mono mix over its valid samples; returns (x, scales [B])."""
         x32 = x.float()
         mono = torch.sum(x32, 1) / x32.shape[1]
-        if all(n == x.shape[-1] for n in lengths):
+        if self.plan == "cpu" and all(n == x.shape[-1] for n in lengths):
             # one reduction per item, as the reference does: a batched reduction can round differently
             power = torch.cat([mono[j : j + 1].pow(2).mean(dim=-1) for j in range(mono.shape[0])])
         else:
-            valid = torch.arange(x.shape[-1], device=x.device)[None] < torch.tensor(lengths, device=x.device)[:, None]
-            power = (mono.pow(2) * valid).sum(-1) / torch.tensor(lengths, device=x.device, dtype=torch.float32)
+            device_lengths = to_device(torch.tensor(lengths), x.device)
+            valid = torch.arange(x.shape[-1], device=x.device)[None] < device_lengths[:, None]
+            power = (mono.pow(2) * valid).sum(-1) / device_lengths.float()
         scales = power.sqrt() + 1e-8
         return x / scales.to(x.dtype)[:, None, None], scales
 
@@ -143,48 +160,57 @@ class EncodecModel(nn.Module):
         latents, _ = self.encoder(x, lengths)
         return self.quantizer.encode(latents.float(), n_q)
 
-    def _per_call(self, length: int, max_batch: int | None = None) -> int:
-        """Items (chunks) of `length` samples per forward pass. On the CPU one per pass is the default:
-        it was the fastest there (README, "Codec speed and agreement")."""
+    def _per_call(self, length: int, max_batch: int | None = None, encode: bool = True) -> int:
+        """Items (chunks) of `length` samples per forward pass: as many as keep activations under
+        _MAX_ELEMENTS, at most `max_batch`. The CPU plan encodes one per pass by default: it was the
+        fastest there (README, "Codec speed and agreement") and keeps codes independent of the batch."""
         per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * self.config.num_filters * 2))
-        if max_batch is None and self.device.type == "cpu":
+        if max_batch is None and encode and self.plan == "cpu":
             max_batch = 1
         if max_batch:
             per_call = min(per_call, max_batch)
         return per_call
 
+    def padded_length(self, longest: int) -> int:
+        """Samples a forward pass over items of at most `longest` samples is padded to: the exact
+        length on the CPU plan, the coarse grid (`batch_plan.grid_length`) on the CUDA plan."""
+        return longest if self.plan == "cpu" else grid_length(longest, self.config.hop_length)
+
     def largest_forward_pass(self, lengths: list[int], padded: int, max_batch: int | None = None) -> int:
         """Most items (chunked models: chunks) one forward pass of `encode` takes for a batch of
         `lengths` padded to `padded` samples, with this `max_batch`."""
         if self.config.chunk_length is None:
-            return min(len(lengths), self._per_call(padded, max_batch))
+            return min(len(lengths), self._per_call(self.padded_length(padded), max_batch))
         counts: dict[int, int] = defaultdict(int)
         for n in lengths:
             for _, chunk in self.chunk_spans(n):
                 counts[chunk] += 1
         return max(min(count, self._per_call(chunk, max_batch)) for chunk, count in counts.items())
 
-    def _sub_batches(self, items: list, length: int, max_batch: int | None = None):
+    def _sub_batches(self, items: list, length: int, max_batch: int | None = None, encode: bool = True):
         """Split work into forward passes of `_per_call` items (chunks) each."""
-        per_call = self._per_call(length, max_batch)
+        per_call = self._per_call(length, max_batch, encode)
         for i in range(0, len(items), per_call):
             yield items[i : i + per_call]
 
     def _encode_whole(self, audio, lengths, n_q, max_batch=None):
         hop = self.config.hop_length
         out: list[EncodedItem] = []
-        for idx in self._sub_batches(list(range(audio.shape[0])), audio.shape[-1], max_batch):
+        for idx in self._sub_batches(list(range(audio.shape[0])), self.padded_length(audio.shape[-1]), max_batch):
             sub_lengths = [lengths[i] for i in idx]
-            total = max(sub_lengths)
+            total = self.padded_length(max(sub_lengths))
             x = audio[idx, :, :total]
+            if x.shape[-1] < total:  # the CUDA plan's grid: zeros past the batch's longest item
+                x = torch.nn.functional.pad(x, (0, total - x.shape[-1]))
             scales = None
             if self.config.normalize:
                 x, scales = self._normalise(x, sub_lengths)
+                scales = scales.cpu().tolist()  # host sync: once per pass
             uniform = all(n == total for n in sub_lengths)
-            codes = self._encode_frames(x, None if uniform else sub_lengths, n_q)
+            codes = self._encode_frames(x, None if uniform else sub_lengths, n_q).cpu()  # host sync: once per pass
             for j, n in enumerate(sub_lengths):
-                item_scales = None if scales is None else [float(scales[j])]
-                out.append(EncodedItem(codes[j, :, : math.ceil(n / hop)].cpu(), item_scales, n))
+                item_scales = None if scales is None else [scales[j]]
+                out.append(EncodedItem(codes[j, :, : math.ceil(n / hop)], item_scales, n))
         return out
 
     def _encode_chunked(self, audio, lengths, n_q, max_batch=None):
@@ -199,18 +225,24 @@ class EncodecModel(nn.Module):
             for group in self._sub_batches(chunks, n, max_batch):
                 x = torch.stack([audio[b, :, start : start + n] for b, _, start in group])
                 x, chunk_scales = self._normalise(x, [n] * len(group))
-                group_codes = self._encode_frames(x, None, n_q).cpu()
+                group_codes = self._encode_frames(x, None, n_q).cpu()  # host syncs: once per pass
+                group_scales = chunk_scales.cpu().tolist()
                 for j, (b, c, _) in enumerate(group):
                     codes[b][c] = group_codes[j]
-                    scales[b][c] = float(chunk_scales[j])
+                    scales[b][c] = group_scales[j]
         return [EncodedItem(torch.cat(codes[b], dim=-1), scales[b], lengths[b]) for b in range(len(lengths))]
 
     # ----- decode -----------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, items: list[EncodedItem]) -> list[torch.Tensor]:
-        """EncodedItems -> audio float32 [C, num_samples] each (on CPU)."""
+        """EncodedItems -> audio float32 [C, num_samples] each (on CPU).
+
+        Codes are checked on the host first: an out-of-range code reaching the embedding on CUDA is a
+        device-side assert that breaks every later call of the process, so it is a ValueError here.
+        """
         if not items:
             return []
+        size = self.config.codebook_size
         for i, item in enumerate(items):
             expected = self.frames_for(item.num_samples)
             if item.codes.ndim != 2 or item.codes.shape[1] != expected:
@@ -222,28 +254,38 @@ class EncodecModel(nn.Module):
                 raise ValueError(f"item {i}: n_q must be in [1, {self.config.num_quantizers}]")
         if len({item.codes.shape[0] for item in items}) != 1:
             raise ValueError("all items in one decode call must have the same number of codebooks")
+        low, high = torch.aminmax(torch.cat([item.codes.reshape(-1) for item in items]).cpu())
+        if int(low) < 0 or int(high) >= size:  # one check for the call; the message names the first bad item
+            i = next(i for i, item in enumerate(items) if ((item.codes < 0) | (item.codes >= size)).any())
+            raise ValueError(f"item {i}: codes must lie in [0, {size}); got values in "
+                             f"[{int(items[i].codes.min())}, {int(items[i].codes.max())}]")
         if self.config.chunk_length is None:
             return self._decode_whole(items)
         return self._decode_chunked(items)
 
     def _decode_frames(self, codes: torch.Tensor, frames: list[int] | None) -> torch.Tensor:
-        latents = self.quantizer.decode(codes.to(self.device)).to(self.dtype)
+        """codes [B, n_q, F] int64 on the host -> audio float32 [B, C, F * hop] on the host."""
+        latents = self.quantizer.decode(to_device(codes, self.device)).to(self.dtype)
         audio, _ = self.decoder(latents, frames)
-        return audio.float()
+        return audio.float().cpu()  # host sync: once per pass
 
     def _decode_whole(self, items):
+        hop = self.config.hop_length
         frames = [item.codes.shape[1] for item in items]
-        codes = torch.zeros(len(items), items[0].codes.shape[0], max(frames), dtype=torch.long)
-        for b, item in enumerate(items):
-            codes[b, :, : frames[b]] = item.codes
-        uniform = all(f == max(frames) for f in frames)
-        audio = self._decode_frames(codes, None if uniform else frames).cpu()
-        out = []
-        for b, item in enumerate(items):
-            x = audio[b, :, : item.num_samples]
-            if item.scales is not None:
-                x = x * item.scales[0]
-            out.append(x)
+        out: list[torch.Tensor | None] = [None] * len(items)
+        longest = self.padded_length(max(frames) * hop) // hop
+        for idx in self._sub_batches(list(range(len(items))), longest * hop, encode=False):
+            total = self.padded_length(max(frames[b] for b in idx) * hop) // hop
+            codes = torch.zeros(len(idx), items[0].codes.shape[0], total, dtype=torch.long)
+            for j, b in enumerate(idx):
+                codes[j, :, : frames[b]] = items[b].codes
+            uniform = all(frames[b] == total for b in idx)
+            audio = self._decode_frames(codes, None if uniform else [frames[b] for b in idx])
+            for j, b in enumerate(idx):
+                x = audio[j, :, : items[b].num_samples]
+                if items[b].scales is not None:
+                    x = x * items[b].scales[0]
+                out[b] = x
         return out
 
     def _decode_chunked(self, items):
@@ -260,9 +302,9 @@ class EncodecModel(nn.Module):
                 by_frames[bounds[c + 1] - bounds[c]].append((b, c))
         decoded = [[None] * len(p) for p in pieces]
         for _, chunks in sorted(by_frames.items()):
-            for group in self._sub_batches(chunks, self.config.chunk_length):
+            for group in self._sub_batches(chunks, self.config.chunk_length, encode=False):
                 codes = torch.stack([pieces[b][c] for b, c in group]).long()
-                audio = self._decode_frames(codes, None).cpu()
+                audio = self._decode_frames(codes, None)
                 for j, (b, c) in enumerate(group):
                     decoded[b][c] = audio[j] * items[b].scales[c]
         return [

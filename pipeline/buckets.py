@@ -8,7 +8,7 @@ batch's longest item, rounded up to a multiple (the codec hop), so a batch costs
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -85,13 +85,16 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int] | None, budge
     return batches
 
 
-def padding_waste(lengths: Sequence[int], batches: list[list[int]], multiple: int = 1) -> tuple[int, int]:
-    """(padded samples, true samples) summed over `batches` (lengths in samples per channel)."""
+def padding_waste(lengths: Sequence[int], batches: list[list[int]], multiple: int = 1,
+                  padded_length: Callable[[int], int] | None = None) -> tuple[int, int]:
+    """(padded samples, true samples) summed over `batches` (lengths in samples per channel); a batch
+    is padded to its longest item rounded up to `multiple`, or to `padded_length(longest)` when given."""
     arr = _lengths(lengths)
+    pad = padded_length or (lambda n: _round_up(n, multiple))
     padded = 0
     for b in batches:
         if not b:
             raise ValueError("padding_waste: empty batch")
-        padded += len(b) * _round_up(int(arr[b].max()), multiple)
+        padded += len(b) * pad(int(arr[b].max()))
     true = int(sum(int(arr[b].sum()) for b in batches))
     return padded, true

@@ -80,6 +80,8 @@ class JobConfig:
     bandwidths: list[float] = field(default_factory=lambda: [6.0])
     precision: str = "fp32"  # fp32 | bf16 | fp16; reduced ones must pass codec.precision.check_precision
     device: str = "auto"  # auto | cpu | cuda
+    # auto: the device's; cuda: batches exactly as on a GPU, also on the CPU (codec/batch_plan.py)
+    batch_plan: str = "auto"  # auto | cpu | cuda
     num_actors: int = 0  # 0: one per GPU, or 1 on a CPU-only machine
     gpus_per_actor: float = 1.0
     cpus_per_actor: float = 1.0
@@ -162,6 +164,8 @@ def validate(cfg: JobConfig) -> None:
         raise ConfigError(f"precision must be one of fp32, bf16, fp16; got {cfg.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be one of auto, cpu, cuda; got {cfg.device!r}")
+    if cfg.batch_plan not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"batch_plan must be one of auto, cpu, cuda; got {cfg.batch_plan!r}")
     if cfg.audio.resample_quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
         raise ConfigError(f"audio.resample_quality must be QQ, LQ, MQ, HQ or VHQ; got {cfg.audio.resample_quality!r}")
     if cfg.audio.resample_on not in ("decoder", "actor"):

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from codec.batch_plan import to_device
+
 from .records import Segment
 
 ZEROS = 24
@@ -53,17 +55,25 @@ def _filters(rate_in: int, rate_out: int, zeros: int, rolloff: float,
     return h[:, None, :], up, down, width
 
 
+@lru_cache(maxsize=32)
+def _filters_on(rate_in: int, rate_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The filters of `_filters`, copied to `device` in `dtype` once and kept there."""
+    h, _, _, _ = _filters(rate_in, rate_out, ZEROS, ROLLOFF, KAISER_BETA)
+    return h.to(device=device, dtype=dtype)
+
+
 def resample(x: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
     """x [B, C, T] float at rate_in -> [B, C, output_length(T)] at rate_out, on x's device."""
     if rate_in == rate_out:
         return x
-    h, up, down, width = _filters(rate_in, rate_out, ZEROS, ROLLOFF, KAISER_BETA)
+    _, up, down, width = _filters(rate_in, rate_out, ZEROS, ROLLOFF, KAISER_BETA)
+    h = _filters_on(rate_in, rate_out, x.device, x.dtype)
     batch, channels, total = x.shape
     n_out = output_length(total, rate_in, rate_out)
     per_phase = math.ceil(n_out / up)
     padded = (per_phase - 1) * down + h.shape[-1]
     flat = F.pad(x.reshape(batch * channels, 1, total), (width, max(0, padded - total - width)))
-    y = F.conv1d(flat, h.to(device=x.device, dtype=x.dtype), stride=down)  # [B*C, up, per_phase]
+    y = F.conv1d(flat, h, stride=down)  # [B*C, up, per_phase]
     y = y.transpose(1, 2).reshape(batch, channels, per_phase * up)
     return y[..., :n_out]
 
@@ -75,24 +85,33 @@ def model_length(segment: Segment, model_rate: int) -> int:
     return output_length(segment.num_samples, segment.rate, model_rate)
 
 
-def batch_at_model_rate(segments: list[Segment], model_rate: int,
-                        device: torch.device | str) -> tuple[torch.Tensor, list[int]]:
-    """Segments -> (x float32 [B, C, longest] on `device`, zero-padded; lengths at the model rate).
+def batch_at_model_rate(segments: list[Segment], model_rate: int, device: torch.device | str,
+                        padded: int | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Segments -> (x float32 [B, C, padded or longest] on `device`, zero-padded; lengths at the model rate).
 
-    Audio already at the model rate is copied as it is; the rest is resampled here, one padded
-    batch per source rate (zero padding leaves each item's samples as if resampled alone).
+    The batch is assembled on the host and copied to the device once per source rate, from pinned
+    memory without blocking (`codec.batch_plan.to_device`). Audio already at the model rate is
+    copied as it is; the rest is resampled on the device, one padded batch per source rate (zero
+    padding leaves each item's samples as if resampled alone).
     """
+    device = torch.device(device)
     lengths = [model_length(s, model_rate) for s in segments]
     channels = segments[0].audio.shape[0]
-    x = torch.zeros(len(segments), channels, max(lengths), device=device)
+    total = max(max(lengths), padded or 0)
     by_rate: dict[int, list[int]] = {}
     for j, s in enumerate(segments):
         by_rate.setdefault(s.rate or model_rate, []).append(j)
+    x = None
     for rate, index in by_rate.items():
-        native = np.zeros((len(index), channels, max(segments[j].num_samples for j in index)), np.float32)
+        width = total if rate == model_rate else max(segments[j].num_samples for j in index)
+        native = np.zeros((len(index), channels, width), np.float32)
         for i, j in enumerate(index):
             native[i, :, : segments[j].num_samples] = segments[j].audio
-        y = resample(torch.from_numpy(native).to(device), rate, model_rate)
+        y = resample(to_device(torch.from_numpy(native), device), rate, model_rate)
+        if len(by_rate) == 1 and rate == model_rate:
+            return y, lengths  # one rate, the model's: the host batch is the batch
+        if x is None:
+            x = torch.zeros(len(segments), channels, total, device=device)
         for i, j in enumerate(index):
             x[j, :, : lengths[j]] = y[i, :, : lengths[j]]
     return x, lengths

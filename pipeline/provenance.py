@@ -48,6 +48,7 @@ class Provenance:
     precision: str
     device: str
     pipeline_version: str
+    batch_plan: str = "cpu"  # codec/batch_plan.py: "cuda" codes depend on each row's batch (see the manifest)
     resampler: dict[str, Any]
     segment_max_s: float
     model_sources_skipped: list[str] = field(default_factory=list)
@@ -103,6 +104,7 @@ def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | No
         num_quantizers=c.num_quantizers_for(max(cfg.bandwidths)),
         precision=cfg.precision,
         device=device,
+        batch_plan=model.plan,
         pipeline_version=PIPELINE_VERSION,
         resampler=resampler_info(cfg.audio, device),
         segment_max_s=cfg.audio.max_duration_s,

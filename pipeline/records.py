@@ -77,6 +77,16 @@ class Rejection:
     detail: str
 
 
+@dataclass(frozen=True)
+class EncodeBatch:
+    """One batch as the job encoded it: its rows' keys in batch order and the most items (chunked
+    models: chunks) per forward pass (None: the codec's default). With the CUDA batch plan a row's
+    codes depend on its batch, so verify re-encodes the batch the same way."""
+
+    keys: list[str]
+    max_batch: int | None = None
+
+
 @dataclass
 class ShardRecord:
     """The manifest record of a committed shard (`<out>/_manifest/<shard_id>.json`): its counts,
@@ -100,6 +110,8 @@ class ShardRecord:
     padded_samples: int = 0  # samples in the padded batches (per channel)
     true_samples: int = 0  # samples of audio in them
     batches: int = 0
+    batch_plan: str = "cpu"  # the codec's batch plan (codec/batch_plan.py)
+    encode_batches: list[EncodeBatch] = field(default_factory=list)
     finished_at: float | None = None  # unix seconds, set by the commit
     format_version: int | None = None  # set by the commit
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # {kind: {"path", "bytes"}}, set by the commit
@@ -111,4 +123,6 @@ class ShardRecord:
     def from_json(cls, data: dict[str, Any]) -> ShardRecord:
         """From a manifest file; keys this version does not know (a newer writer's) are left out."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        record.encode_batches = [b if isinstance(b, EncodeBatch) else EncodeBatch(**b) for b in record.encode_batches]
+        return record

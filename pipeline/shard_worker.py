@@ -32,7 +32,7 @@ from .decode_pool import DecodePool, default_processes
 from .device_resample import batch_at_model_rate, model_length
 from .errors import BadInputError
 from .provenance import Provenance
-from .records import Rejection, Segment, Shard, ShardRecord
+from .records import EncodeBatch, Rejection, Segment, Shard, ShardRecord
 from .sources import ShardReadError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class EncodeStats:
     padded_samples: int = 0  # samples in the padded batches (per channel)
     true_samples: int = 0
     batches: int = 0
+    plan: list[EncodeBatch] = field(default_factory=list)
 
 
 class ShardTokenizer:
@@ -117,6 +118,7 @@ class ShardTokenizer:
             decoder_peak_rss_mb=prepared.decoder_peak_rss_mb, decoder_restarts=prepared.decoder_restarts,
             read_seconds=prepared.read_seconds, encode_seconds=encode_seconds, wall_seconds=time.time() - started,
             padded_samples=stats.padded_samples, true_samples=stats.true_samples, batches=stats.batches,
+            batch_plan=self.model.plan, encode_batches=stats.plan,
         )
         return writer.commit_shard(
             self.out_dir, shard.shard_id,
@@ -145,41 +147,44 @@ class ShardTokenizer:
         prepared.read_seconds = time.time() - started
         return prepared
 
-    def _encode(self, segments: list[Segment], shard_id: str = "") -> tuple[list[schema.TokenRow],
-                                                                             EncodeStats]:
+    def _encode(self, segments: list[Segment], shard_id: str = "") -> tuple[list[schema.TokenRow], EncodeStats]:
         if not segments:
             return [], EncodeStats()
         cfg = self.cfg.buckets
-        rate = self.model.config.sampling_rate
+        model = self.model
+        rate, hop, chunk = model.config.sampling_rate, model.config.hop_length, model.config.chunk_length
         lengths = [model_length(s, rate) for s in segments]
-        chunk = self.model.config.chunk_length
-        boundaries = cfg.boundaries_s and [int(b * self.model.config.sampling_rate) for b in cfg.boundaries_s]
+        boundaries = cfg.boundaries_s and [int(b * rate) for b in cfg.boundaries_s]
         if boundaries is None:
             boundaries = buckets.estimate_boundaries(lengths, cfg.num_buckets)
         # chunked models batch chunks, not items: budget by chunk so long items are not split badly
         budget = cfg.batch_budget_samples if chunk is None else max(cfg.batch_budget_samples, max(lengths))
-        # chunked models: each forward pass takes at most this many chunks, whatever the items
+        # chunked models on the CUDA plan: each forward pass takes at most this many chunks, whatever the items
         max_chunks = None
-        if chunk is not None and self.model.device.type == "cuda":
+        if chunk is not None and model.plan == "cuda":
             max_chunks = max(1, min(cfg.max_batch_items, cfg.batch_budget_samples // chunk))
-        batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items,
-                                       multiple=self.model.config.hop_length)
-        padded, true = buckets.padding_waste(lengths, batches, multiple=self.model.config.hop_length)
+        batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items, multiple=hop)
+        padded_length = (lambda n: model.padded_length(n)) if chunk is None else None
+        padded, true = buckets.padding_waste(lengths, batches, multiple=hop, padded_length=padded_length)
         rows: list[schema.TokenRow | None] = [None] * len(segments)
         limit = self.pass_limit if self.pass_limit is not None else max_chunks
+        plan: list[EncodeBatch] = []
         for number, batch in enumerate(batches):
             if number == 1:
                 faults.maybe_fault("during_encode", shard_id)
-            x, batch_lengths = batch_at_model_rate([segments[i] for i in batch], rate, self.model.device)
+            longest = max(lengths[i] for i in batch)
+            x, batch_lengths = batch_at_model_rate([segments[i] for i in batch], rate, model.device,
+                                                   padded=model.padded_length(longest) if chunk is None else None)
             items, limit = self._encode_batch(x, batch_lengths, limit, shard_id)
+            plan.append(EncodeBatch([segments[i].key for i in batch], limit))
             for i, item in zip(batch, items):
                 seg = segments[i]
                 rows[i] = schema.TokenRow(
                     key=seg.key, source=seg.source, codes=item.codes.numpy().astype(np.int16),
-                    num_samples=item.num_samples, pad_samples=self.model.pad_samples_for(item.num_samples),
+                    num_samples=item.num_samples, pad_samples=model.pad_samples_for(item.num_samples),
                     scales=item.scales, start_s=seg.start_s, duration_s=seg.duration_s, meta=seg.meta,
                 )
-        return rows, EncodeStats(int(padded), int(true), len(batches))
+        return rows, EncodeStats(int(padded), int(true), len(batches), plan)
 
     def _encode_batch(self, x, lengths: list[int], limit: int | None, shard_id: str):
         """`model.encode` of one batch [B, C, T] with at most `limit` items (chunks) per forward pass;

@@ -76,6 +76,7 @@ class TokenizerActor:
         dtype = dtype_for(cfg.precision)
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
+        self.model.set_batch_plan(cfg.batch_plan)
         self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime)
         check_sha256(self.provenance, cfg)
         node = next((n for n in alive_nodes() if n.node_id == node_id), Node(node_id, setup.request.num_cpus))
