@@ -29,7 +29,7 @@ from . import buckets, faults, schema, sources, writer
 from .config import JobConfig
 from .cuda_errors import is_out_of_memory
 from .decode_pool import DecodePool, default_processes
-from .device_resample import batch_at_model_rate, model_length
+from .device_resample import encoder_batch, model_length
 from .errors import BadInputError
 from .provenance import Provenance
 from .records import EncodeBatch, Rejection, Segment, Shard, ShardRecord
@@ -172,9 +172,7 @@ class ShardTokenizer:
         for number, batch in enumerate(batches):
             if number == 1:
                 faults.maybe_fault("during_encode", shard_id)
-            longest = max(lengths[i] for i in batch)
-            x, batch_lengths = batch_at_model_rate([segments[i] for i in batch], rate, model.device,
-                                                   padded=model.padded_length(longest) if chunk is None else None)
+            x, batch_lengths = encoder_batch([segments[i] for i in batch], model)
             items, limit = self._encode_batch(x, batch_lengths, limit, shard_id)
             plan.append(EncodeBatch([segments[i].key for i in batch], limit))
             for i, item in zip(batch, items):

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ import torch
 from .. import audio as audio_prep
 from .. import sources
 from ..config import AudioConfig, SourceConfig
-from ..device_resample import batch_at_model_rate
-from ..records import Segment, Shard
+from ..device_resample import batch_at_model_rate, encoder_batch
+from ..records import EncodeBatch, Segment, Shard
 from ..sources import ShardReadError, shard_id_for
 from . import metrics
 from .result import BandwidthScores, CheckResult, Media
@@ -41,6 +41,9 @@ class CheckSettings:
     bandwidths: list[float]
     n_q: dict[float, int]
     encode_bandwidth: float
+    batch_plan: str = "cpu"  # the job's (codec/batch_plan.py)
+    # CUDA plan: the batch each sampled row was encoded in (from the manifest), re-encoded the same way
+    batches: dict[str, EncodeBatch] = field(default_factory=dict)
 
 
 def base_keys(key: str) -> set[str]:
@@ -58,6 +61,7 @@ class Checker:
 
         self.settings = settings
         self.model = load_model(settings.model, device=settings.device, dtype=dtype_for(settings.precision))
+        self.model.set_batch_plan(settings.batch_plan)  # as the job's actors
         strict_fp32()  # as the job's actors
         self._shards: dict[str, Shard] | None = None
 
@@ -107,13 +111,44 @@ class Checker:
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         try:
-            originals = self.originals(rows)
-            return [self.check_one(row, originals[row["key"]], keep_audio) for row in rows]
+            mates = [{"key": k, "source": row["source"]} for row in rows
+                     for k in self._batch_of(row).keys if k != row["key"]]
+            originals = self.originals(rows + mates)
+            now = self.encode_as_the_job(rows, originals)
+            return [self.check_one(row, originals[row["key"]], keep_audio, now.get(row["key"])) for row in rows]
         finally:
             torch.set_num_threads(before)
 
-    def check_one(self, row: dict, original: Segment | tuple[str, str], keep_audio: bool) -> CheckResult:
-        """The row measured at each bandwidth; media (original and decoded float32 [C, T]) when keep_audio."""
+    def _batch_of(self, row: dict) -> EncodeBatch:
+        """The batch the job encoded `row` in (CUDA plan), else the row alone."""
+        return self.settings.batches.get(row["key"]) or EncodeBatch([row["key"]])
+
+    def encode_as_the_job(self, rows: list[dict], originals: dict) -> dict[str, torch.Tensor]:
+        """{row key: codes now} for rows whose batch the job recorded (CUDA plan): the originals of the
+        whole batch encoded together, in the job's order and pass size, so codes that depend on the
+        batch (the batched LSTM) come out as the job wrote them. Other rows are encoded alone by
+        `check_one`; so are rows of a batch whose other originals cannot be read any more."""
+        now: dict[str, torch.Tensor] = {}
+        for row in rows:
+            batch = self.settings.batches.get(row["key"])
+            if batch is None or row["key"] in now:
+                continue
+            segments = [originals.get(k) for k in batch.keys]
+            if not all(isinstance(seg, Segment) for seg in segments):
+                continue
+            x, lengths = encoder_batch(segments, self.model)
+            try:
+                items = self.model.encode(x, lengths, bandwidth=self.settings.encode_bandwidth,
+                                          max_batch=batch.max_batch)
+            except (ValueError, RuntimeError):
+                continue  # check_one encodes the row alone and reports what fails there
+            now.update({k: item.codes for k, item in zip(batch.keys, items)})
+        return now
+
+    def check_one(self, row: dict, original: Segment | tuple[str, str], keep_audio: bool,
+                  now: torch.Tensor | None = None) -> CheckResult:
+        """The row measured at each bandwidth; media (original and decoded float32 [C, T]) when keep_audio.
+        now: the original's codes re-encoded in the job's batch (`encode_as_the_job`); None: encoded alone."""
         from codec import EncodedItem
 
         s = self.settings
@@ -130,7 +165,8 @@ class Checker:
         audio = x[0].cpu().numpy()
         stored = torch.from_numpy(row["codes"].astype(np.int64))
         try:
-            now = self.model.encode(x, bandwidth=s.encode_bandwidth)[0].codes
+            if now is None:
+                now = self.model.encode(x, bandwidth=s.encode_bandwidth)[0].codes
             if now.shape != stored.shape:
                 raise ValueError(f"stored codes {tuple(stored.shape)} but the original encodes to {tuple(now.shape)}")
             same = (now == stored).double()

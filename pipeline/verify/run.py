@@ -4,10 +4,12 @@
       ─► original: sources.read_shard(row.source) ─► audio.prepare with the job's AudioConfig ─► key / key#n
       ─► decode codes[:n_q(b)] per bandwidth b ─► metrics vs the original (`verify/metrics.py`)
       ─► encode the original now at the stored bandwidth ─► code agreement with the stored codes
+         (CUDA batch plan: together with the rows of its batch, as the manifest records the job did)
       ─► `verify/report.py` (JSON, Parquet, HTML) ─► threshold failures (VerifyConfig)
 
-Re-encoding reproduces the job exactly only with the same model, precision, device and, on the
-CPU, the same torch thread count (float reductions depend on it; README, "Verifying a run"). So
+Re-encoding reproduces the job exactly only with the same model, precision, device, batch plan
+(with the CUDA plan a row's codes depend on its batch: the batched LSTM) and, on the CPU, the same
+torch thread count (float reductions depend on it; README, "Verifying a run"). So
 the check runs with the job's `cpus_per_actor` threads unless told otherwise; agreement then drops
 only for corrupted codes, a changed model or drifted numerics.
 Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (`engine/ray_backend.py`).
@@ -23,9 +25,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import reader
+from .. import reader, writer
 from ..config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
 from ..provenance import Provenance
+from ..records import EncodeBatch
 from . import report
 from .check import STATUSES, Checker, CheckSettings
 from .sampling import read_rows, sample_keys
@@ -79,8 +82,17 @@ def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSetting
         sample_rate=int(provenance.sample_rate), channels=int(provenance.channels),
         source=source, audio=section(AudioConfig, "audio"),
         input_spec=options.input_spec or provenance.input, bandwidths=bandwidths, n_q=n_q,
-        encode_bandwidth=max(n_q),
+        encode_bandwidth=max(n_q), batch_plan=provenance.batch_plan,
     )
+
+
+def job_batches(tokens: str, keys: set[str]) -> dict[str, EncodeBatch]:
+    """{key: the batch the job encoded it in} for `keys`, from the committed manifest records."""
+    found = {}
+    for record in writer.committed_shards(tokens).values():
+        for batch in record.encode_batches:
+            found.update({k: batch for k in batch.keys if k in keys})
+    return found
 
 
 def _stderr(message: str) -> None:
@@ -103,6 +115,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     chosen = sample_keys(keys, count, options.fraction, options.seed)
     order = {k: i for i, k in enumerate(chosen)}
     rows = sorted(read_rows(tokens, chosen), key=lambda r: order[r["key"]]) if chosen else []
+    if settings.batch_plan == "cuda":  # codes depend on the batch: re-encode each row in the job's batch
+        settings = dataclasses.replace(settings, batches=job_batches(tokens, {r["key"] for r in rows}))
     use_ray = options.use_ray == "ray" or (options.use_ray == "auto" and len(rows) > options.ray_min_rows)
     log(f"[audiotok verify] {len(rows)} of {len(keys)} rows, bandwidths {settings.bandwidths} kbps, "
         f"{'Ray actors' if use_ray else 'inline'}, model {settings.model}, {settings.threads or 'default'} threads")
