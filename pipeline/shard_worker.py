@@ -10,9 +10,11 @@ ahead waits for room file by file, the shard being encoded never waits.
 `run` may be called from two threads at once (the actor runs with `shards_in_flight_per_actor`
 calls in flight), so that the Parquet build, compression and commit of one shard overlap the
 encode of the next: one thread at a time holds the *encode lock* while it waits for its shard's
-decode and encodes it; before it lets the lock go it takes the one *commit slot*, so at most one
-commit is in flight and commits keep the order of the encodes. `run` returns only once its shard
-is committed: a process that dies before that loses the call, and the driver runs the shard again.
+decode and encodes it, in the order the calls were handed out (a call names the shards in flight
+before it, `after`, and takes the lock only once they have); before it lets the lock go it takes
+the one *commit slot*, so at most one commit is in flight and commits keep the order of the encodes.
+`run` returns only once its shard is committed: a process that dies before that loses the call,
+and the driver runs the shard again.
 A commit that fails removes the shard's part files it already moved into place, so readers never
 see a shard without its manifest record. A CUDA out-of-memory error on a batch halves its forward
 passes (the codec's `max_batch`) and encodes the batch again, down to one item (chunk) per pass;
@@ -103,6 +105,8 @@ class ShardTokenizer:
         self.taken: set[str] = set()  # shards whose `run` has started and not ended: never forgotten
         self.state = threading.Lock()  # guards decodes and taken (`run` may be called from two threads)
         self.encode_lock = threading.Lock()  # one shard waits for its decode and encodes at a time
+        self.turns = threading.Condition()  # guards turned
+        self.turned: set[str] = set()  # shards whose `run` has taken the encode lock (or ended)
         self.commit_slot = threading.Semaphore(1)  # at most one commit in flight
         self.node_id: str | None = None  # recorded in every manifest record (the Ray node)
         # most items (chunks) per forward pass at the start of each shard; None: the codec's
@@ -137,20 +141,26 @@ class ShardTokenizer:
             ticket = Ticket(shard.shard_id)
             self.decodes[shard.shard_id] = _Decode(self.reader.submit(self._prepare, shard, ticket), ticket)
 
-    def run(self, shard: Shard, attempt: int = 1, ahead: list[Shard] | None = None) -> ShardRecord:
+    def run(self, shard: Shard, attempt: int = 1, ahead: list[Shard] | None = None,
+            after: list[Shard] = ()) -> ShardRecord:
         """Tokenize and commit `shard`; returns its committed manifest record.
 
-        ahead: the other shards the caller will run on this tokenizer, in order (those in flight
-        first, then those to decode ahead); shards decoded ahead and not among them are forgotten.
-        None: leave the shards decoded ahead as they are."""
+        ahead: the shards the caller will run next, to decode meanwhile; shards decoded ahead and
+        not among them, `after` or `shard` are forgotten (None: leave them as they are).
+        after: shards whose `run` was called before this one and has not ended: encoded first."""
         with self.state:
             if ahead is not None:
-                self._keep_only({shard.shard_id, *(s.shard_id for s in ahead)})
+                self._keep_only({s.shard_id for s in [shard, *after, *ahead]})
             for upcoming in [shard, *(ahead or [])]:  # the shard to run first, if it is not decoding yet
                 self._prefetch(upcoming)
             self.taken.add(shard.shard_id)
         try:
+            with self.turns:
+                self.turns.wait_for(lambda: all(s.shard_id in self.turned for s in after))
             with self.encode_lock:
+                with self.turns:
+                    self.turned.add(shard.shard_id)
+                    self.turns.notify_all()
                 with self.state:
                     decode = self.decodes.pop(shard.shard_id)
                 record, tokens, rejections = self._decode_and_encode(shard, attempt, decode)
@@ -169,6 +179,9 @@ class ShardTokenizer:
         finally:
             with self.state:
                 self.taken.discard(shard.shard_id)
+            with self.turns:  # a call that ended early gives its turn up too
+                self.turned.add(shard.shard_id)
+                self.turns.notify_all()
 
     def wait_for_commit(self, timeout_s: float) -> bool:
         """Wait until no commit is in flight (up to `timeout_s`); False if one still is."""

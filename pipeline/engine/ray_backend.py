@@ -62,8 +62,8 @@ COMMIT_WAIT_S = 60.0  # how long an actor ending after a fatal CUDA error lets i
 
 @ray.remote
 class TokenizerActor:
-    """One model per actor; `run(shard, next_shards)` commits `shard` and starts decoding `next_shards`
-    (the other shards the actor holds: those in flight, then those ahead). Up to
+    """One model per actor; `run(shard, next_shards, attempt, after)` commits `shard`, after encoding the
+    shards `after` (calls in flight before it), and starts decoding `next_shards`. Up to
     `shards_in_flight_per_actor` calls run at once, on threads of the actor."""
 
     def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
@@ -91,9 +91,9 @@ class TokenizerActor:
         return ActorInfo(self.provenance, ray.get_runtime_context().get_node_id(), os.getpid(),
                          self.worker.decoder_processes)
 
-    def run(self, shard: Shard, next_shards: list[Shard], attempt: int) -> ShardRecord:
+    def run(self, shard: Shard, next_shards: list[Shard], attempt: int, after: list[Shard]) -> ShardRecord:
         try:  # forgets shards the driver gave to other actors since, and decodes the next ones
-            return self.worker.run(shard, attempt, ahead=next_shards)
+            return self.worker.run(shard, attempt, ahead=next_shards, after=after)
         except Exception as exc:
             if is_fatal_cuda_error(exc):  # this process's CUDA context is unusable: end it, the driver
                 print(f"[audiotok] fatal CUDA error on shard {shard.shard_id}, ending this actor: {exc}",
@@ -121,8 +121,9 @@ class RayBackend:
         self.waiting[handle.describe.remote()] = (actor_id, None)
         return actor_id
 
-    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int) -> None:
-        ref = self.actors[actor_id].run.remote(shard, ahead, attempt)
+    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int,
+                  after: list[Shard] = ()) -> None:
+        ref = self.actors[actor_id].run.remote(shard, ahead, attempt, list(after))
         self.waiting[ref] = (actor_id, shard.shard_id)
 
     def poll(self, timeout_s: float) -> list[Event]:

@@ -90,10 +90,11 @@ class Backend(Protocol):
     def start_actor(self) -> int:
         """Start an actor; returns its id. ActorStarted or ActorLost follows."""
 
-    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int) -> None:
-        """Run and commit `shard` on a started actor; `ahead`: the other shards it holds, those in
-        flight first, then those to decode meanwhile (it forgets any other). ShardFinished,
-        ShardFailed or ActorLost follows."""
+    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int,
+                  after: list[Shard] = ()) -> None:
+        """Run and commit `shard` on a started actor, decoding `ahead` meanwhile; `after`: the shards
+        handed to it before and still in flight, which it encodes first. It forgets any other shard
+        it decoded ahead. ShardFinished, ShardFailed or ActorLost follows."""
 
     def poll(self, timeout_s: float) -> list[Event]:
         """Events that happened, waiting up to `timeout_s` for the first one."""
@@ -280,6 +281,8 @@ class Scheduler:
             self.suspects.update(s.shard_id for s in held)
         slot.deaths += 1
         where = f"on shard {shard.url}" if shard is not None else "while starting"
+        if len(running) > 1:
+            where = f"on shards {', '.join(s.url for s in running)} (in flight)"
         if slot.deaths > self.settings.max_actor_restarts:
             raise JobFailed(f"an actor died {slot.deaths} times in a row (max_actor_restarts "
                             f"{self.settings.max_actor_restarts}), last {where}: {event.error}")
@@ -342,6 +345,5 @@ class Scheduler:
             slot.queued.append(nxt)
         slot.alone = len(slot.running) == 1 and not slot.queued
         n = self.attempts[shard.shard_id] = self.attempts.get(shard.shard_id, 0) + 1
-        others = [s for s in slot.running if s is not shard]
-        self.backend.run_shard(slot.actor_id, shard, others + list(slot.queued), n)
+        self.backend.run_shard(slot.actor_id, shard, list(slot.queued), n, after=slot.running[:-1])
         return True

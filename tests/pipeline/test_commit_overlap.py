@@ -54,7 +54,8 @@ def test_encode_of_the_next_shard_overlaps_the_commit(tmp_path, monkeypatch):
     todo = list_shards(spec, cfg.source)
     try:
         with ThreadPoolExecutor(2) as calls:  # the actor's two threads
-            records = list(calls.map(lambda i: worker.run(todo[i], 1, todo[i + 1:i + 3]), range(len(todo))))
+            records = list(calls.map(lambda i: worker.run(todo[i], 1, todo[i + 1:i + 2], todo[max(0, i - 1):i]),
+                                     range(len(todo))))
     finally:
         worker.close()
     assert [r.rows for r in records] == [2, 2, 2, 2]
@@ -63,7 +64,7 @@ def test_encode_of_the_next_shard_overlaps_the_commit(tmp_path, monkeypatch):
     # commits keep the order of the encodes, and never two at once
     by_encode = sorted(encodes, key=lambda s: encodes[s][0])
     by_commit = sorted(commits, key=lambda s: commits[s][0])
-    assert by_commit == by_encode
+    assert by_commit == by_encode == [s.shard_id for s in todo]  # in the order the calls were made
     for a, b in zip(by_commit, by_commit[1:]):
         assert commits[a][1] <= commits[b][0], f"commits of {a} and {b} overlap"
     # a shard's encode starts before the commit of the shard before it ends (the commit is off the
@@ -85,7 +86,8 @@ def test_rows_equal_one_shard_at_a_time(tmp_path):
                     worker.run(shard)
             else:
                 with ThreadPoolExecutor(2) as calls:
-                    list(calls.map(lambda i: worker.run(todo[i], 1, todo[i + 1:i + 2]), range(len(todo))))
+                    list(calls.map(lambda i: worker.run(todo[i], 1, todo[i + 1:i + 2], todo[max(0, i - 1):i]),
+                                   range(len(todo))))
         finally:
             worker.close()
         tables[mode] = pads.dataset(str(tmp_path / mode / "out" / "tokens")).to_table().sort_by("key")

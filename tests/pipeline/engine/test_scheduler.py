@@ -44,6 +44,7 @@ class FakeBackend:
     starting: dict[int, int] = field(default_factory=dict)
     next_id: int = 0
     polls: int = 0
+    afters: list[list[str]] = field(default_factory=list)  # per run: the shards in flight before it
 
     def start_actor(self) -> int:
         actor_id, self.next_id = self.next_id, self.next_id + 1
@@ -54,8 +55,9 @@ class FakeBackend:
             self.starting[actor_id] = self.start_delay
         return actor_id
 
-    def run_shard(self, actor_id, shard, ahead, attempt) -> None:
+    def run_shard(self, actor_id, shard, ahead, attempt, after=()) -> None:
         self.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
+        self.afters.append([s.shard_id for s in after])
         what = self.outcome(shard.shard_id, attempt)
         if what == "ok":
             self.events.append(ShardFinished(actor_id, shard.shard_id, record(shard.shard_id)))
@@ -223,9 +225,9 @@ def test_capacity_that_joins_gets_actors_and_shards():
     backend = FakeBackend(outcome=lambda s, a: "ok")
     slow = backend.run_shard
 
-    def run_shard(actor_id, shard, ahead, attempt):
+    def run_shard(actor_id, shard, ahead, attempt, after=()):
         backend.cap = 3 if len(backend.runs) >= 2 else 1
-        slow(actor_id, shard, ahead, attempt)
+        slow(actor_id, shard, ahead, attempt, after)
 
     backend.run_shard = run_shard
     backend.outcome = lambda s, a: "ok"
@@ -244,7 +246,7 @@ def test_growth_stops_at_max_actors():
 def test_actor_dying_while_holding_shards_ahead_retries_each_alone_and_charges_the_poison():
     # s1 kills any actor that holds it (running or decoding it ahead); it is found, s0 is not charged
     def outcome_of(backend):
-        def run_shard(actor_id, shard, ahead, attempt):
+        def run_shard(actor_id, shard, ahead, attempt, after=()):
             backend.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
             if "s1" in [shard.shard_id, *(s.shard_id for s in ahead)]:
                 backend.events.append(ActorLost(actor_id, "SIGKILL (out of memory)"))
@@ -270,8 +272,10 @@ class InFlightBackend(FakeBackend):
     inflight: dict = field(default_factory=dict)  # actor -> [(shard_id, attempt)] in order
     most_in_flight: int = 0
 
-    def run_shard(self, actor_id, shard, ahead, attempt) -> None:
+    def run_shard(self, actor_id, shard, ahead, attempt, after=()) -> None:
         self.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
+        self.afters.append([s.shard_id for s in after])
+        assert [s for s, _ in self.inflight.get(actor_id, [])] == self.afters[-1]
         self.inflight.setdefault(actor_id, []).append((shard.shard_id, attempt))
         self.most_in_flight = max(self.most_in_flight, len(self.inflight[actor_id]))
 
@@ -301,9 +305,10 @@ def test_two_shards_in_flight_keep_each_actor_busy_and_commit_each_once():
     assert sorted(records) == sorted(f"s{i}" for i in range(9))
     assert sorted(r[1] for r in backend.runs) == sorted(records)  # each ran once
     assert backend.most_in_flight == 2  # never more than two at once on an actor
-    # the second run on an actor names the first as held (in flight), then the shard decoded ahead
-    first, second = [r for r in backend.runs if r[0] == 0][:2]
-    assert first[1:3] == ("s0", ["s1"]) and second[1:3] == ("s1", ["s0", "s2"])
+    # the second run on an actor takes the shard the first decoded ahead, and names the first as in
+    # flight before it (so the actor encodes them in that order)
+    first, second = [(r, a) for r, a in zip(backend.runs, backend.afters) if r[0] == 0][:2]
+    assert first == ((0, "s0", ["s1"], 1), []) and second == ((0, "s1", ["s2"], 1), ["s0"])
 
     one = InFlightBackend()
     run(one, 6, 1, prefetch_shards=1, shards_in_flight_per_actor=1)
@@ -316,9 +321,10 @@ def test_death_with_two_shards_in_flight_requeues_both_and_each_runs_alone():
     backend = InFlightBackend(outcome=lambda s, a: "die" if (s, a) == ("s0", 1) else "ok")
     _, records, lines = run(backend, 5, 1, prefetch_shards=1, shards_in_flight_per_actor=2)
     assert sorted(records) == [f"s{i}" for i in range(5)]
-    assert backend.runs[:2] == [(0, "s0", ["s1"], 1), (0, "s1", ["s0", "s2"], 1)]
+    assert backend.runs[:2] == [(0, "s0", ["s1"], 1), (0, "s1", ["s2"], 1)] and backend.afters[1] == ["s0"]
     again = [r for r in backend.runs if r[0] == 1]
     assert again[:2] == [(1, "s0", [], 2), (1, "s1", [], 2)]  # alone: nothing else held, one at a time
+    assert [a for r, a in zip(backend.runs, backend.afters) if r[0] == 1][:2] == [[], []]
     assert any("actor died on shards s0, s1 (in flight)" in line for line in lines)
     assert backend.stopped[:1] == [0] and len(backend.started) == 2
 
