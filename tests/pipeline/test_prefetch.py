@@ -156,3 +156,22 @@ def test_prefetch_is_bounded_in_bytes_and_rows_do_not_change(tmp_path):
         tables[name] = pads.dataset(str(tmp_path / name / "out" / "tokens")).to_table().sort_by("key")
     columns = ["key", "codes", "num_samples", "scales"]
     assert tables["bounded"].select(columns).equals(tables["roomy"].select(columns))
+
+
+def test_shard_waiting_for_room_and_given_away_stops_decoding(tmp_path):
+    spec, file_bytes = noise_shards(tmp_path, 2, files=2, seconds=2.0)
+    worker, cfg = worker_for(tmp_path, "decode_threads=2", "prefetch_shards=1", f"prefetch_bytes={2 * file_bytes}")
+    try:
+        a, b = list_shards(spec, cfg.source)
+        worker.prefetch(a)
+        worker.pending[a.shard_id].result(60)  # a holds the whole budget
+        worker.prefetch(b)
+        time.sleep(1.0)
+        later = worker.pending[b.shard_id]
+        assert not later.done() and worker.budget.total() == 2 * file_bytes  # b waits for room
+        worker.keep_only([a])  # the driver gave b to another actor
+        assert later.exception(30) is None and worker.budget.total() == 2 * file_bytes
+        assert worker.run(a).rows == 2 and worker.budget.total() == 0
+        assert worker.run(b).rows == 2  # b given back later: decoded again, as the shard in hand
+    finally:
+        worker.close()
