@@ -148,13 +148,13 @@ class ShardTokenizer:
         ahead: the shards the caller will run next, to decode meanwhile; shards decoded ahead and
         not among them, `after` or `shard` are forgotten (None: leave them as they are).
         after: shards whose `run` was called before this one and has not ended: encoded first."""
-        with self.state:
-            if ahead is not None:
-                self._keep_only({s.shard_id for s in [shard, *after, *ahead]})
-            for upcoming in [shard, *(ahead or [])]:  # the shard to run first, if it is not decoding yet
-                self._prefetch(upcoming)
-            self.taken.add(shard.shard_id)
         try:
+            with self.state:
+                if ahead is not None:
+                    self._keep_only({s.shard_id for s in [shard, *after, *ahead]})
+                for upcoming in [shard, *(ahead or [])]:  # the shard to run first, if it is not decoding yet
+                    self._prefetch(upcoming)
+                self.taken.add(shard.shard_id)
             with self.turns:
                 self.turns.wait_for(lambda: all(s.shard_id in self.turned for s in after))
             with self.encode_lock:
