@@ -86,7 +86,10 @@ class JobConfig:
     gpus_per_actor: float = 1.0
     cpus_per_actor: float = 1.0
     decode_threads: int = 0  # decoder processes per actor; 0: the actor's share of its node's cores, less 1
-    prefetch_shards: int = 2  # shards an actor decodes ahead of the one it encodes (memory: that many shards)
+    prefetch_shards: int = 2  # shards an actor decodes ahead of the one it encodes, within prefetch_bytes
+    # decoded float32 audio an actor holds besides the shard it encodes (shards ahead wait for room; 4 GiB)
+    prefetch_bytes: int = 4 << 30
+    shards_in_flight_per_actor: int = 2  # 2: a shard encodes while the one before it commits; 1: one at a time
     strict: bool = False
     max_actor_restarts: int = 3
     max_shard_attempts: int = 3
@@ -180,6 +183,9 @@ def validate(cfg: JobConfig) -> None:
     if cfg.decode_threads < 0 or cfg.prefetch_shards < 0:
         raise ConfigError(f"decode_threads (0: auto) and prefetch_shards must be >= 0; got "
                          f"{cfg.decode_threads} and {cfg.prefetch_shards}")
+    if cfg.prefetch_bytes <= 0 or cfg.shards_in_flight_per_actor not in (1, 2):
+        raise ConfigError(f"prefetch_bytes must be > 0 and shards_in_flight_per_actor 1 or 2; got "
+                          f"{cfg.prefetch_bytes} and {cfg.shards_in_flight_per_actor}")
     if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
         raise ConfigError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
 

@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -112,10 +113,18 @@ class DecodePool:
         self.workers: list[_Worker | None] = [None] * max(1, workers)
         self.restarts = 0  # workers replaced after dying or hanging, over the pool's life
         self.lock = threading.Lock()
+        self.admit: Callable[[int], None] | None = None  # of the current call
 
-    def prepare_all(self, samples: list[Sample]) -> tuple[list[tuple[list[Segment], list[Rejection]]], dict]:
-        """([(segments, rejections)] per sample, stats {decoder_restarts, decoder_peak_rss_mb} of this call)."""
+    def prepare_all(self, samples: list[Sample], admit: Callable[[int], None] | None = None,
+                    ) -> tuple[list[tuple[list[Segment], list[Rejection]]], dict]:
+        """([(segments, rejections)] per sample, stats {decoder_restarts, decoder_peak_rss_mb} of this call).
+
+        admit(nbytes), when given, is called with the size of each decoded file's float32 audio
+        before it is received, and may wait (`decoded_budget`); the time it waits does not count
+        against the other files' `decode_timeout_s`. What it raises ends the call, as any error does.
+        """
         with self.lock:
+            self.admit = admit
             results: list = [None] * len(samples)
             todo: deque[int] = deque()
             for i, s in enumerate(samples):
@@ -188,6 +197,13 @@ class DecodePool:
         reply = json.loads(worker.conn.recv_bytes())
         if "error" in reply:
             raise DecoderError(f"decoding {sample.key!r} from {sample.source} failed in our code:\n{reply['error']}")
+        if self.admit is not None and reply["segments"]:
+            waited = time.monotonic()
+            self.admit(sum(4 * int(np.prod(s["shape"])) for s in reply["segments"]))
+            waited = time.monotonic() - waited
+            for w in self.workers:  # the others' decode time went on while this one waited
+                if w is not None and w.task is not None and w is not worker:
+                    w.task = (w.task[0], w.task[1] + waited)
         segments = []
         for s in reply["segments"]:
             audio = np.empty(s["shape"], dtype=np.float32)

@@ -23,6 +23,8 @@ One rule per line (or comma-separated):
              during_encode    shard_worker: after the first of two or more batches
              encode_oom       shard_worker: before each attempt to encode a batch (items: its
                               largest forward pass, in items or chunks, at the current limit)
+             before_commit    shard_worker: the shard is encoded, its commit (off the encode
+                              thread) not started; the next shard may be encoding meanwhile
              between_renames  writer.commit_shard: the parts are in place, the manifest record not
              decode           decoder process: before decoding a sample (name: the sample's key)
     pattern  fnmatch pattern over the name (a shard id, or a key at `decode`); default `*`
@@ -46,7 +48,7 @@ from pathlib import Path
 
 ENV = "AUDIOTOK_TEST_FAULTS"
 ACTIONS = ("kill", "killsession", "oom", "cudafatal", "raise", "pause")
-STAGES = ("after_decode", "during_encode", "encode_oom", "between_renames", "decode")
+STAGES = ("after_decode", "during_encode", "encode_oom", "before_commit", "between_renames", "decode")
 _RULE = re.compile(r"(?P<action>\w+)@(?P<stage>\w+)(?::(?P<pattern>[^>#]+))?(?:>(?P<above>\d+))?"
                    r"(?:#(?P<times>\d+|all))?")
 

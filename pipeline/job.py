@@ -77,7 +77,8 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
         log(f"[audiotok] model: {prov.model_source} (sha256 {prov.checkpoint_sha256[:16]}...); "
             f"{placement.count} actor(s) asking {placement.request.describe()}, on {prov.device}{gpu}, "
             f"{prov.torch_threads} torch thread(s), {info.decoder_processes} decoder processes each, "
-            f"{cfg.prefetch_shards} shard(s) decoded ahead; torch {prov.torch_version}, CUDA {prov.cuda_version}, "
+            f"{cfg.prefetch_shards} shard(s) decoded ahead (at most {cfg.prefetch_bytes / 2**30:g} GiB), "
+            f"{cfg.shards_in_flight_per_actor} in flight; torch {prov.torch_version}, CUDA {prov.cuda_version}, "
             f"cuDNN {prov.cudnn_version}")
         if prov.random_weights:
             log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")

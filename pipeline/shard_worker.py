@@ -3,19 +3,32 @@
 `ShardTokenizer` holds one model. Decoding and resampling run in `decode_threads` crash-isolated
 worker processes (`decode_pool.DecodePool`; 0: the actor's share of the node's cores), split into
 1 + `prefetch_shards` pools with a reader thread each, so the next shards are read and decoded
-while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). A
-commit that fails removes the shard's part files it already moved into place, so readers never
+while the current one is encoded (a shard of 8 files cannot keep 15 processes busy alone). The
+decoded audio held for shards ahead is bounded by `prefetch_bytes` (`decoded_budget`): a shard
+ahead waits for room file by file, the shard being encoded never waits.
+
+`run` may be called from two threads at once (the actor runs with `shards_in_flight_per_actor`
+calls in flight), so that the Parquet build, compression and commit of one shard overlap the
+encode of the next: one thread at a time holds the *encode lock* while it waits for its shard's
+decode and encodes it, in the order the calls were handed out (a call names the shards in flight
+before it, `after`, and takes the lock only once they have); before it lets the lock go it takes
+the one *commit slot*, so at most one commit is in flight and commits keep the order of the encodes.
+`run` returns only once its shard is committed: a process that dies before that loses the call,
+and the driver runs the shard again.
+A commit that fails removes the shard's part files it already moved into place, so readers never
 see a shard without its manifest record. A CUDA out-of-memory error on a batch halves its forward
 passes (the codec's `max_batch`) and encodes the batch again, down to one item (chunk) per pass;
 the smaller passes then hold for the rest of the shard. Codes do not depend on the pass size.
-Named fault stages (`pipeline.faults`): after_decode, during_encode, encode_oom.
+Named fault stages (`pipeline.faults`): after_decode, during_encode, encode_oom, before_commit.
 """
 
 from __future__ import annotations
 
 import logging
 import resource
+import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Queue
@@ -29,6 +42,7 @@ from . import buckets, faults, schema, sources, writer
 from .config import JobConfig
 from .cuda_errors import is_out_of_memory
 from .decode_pool import DecodePool, default_processes
+from .decoded_budget import DecodedBudget, Dropped, Ticket
 from .device_resample import encoder_batch, model_length
 from .errors import BadInputError
 from .provenance import Provenance
@@ -57,6 +71,14 @@ class EncodeStats:
     plan: list[EncodeBatch] = field(default_factory=list)
 
 
+@dataclass
+class _Decode:
+    """A shard being (or done) decoded: its future and its ticket in the byte budget."""
+
+    future: Future
+    ticket: Ticket
+
+
 class ShardTokenizer:
     def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: Provenance,
                  decoders: int | None = None):
@@ -79,34 +101,113 @@ class ShardTokenizer:
             self.pools.put(pool)
         self.decoder_processes = total
         self.reader = ThreadPoolExecutor(lanes)
-        self.pending: dict[str, Future] = {}
+        self.budget = DecodedBudget(cfg.prefetch_bytes)
+        self.decodes: dict[str, _Decode] = {}  # shards decoding or decoded, not yet taken by `run`
+        self.taken: set[str] = set()  # shards whose `run` has started and not ended: never forgotten
+        self.state = threading.Lock()  # guards decodes and taken (`run` may be called from two threads)
+        self.encode_lock = threading.Lock()  # one shard waits for its decode and encodes at a time
+        self.turns = threading.Condition()  # guards turned
+        self.turned: set[str] = set()  # shards whose `run` has taken the encode lock (or ended)
+        self.commit_slot = threading.Semaphore(1)  # at most one commit in flight
         self.node_id: str | None = None  # recorded in every manifest record (the Ray node)
         # most items (chunks) per forward pass at the start of each shard; None: the codec's
         # default (CPU: 1; CUDA: an element budget, or for chunked models the batch budget)
         self.pass_limit: int | None = None
 
-    def keep_only(self, shards: list[Shard]) -> None:
-        """Forget shards decoded ahead that are not in `shards` (the driver gave them to another actor)."""
-        wanted = {s.shard_id for s in shards}
-        for shard_id in [k for k in self.pending if k not in wanted]:
-            self.pending.pop(shard_id).cancel()  # a running decode finishes and is dropped
+    @property
+    def pending(self) -> dict[str, Future]:
+        """{shard_id: decode future} of the shards decoded ahead and not yet taken by `run`."""
+        with self.state:
+            return {k: d.future for k, d in self.decodes.items()}
+
+    def keep_only(self, shards: Iterable[Shard]) -> None:
+        """Forget shards decoded ahead that are not in `shards` (the driver gave them to another actor);
+        shards a `run` has taken are kept."""
+        with self.state:
+            self._keep_only({s.shard_id for s in shards})
+
+    def _keep_only(self, wanted: set[str]) -> None:
+        for shard_id in [k for k in self.decodes if k not in wanted and k not in self.taken]:
+            decode = self.decodes.pop(shard_id)
+            decode.future.cancel()  # a running decode stops at its next file, or finishes and is dropped
+            self.budget.drop(decode.ticket)
+            decode.future.add_done_callback(lambda _, ticket=decode.ticket: self.budget.forget(ticket))
 
     def prefetch(self, shard: Shard) -> None:
-        if shard.shard_id not in self.pending:
-            self.pending[shard.shard_id] = self.reader.submit(self._prepare, shard)
+        with self.state:
+            self._prefetch(shard)
 
-    def run(self, shard: Shard, attempt: int = 1) -> ShardRecord:
-        """Tokenize and commit `shard`; returns its committed manifest record."""
+    def _prefetch(self, shard: Shard) -> None:
+        if shard.shard_id not in self.decodes and shard.shard_id not in self.taken:
+            ticket = Ticket(shard.shard_id)
+            self.decodes[shard.shard_id] = _Decode(self.reader.submit(self._prepare, shard, ticket), ticket)
+
+    def run(self, shard: Shard, attempt: int = 1, ahead: list[Shard] | None = None,
+            after: list[Shard] = ()) -> ShardRecord:
+        """Tokenize and commit `shard`; returns its committed manifest record.
+
+        ahead: the shards the caller will run next, to decode meanwhile; shards decoded ahead and
+        not among them, `after` or `shard` are forgotten (None: leave them as they are).
+        after: shards whose `run` was called before this one and has not ended: encoded first."""
+        try:
+            with self.state:
+                if ahead is not None:
+                    self._keep_only({s.shard_id for s in [shard, *after, *ahead]})
+                for upcoming in [shard, *(ahead or [])]:  # the shard to run first, if it is not decoding yet
+                    self._prefetch(upcoming)
+                self.taken.add(shard.shard_id)
+            with self.turns:
+                self.turns.wait_for(lambda: all(s.shard_id in self.turned for s in after))
+            with self.encode_lock:
+                with self.turns:
+                    self.turned.add(shard.shard_id)
+                    self.turns.notify_all()
+                with self.state:
+                    decode = self.decodes.pop(shard.shard_id)
+                record, tokens, rejections = self._decode_and_encode(shard, attempt, decode)
+                del decode  # its future holds the decoded audio: freed before the commit
+                self.commit_slot.acquire()  # before the next shard may encode: commits stay in order
+            try:
+                faults.maybe_fault("before_commit", shard.shard_id)
+                return writer.commit_shard(
+                    self.out_dir, shard.shard_id,
+                    schema.tokens_table(tokens, list(self.cfg.source.metadata_columns)),
+                    schema.rejects_table(rejections),
+                    record, schema.file_metadata(self.provenance.to_json()), self.cfg.output,
+                )
+            finally:
+                self.commit_slot.release()
+        finally:
+            with self.state:
+                self.taken.discard(shard.shard_id)
+            with self.turns:  # a call that ended early gives its turn up too
+                self.turned.add(shard.shard_id)
+                self.turns.notify_all()
+
+    def wait_for_commit(self, timeout_s: float) -> bool:
+        """Wait until no commit is in flight (up to `timeout_s`); False if one still is."""
+        if not self.commit_slot.acquire(timeout=timeout_s):
+            return False
+        self.commit_slot.release()
+        return True
+
+    # ----- stages -------------------------------------------------------------------------------
+    def _decode_and_encode(self, shard: Shard, attempt: int, decode: _Decode
+                           ) -> tuple[ShardRecord, list[schema.TokenRow], list[Rejection]]:
+        """With the encode lock held: the shard's rows and its record (its audio freed again)."""
         started = time.time()
-        self.prefetch(shard)
-        prepared = self.pending.pop(shard.shard_id).result()
-        if self.cfg.strict and prepared.rejections:
-            first = prepared.rejections[0]
-            raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
-        faults.maybe_fault("after_decode", shard.shard_id)
-        encode_started = time.time()
-        rows, stats = self._encode(prepared.segments, shard.shard_id)
-        encode_seconds = time.time() - encode_started
+        self.budget.take_in_hand(decode.ticket)
+        try:
+            prepared = decode.future.result()
+            if self.cfg.strict and prepared.rejections:
+                first = prepared.rejections[0]
+                raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
+            faults.maybe_fault("after_decode", shard.shard_id)
+            encode_started = time.time()
+            rows, stats = self._encode(prepared.segments, shard.shard_id)
+            encode_seconds = time.time() - encode_started
+        finally:
+            self.budget.release(decode.ticket)
         by_reason: dict[str, int] = {}
         for r in prepared.rejections:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
@@ -120,15 +221,9 @@ class ShardTokenizer:
             padded_samples=stats.padded_samples, true_samples=stats.true_samples, batches=stats.batches,
             batch_plan=self.model.plan, encode_batches=stats.plan,
         )
-        return writer.commit_shard(
-            self.out_dir, shard.shard_id,
-            schema.tokens_table(rows, list(self.cfg.source.metadata_columns)),
-            schema.rejects_table(prepared.rejections),
-            record, schema.file_metadata(self.provenance.to_json()), self.cfg.output,
-        )
+        return record, rows, prepared.rejections
 
-    # ----- stages -------------------------------------------------------------------------------
-    def _prepare(self, shard: Shard) -> Prepared:
+    def _prepare(self, shard: Shard, ticket: Ticket) -> Prepared:
         started = time.time()
         cfg = self.cfg
         samples = _read_with_retries(shard, cfg)
@@ -136,7 +231,9 @@ class ShardTokenizer:
             return Prepared(rejections=[samples], input_keys=0, read_seconds=time.time() - started)
         pool = self.pools.get()  # a free one: there are as many as reader threads
         try:
-            results, stats = pool.prepare_all(samples)
+            results, stats = pool.prepare_all(samples, admit=lambda nbytes: self.budget.admit(ticket, nbytes))
+        except Dropped:  # given to another actor while waiting for room: nobody reads this result
+            return Prepared()
         finally:
             self.pools.put(pool)
         prepared = Prepared(input_keys=len(samples), decoder_restarts=stats["decoder_restarts"],

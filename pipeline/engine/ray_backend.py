@@ -1,9 +1,12 @@
 """The Ray adapter: the only pipeline module that imports `ray`.
 
 `TokenizerActor` holds one model and a `ShardTokenizer`; `RayBackend` starts those actors and turns
-Ray's outcomes into the scheduler's events (`engine.scheduler`). `VerifyActor` and
-`check_with_ray` run verify's checks on actors. `connect_ray` joins a cluster or starts a local Ray.
-Ray never restarts an actor or retries a task by itself here: the scheduler decides.
+Ray's outcomes into the scheduler's events (`engine.scheduler`). The actors are threaded, with
+`shards_in_flight_per_actor` calls running at once, so that a shard encodes while the one before it
+commits (`ShardTokenizer.run` orders them); each call still returns its shard's committed record.
+An actor ending after a fatal CUDA error first lets a commit in flight end (it needs no CUDA).
+`VerifyActor` and `check_with_ray` run verify's checks on actors. `connect_ray` joins a cluster or
+starts a local Ray. Ray never restarts an actor or retries a task by itself here: the scheduler decides.
 """
 
 from __future__ import annotations
@@ -58,9 +61,14 @@ class ActorSetup:
     input_root: str | None
 
 
+COMMIT_WAIT_S = 60.0  # how long an actor ending after a fatal CUDA error lets its commit in flight run
+
+
 @ray.remote
 class TokenizerActor:
-    """One model per actor; `run(shard, next_shards)` commits `shard` and starts decoding `next_shards`."""
+    """One model per actor; `run(shard, next_shards, attempt, after)` commits `shard`, after encoding the
+    shards `after` (calls in flight before it), and starts decoding `next_shards`. Up to
+    `shards_in_flight_per_actor` calls run at once, on threads of the actor."""
 
     def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
         # torch and the codec load in the actor only: the driver never needs them
@@ -88,16 +96,14 @@ class TokenizerActor:
         return ActorInfo(self.provenance, ray.get_runtime_context().get_node_id(), os.getpid(),
                          self.worker.decoder_processes)
 
-    def run(self, shard: Shard, next_shards: list[Shard], attempt: int) -> ShardRecord:
-        self.worker.keep_only([shard, *next_shards])  # shards the driver gave to other actors since
-        for upcoming in [shard, *next_shards]:  # the shard to run first, if it is not decoding yet
-            self.worker.prefetch(upcoming)
-        try:
-            return self.worker.run(shard, attempt)
+    def run(self, shard: Shard, next_shards: list[Shard], attempt: int, after: list[Shard]) -> ShardRecord:
+        try:  # forgets shards the driver gave to other actors since, and decodes the next ones
+            return self.worker.run(shard, attempt, ahead=next_shards, after=after)
         except Exception as exc:
             if is_fatal_cuda_error(exc):  # this process's CUDA context is unusable: end it, the driver
                 print(f"[audiotok] fatal CUDA error on shard {shard.shard_id}, ending this actor: {exc}",
-                      file=sys.stderr, flush=True)  # replaces the actor and retries the shard
+                      file=sys.stderr, flush=True)  # replaces the actor and retries its shards
+                self.worker.wait_for_commit(COMMIT_WAIT_S)  # a commit in flight needs no CUDA: let it end
                 os._exit(70)
             raise
 
@@ -107,7 +113,9 @@ class RayBackend:
 
     def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
         self.cfg, self.out_dir, self.setup = cfg, out_dir, setup
-        self.actor_cls = TokenizerActor.options(max_restarts=0, max_task_retries=0, **setup.request.options())
+        self.actor_cls = TokenizerActor.options(max_restarts=0, max_task_retries=0,
+                                                max_concurrency=cfg.shards_in_flight_per_actor,
+                                                **setup.request.options())
         self.actors: dict[int, Any] = {}
         self.waiting: dict[Any, tuple[int, str | None]] = {}  # ref -> (actor id, shard id or None: start)
         self.ids = itertools.count()
@@ -118,8 +126,9 @@ class RayBackend:
         self.waiting[handle.describe.remote()] = (actor_id, None)
         return actor_id
 
-    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int) -> None:
-        ref = self.actors[actor_id].run.remote(shard, ahead, attempt)
+    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int,
+                  after: list[Shard] = ()) -> None:
+        ref = self.actors[actor_id].run.remote(shard, ahead, attempt, list(after))
         self.waiting[ref] = (actor_id, shard.shard_id)
 
     def poll(self, timeout_s: float) -> list[Event]:

@@ -9,12 +9,18 @@ started (`ActorStarted`); until then its slot is named as pending in the progres
             │                          └─run_shard(shard, ahead)─┘
             └─ActorLost─► (counted) ─► starting again, its shards back at the head of the queue
 
-Each busy actor also decodes ahead the next `prefetch_shards` shards it will run, but only while
-more shards are left than actors, so the last shards spread over actors instead of queueing behind
-one; an idle actor with nothing left to start takes the last shard another actor holds ahead.
+A started actor runs up to `shards_in_flight_per_actor` shards at once (2: the second encodes while
+the first commits; each call still ends with its shard committed). Each busy actor also decodes
+ahead the next `prefetch_shards` shards it will run, but only while more shards are left than
+actors, so the last shards spread over actors instead of queueing behind one; the same holds for
+a second shard in flight, which an actor takes from the shards it decodes ahead or, while more
+shards are left than actors, from the queue. An idle actor with nothing left to start takes the
+last shard another actor holds ahead (never one in flight: that actor will run it).
 
 Faults: Ray never restarts an actor by itself. An actor that dies is replaced here and its shards
-are re-queued; a shard is attempted at most `max_shard_attempts` times and a slot may lose
+(in flight, then ahead) are re-queued; when it held several, each runs alone next, holding no
+other shard in flight or ahead, so that a poison shard is found. A shard counts as done only once
+its committed record is back. A shard is attempted at most `max_shard_attempts` times and a slot may lose
 `max_actor_restarts` actors in a row (without a committed shard in between), else `JobFailed`.
 An error raised by our own code fails the job naming the shard, after the other shards in flight
 have finished or failed (for up to `failure_grace_s`), so no commit is cut off by the driver.
@@ -84,9 +90,11 @@ class Backend(Protocol):
     def start_actor(self) -> int:
         """Start an actor; returns its id. ActorStarted or ActorLost follows."""
 
-    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int) -> None:
-        """Run and commit `shard` on a started actor, decoding `ahead` meanwhile. ShardFinished,
-        ShardFailed or ActorLost follows."""
+    def run_shard(self, actor_id: int, shard: Shard, ahead: list[Shard], attempt: int,
+                  after: list[Shard] = ()) -> None:
+        """Run and commit `shard` on a started actor, decoding `ahead` meanwhile; `after`: the shards
+        handed to it before and still in flight, which it encodes first. It forgets any other shard
+        it decoded ahead. ShardFinished, ShardFailed or ActorLost follows."""
 
     def poll(self, timeout_s: float) -> list[Event]:
         """Events that happened, waiting up to `timeout_s` for the first one."""
@@ -111,19 +119,21 @@ class SchedulerSettings:
     placement_timeout_s: float = 120.0  # no actor running for this long: the job fails
     max_actors: int = 0  # never more actor slots than this (0: no limit)
     rescale_interval_s: float = 5.0  # how often the nodes are looked at for added capacity
+    shards_in_flight_per_actor: int = 1  # run calls an actor holds at once (the job's config: 2)
 
     @classmethod
     def from_config(cls, cfg) -> SchedulerSettings:
         return cls(cfg.prefetch_shards, cfg.max_shard_attempts, cfg.max_actor_restarts, cfg.progress_interval_s,
-                   placement_timeout_s=cfg.placement_timeout_s, max_actors=cfg.num_actors)
+                   placement_timeout_s=cfg.placement_timeout_s, max_actors=cfg.num_actors,
+                   shards_in_flight_per_actor=cfg.shards_in_flight_per_actor)
 
 
 @dataclass
 class Slot:
     actor_id: int
     started: bool = False
-    shard: Shard | None = None  # the shard its actor is running
-    alone: bool = False  # it runs `shard` holding no other shard (none decoded ahead)
+    running: list[Shard] = field(default_factory=list)  # shards its actor runs (in flight), in order
+    alone: bool = False  # it runs one shard holding no other shard (none in flight or decoded ahead)
     queued: deque[Shard] = field(default_factory=deque)  # shards its actor decodes ahead
     deaths: int = 0  # actors lost in a row without a committed shard
 
@@ -165,8 +175,8 @@ class Scheduler:
                 if failure is not None:
                     raise failure
                 for slot in self.slots:
-                    if slot.started and slot.shard is None:
-                        self._dispatch(slot)
+                    while slot.started and self._dispatch(slot):
+                        pass
                 progress.maybe_print(pending=sum(not s.started for s in self.slots))
         except JobFailed:
             self._drain()
@@ -205,11 +215,11 @@ class Scheduler:
             self.log(f"[audiotok] the cluster grew: {added} more actor(s), {len(self.slots)} in all")
 
     def _work_left(self) -> bool:
-        return bool(self.todo) or any(s.shard is not None or s.queued for s in self.slots)
+        return bool(self.todo) or any(s.running or s.queued for s in self.slots)
 
     def _drain(self) -> None:
         """After a failure: let the shards in flight commit or fail on their own, for a while."""
-        busy = {s.actor_id for s in self.slots if s.shard is not None}
+        busy = {(s.actor_id, shard.shard_id) for s in self.slots for shard in s.running}
         if not busy:
             return
         self.log(f"[audiotok] job failed; waiting up to {self.settings.failure_grace_s:.0f} s for "
@@ -217,8 +227,10 @@ class Scheduler:
         deadline = time.monotonic() + self.settings.failure_grace_s
         while busy and time.monotonic() < deadline:
             for event in self.backend.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
-                if not isinstance(event, ActorStarted):
-                    busy.discard(event.actor_id)
+                if isinstance(event, ShardFinished | ShardFailed):
+                    busy.discard((event.actor_id, event.shard_id))
+                elif isinstance(event, ActorLost):  # every shard it held is gone with it
+                    busy = {(a, s) for a, s in busy if a != event.actor_id}
 
     # ----- events --------------------------------------------------------------------------------
     def _slot(self, actor_id: int) -> Slot | None:
@@ -236,48 +248,74 @@ class Scheduler:
                     self.on_first_start(event.info)
             return None
         if isinstance(event, ShardFinished):
-            slot.shard, slot.deaths = None, 0
+            self._finish(slot, event.shard_id)
+            slot.deaths = 0
             self.suspects.discard(event.shard_id)
             return event.record
-        shard = slot.shard
         if isinstance(event, ShardFailed):
-            slot.shard = None
+            shard = self._finish(slot, event.shard_id)
             self.log(f"[audiotok] shard {event.shard_id} raised:\n{event.error}")
             raise JobFailed(f"shard {shard.url if shard else event.shard_id} failed: {one_line(event.error)}")
         self._lost(slot, event)
         return None
 
+    @staticmethod
+    def _finish(slot: Slot, shard_id: str) -> Shard | None:
+        """Take `shard_id` off the slot's shards in flight; returns it (None if it was not there)."""
+        shard = next((s for s in slot.running if s.shard_id == shard_id), None)
+        if shard is not None:
+            slot.running.remove(shard)
+        return shard
+
     def _lost(self, slot: Slot, event: ActorLost) -> None:
-        shard, slot.shard = slot.shard, None
+        running, slot.running = slot.running, []
+        shard = running[0] if running else None
         if event.init_failed:
             self.log(f"[audiotok] the model actor raised while starting:\n{event.error}")
             raise JobFailed(f"the model actor failed to start: {one_line(event.error)}")
-        held = ([shard] if shard is not None else []) + list(slot.queued)
-        if shard is not None and slot.alone and self.attempts[shard.shard_id] >= self.settings.max_shard_attempts:
+        held = running + list(slot.queued)
+        if len(running) == 1 and slot.alone and self.attempts[shard.shard_id] >= self.settings.max_shard_attempts:
             raise JobFailed(f"shard {shard.url} failed {self.attempts[shard.shard_id]} times "
                             f"(actor died each time): {event.error}")
         if len(held) > 1:  # any of them may have killed it: each runs alone before one is charged
             self.suspects.update(s.shard_id for s in held)
         slot.deaths += 1
         where = f"on shard {shard.url}" if shard is not None else "while starting"
+        if len(running) > 1:
+            where = f"on shards {', '.join(s.url for s in running)} (in flight)"
         if slot.deaths > self.settings.max_actor_restarts:
             raise JobFailed(f"an actor died {slot.deaths} times in a row (max_actor_restarts "
                             f"{self.settings.max_actor_restarts}), last {where}: {event.error}")
-        if shard is not None:
+        if len(running) > 1:
+            self.log(f"[audiotok] actor died on shards {', '.join(s.shard_id for s in running)} (in flight); "
+                     f"replacing it and retrying the shards")
+        elif shard is not None:
             self.log(f"[audiotok] actor died on shard {shard.shard_id}; replacing it and retrying the shard")
         else:
             self.log("[audiotok] an actor died while starting; replacing it")
-        self.todo.extendleft(reversed(slot.queued))
-        if shard is not None:
-            self.todo.appendleft(shard)
+        self.todo.extendleft(reversed(running + list(slot.queued)))
         slot.queued.clear()
         self.backend.stop_actor(slot.actor_id)
         slot.actor_id, slot.started = self.backend.start_actor(), False
 
     # ----- dispatch ------------------------------------------------------------------------------
     def _next_shard(self, slot: Slot) -> Shard | None:
-        """The slot's own next shard, else the next unstarted one, else the last one another actor
-        holds ahead (that actor forgets it at its next run)."""
+        """The slot's next shard to run. For an idle actor: its own next shard, else the next unstarted
+        one, else the last one another actor holds ahead (that actor forgets it at its next run). For
+        a second shard in flight: its own next shard, else, while more shards are left than actors,
+        the next unstarted one that is not a suspect (a suspect runs alone)."""
+        if slot.running:
+            if (len(slot.running) >= self.settings.shards_in_flight_per_actor
+                    or any(s.shard_id in self.suspects for s in slot.running)):
+                return None
+            if slot.queued:
+                return slot.queued.popleft()
+            if len(self.todo) < len(self.slots):
+                return None
+            nxt = next((s for s in self.todo if s.shard_id not in self.suspects), None)
+            if nxt is not None:
+                self.todo.remove(nxt)
+            return nxt
         if slot.queued:
             return slot.queued.popleft()
         if self.todo:
@@ -285,13 +323,17 @@ class Scheduler:
         donor = max(self.slots, key=lambda s: len(s.queued))
         return donor.queued.pop() if donor.queued else None
 
-    def _dispatch(self, slot: Slot) -> None:
-        slot.shard = self._next_shard(slot)
+    def _dispatch(self, slot: Slot) -> bool:
+        """Hand the slot's actor one more shard to run, if it has room for one; False if not."""
+        shard = self._next_shard(slot)
+        if shard is None:
+            return False
+        slot.running.append(shard)
         # decode ahead, but never take shards another actor could start on: with few shards left
         # they spread over the actors instead of queueing behind one; a suspect runs alone and is
         # never decoded ahead
         ahead = min(self.settings.prefetch_shards, len(self.todo) // len(self.slots))
-        if slot.shard is not None and slot.shard.shard_id in self.suspects:
+        if shard.shard_id in self.suspects:
             ahead = 0
             self.todo.extendleft(reversed(slot.queued))
             slot.queued.clear()
@@ -301,7 +343,7 @@ class Scheduler:
                 break
             self.todo.remove(nxt)
             slot.queued.append(nxt)
-        slot.alone = not slot.queued
-        if slot.shard is not None:
-            n = self.attempts[slot.shard.shard_id] = self.attempts.get(slot.shard.shard_id, 0) + 1
-            self.backend.run_shard(slot.actor_id, slot.shard, list(slot.queued), n)
+        slot.alone = len(slot.running) == 1 and not slot.queued
+        n = self.attempts[shard.shard_id] = self.attempts.get(shard.shard_id, 0) + 1
+        self.backend.run_shard(slot.actor_id, shard, list(slot.queued), n, after=slot.running[:-1])
+        return True

@@ -103,3 +103,75 @@ def test_shards_given_to_another_actor_are_forgotten(tmp_path):
         assert [worker.run(s).rows for s in (a, c)] == [2, 2] and not worker.pending
     finally:
         worker.close()
+
+
+def noise_shards(tmp_path, count, files=3, seconds=6.0, rate=24000):
+    """`count` shards of `files` noise WAVs each (at the model's rate: decoded size = samples × 4 bytes)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        members = []
+        for j in range(files):
+            buf = io.BytesIO()
+            sf.write(buf, (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate,
+                     format="WAV", subtype="PCM_16")
+            members.append((f"n{i}-{j}.wav", buf.getvalue()))
+        write_tar(tmp_path / f"n{i}.tar", members)
+    return str(tmp_path / f"n{{0..{count - 1}}}.tar"), int(seconds * rate) * 4
+
+
+def test_prefetch_is_bounded_in_bytes_and_rows_do_not_change(tmp_path):
+    """Four shards of three 576 kB files (decoded) all asked ahead, with 1.2 MB of room: the shards
+    ahead never hold more than the budget, everything held stays under the budget plus the shard in
+    hand, and the rows equal those of a run with room for everything."""
+    spec, file_bytes = noise_shards(tmp_path, 4)
+    limit = 2 * file_bytes + file_bytes // 10  # room for two files of the twelve
+    tables = {}
+    for name, budget in (("bounded", limit), ("roomy", 1 << 30)):
+        worker, cfg = worker_for(tmp_path / name, "decode_threads=4", "prefetch_shards=3",
+                                 f"prefetch_bytes={budget}")
+        todo = list_shards(spec, cfg.source)
+        try:
+            for shard in todo:
+                worker.prefetch(shard)
+            deadline = time.monotonic() + 60
+            while worker.budget.total() < min(budget, 12 * file_bytes) - file_bytes and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # decoders that could go on would have by now
+            held_ahead = worker.budget.total()
+            records = [worker.run(s) for s in todo]
+        finally:
+            worker.close()
+        assert [r.rows for r in records] == [3, 3, 3, 3]
+        if name == "bounded":
+            assert file_bytes <= held_ahead <= limit  # some audio was decoded ahead, within the budget
+            assert worker.budget.peak_ahead <= limit
+            assert worker.budget.peak <= limit + 3 * file_bytes  # plus at most the shard in hand
+        else:
+            assert held_ahead == 12 * file_bytes  # with room, every shard is decoded ahead
+        tables[name] = pads.dataset(str(tmp_path / name / "out" / "tokens")).to_table().sort_by("key")
+    columns = ["key", "codes", "num_samples", "scales"]
+    assert tables["bounded"].select(columns).equals(tables["roomy"].select(columns))
+
+
+def test_shard_waiting_for_room_and_given_away_stops_decoding(tmp_path):
+    spec, file_bytes = noise_shards(tmp_path, 2, files=2, seconds=2.0)
+    worker, cfg = worker_for(tmp_path, "decode_threads=2", "prefetch_shards=1", f"prefetch_bytes={2 * file_bytes}")
+    try:
+        a, b = list_shards(spec, cfg.source)
+        worker.prefetch(a)
+        worker.pending[a.shard_id].result(60)  # a holds the whole budget
+        worker.prefetch(b)
+        time.sleep(1.0)
+        later = worker.pending[b.shard_id]
+        assert not later.done() and worker.budget.total() == 2 * file_bytes  # b waits for room
+        worker.keep_only([a])  # the driver gave b to another actor
+        assert later.exception(30) is None and worker.budget.total() == 2 * file_bytes
+        assert worker.run(a).rows == 2 and worker.budget.total() == 0
+        assert worker.run(b).rows == 2  # b given back later: decoded again, as the shard in hand
+    finally:
+        worker.close()

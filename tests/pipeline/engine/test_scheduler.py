@@ -44,6 +44,7 @@ class FakeBackend:
     starting: dict[int, int] = field(default_factory=dict)
     next_id: int = 0
     polls: int = 0
+    afters: list[list[str]] = field(default_factory=list)  # per run: the shards in flight before it
 
     def start_actor(self) -> int:
         actor_id, self.next_id = self.next_id, self.next_id + 1
@@ -54,8 +55,9 @@ class FakeBackend:
             self.starting[actor_id] = self.start_delay
         return actor_id
 
-    def run_shard(self, actor_id, shard, ahead, attempt) -> None:
+    def run_shard(self, actor_id, shard, ahead, attempt, after=()) -> None:
         self.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
+        self.afters.append([s.shard_id for s in after])
         what = self.outcome(shard.shard_id, attempt)
         if what == "ok":
             self.events.append(ShardFinished(actor_id, shard.shard_id, record(shard.shard_id)))
@@ -118,8 +120,8 @@ def test_spreads_shards_before_decoding_ahead():
         scheduler._dispatch(slot)
     for actor, finished in ((2, "s4"), (2, "s5"), (0, "s0"), (1, "s2")):
         slot = scheduler.slots[actor]
-        assert slot.shard.shard_id == finished
-        slot.shard = None
+        assert [s.shard_id for s in slot.running] == [finished]
+        slot.running.clear()
         scheduler._dispatch(slot)
     assert [r[:3] for r in backend.runs] == [
         (0, "s0", ["s1"]), (1, "s2", ["s3"]), (2, "s4", []),  # 6 shards, 3 actors: only 2 decoded ahead
@@ -127,13 +129,13 @@ def test_spreads_shards_before_decoding_ahead():
         (2, "s1", []),  # actor 2 takes s1 from actor 0, which was holding it ahead
         (0, "s3", []),  # actor 0 finished s0 and takes s3 from actor 1
     ]
-    assert scheduler.slots[1].shard is None and not any(slot.queued for slot in scheduler.slots)
+    assert not scheduler.slots[1].running and not any(slot.queued for slot in scheduler.slots)
 
     many = Scheduler(FakeBackend(), shards(30), settings(prefetch_shards=2), print)
     many.slots = [Slot(many.backend.start_actor(), started=True) for _ in range(3)]
     for slot in many.slots:
         many._dispatch(slot)
-    many.slots[0].shard = None
+    many.slots[0].running.clear()
     many._dispatch(many.slots[0])
     assert [r[:3] for r in many.backend.runs] == [
         (0, "s0", ["s1", "s2"]), (1, "s3", ["s4", "s5"]), (2, "s6", ["s7", "s8"]), (0, "s1", ["s2", "s9"])]
@@ -223,9 +225,9 @@ def test_capacity_that_joins_gets_actors_and_shards():
     backend = FakeBackend(outcome=lambda s, a: "ok")
     slow = backend.run_shard
 
-    def run_shard(actor_id, shard, ahead, attempt):
+    def run_shard(actor_id, shard, ahead, attempt, after=()):
         backend.cap = 3 if len(backend.runs) >= 2 else 1
-        slow(actor_id, shard, ahead, attempt)
+        slow(actor_id, shard, ahead, attempt, after)
 
     backend.run_shard = run_shard
     backend.outcome = lambda s, a: "ok"
@@ -244,7 +246,7 @@ def test_growth_stops_at_max_actors():
 def test_actor_dying_while_holding_shards_ahead_retries_each_alone_and_charges_the_poison():
     # s1 kills any actor that holds it (running or decoding it ahead); it is found, s0 is not charged
     def outcome_of(backend):
-        def run_shard(actor_id, shard, ahead, attempt):
+        def run_shard(actor_id, shard, ahead, attempt, after=()):
             backend.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
             if "s1" in [shard.shard_id, *(s.shard_id for s in ahead)]:
                 backend.events.append(ActorLost(actor_id, "SIGKILL (out of memory)"))
@@ -260,3 +262,78 @@ def test_actor_dying_while_holding_shards_ahead_retries_each_alone_and_charges_t
     assert ("s0", [], 2) in [r[1:] for r in backend.runs]  # s0 ran again alone, and committed
     alone = [r for r in backend.runs if r[1] == "s1"]
     assert [r[2] for r in alone] == [[], [], []] and [r[3] for r in alone] == [1, 2, 3]
+
+
+# ----- two shards in flight per actor (the second encodes while the first commits) ----------------
+@dataclass
+class InFlightBackend(FakeBackend):
+    """Runs stay in flight: each poll ends the oldest run of each actor, by its outcome."""
+
+    inflight: dict = field(default_factory=dict)  # actor -> [(shard_id, attempt)] in order
+    most_in_flight: int = 0
+
+    def run_shard(self, actor_id, shard, ahead, attempt, after=()) -> None:
+        self.runs.append((actor_id, shard.shard_id, [s.shard_id for s in ahead], attempt))
+        self.afters.append([s.shard_id for s in after])
+        assert [s for s, _ in self.inflight.get(actor_id, [])] == self.afters[-1]
+        self.inflight.setdefault(actor_id, []).append((shard.shard_id, attempt))
+        self.most_in_flight = max(self.most_in_flight, len(self.inflight[actor_id]))
+
+    def poll(self, timeout_s: float) -> list:
+        for actor_id, runs in list(self.inflight.items()):
+            if not runs:
+                continue
+            shard_id, attempt = runs.pop(0)
+            what = self.outcome(shard_id, attempt)
+            if what == "ok":
+                self.events.append(ShardFinished(actor_id, shard_id, record(shard_id)))
+            elif what == "die":  # every run in flight on it is lost with it
+                self.events.append(ActorLost(actor_id, "SIGKILL"))
+                del self.inflight[actor_id]
+            else:
+                self.events.append(ShardFailed(actor_id, shard_id, "ValueError: bug"))
+        return super().poll(timeout_s)
+
+    def stop_actor(self, actor_id: int) -> None:
+        super().stop_actor(actor_id)
+        self.inflight.pop(actor_id, None)
+
+
+def test_two_shards_in_flight_keep_each_actor_busy_and_commit_each_once():
+    backend = InFlightBackend()
+    _, records, _ = run(backend, 9, 2, prefetch_shards=1, shards_in_flight_per_actor=2)
+    assert sorted(records) == sorted(f"s{i}" for i in range(9))
+    assert sorted(r[1] for r in backend.runs) == sorted(records)  # each ran once
+    assert backend.most_in_flight == 2  # never more than two at once on an actor
+    # the second run on an actor takes the shard the first decoded ahead, and names the first as in
+    # flight before it (so the actor encodes them in that order)
+    first, second = [(r, a) for r, a in zip(backend.runs, backend.afters) if r[0] == 0][:2]
+    assert first == ((0, "s0", ["s1"], 1), []) and second == ((0, "s1", ["s2"], 1), ["s0"])
+
+    one = InFlightBackend()
+    run(one, 6, 1, prefetch_shards=1, shards_in_flight_per_actor=1)
+    assert one.most_in_flight == 1  # the setting 1: today's one shard at a time
+
+
+def test_death_with_two_shards_in_flight_requeues_both_and_each_runs_alone():
+    # the actor dies while s0 commits and s1 encodes: both are lost with it, both run again (attempt
+    # 2), each alone, since either may have killed it; every shard commits exactly once
+    backend = InFlightBackend(outcome=lambda s, a: "die" if (s, a) == ("s0", 1) else "ok")
+    _, records, lines = run(backend, 5, 1, prefetch_shards=1, shards_in_flight_per_actor=2)
+    assert sorted(records) == [f"s{i}" for i in range(5)]
+    assert backend.runs[:2] == [(0, "s0", ["s1"], 1), (0, "s1", ["s2"], 1)] and backend.afters[1] == ["s0"]
+    again = [r for r in backend.runs if r[0] == 1]
+    assert again[:2] == [(1, "s0", [], 2), (1, "s1", [], 2)]  # alone: nothing else held, one at a time
+    assert [a for r, a in zip(backend.runs, backend.afters) if r[0] == 1][:2] == [[], []]
+    assert any("actor died on shards s0, s1 (in flight)" in line for line in lines)
+    assert backend.stopped[:1] == [0] and len(backend.started) == 2
+
+
+def test_poison_shard_in_flight_is_found_and_charged():
+    # s1 kills its actor whenever it runs: with two in flight it is found by running alone, fails
+    # after max_shard_attempts, and s0 (held beside it once) is committed
+    backend = InFlightBackend(outcome=lambda s, a: "die" if s == "s1" else "ok")
+    with pytest.raises(JobFailed, match=r"s1.tar failed 3 times"):
+        run(backend, 4, 1, prefetch_shards=0, shards_in_flight_per_actor=2, max_shard_attempts=3,
+            max_actor_restarts=10)
+    assert [r[2] for r in backend.runs if r[1] == "s1"][1:] == [[], []]  # after the first death, alone
