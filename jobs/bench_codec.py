@@ -21,7 +21,7 @@ python -m jobs.bench_codec [--presets 24khz 48khz] [--batch-sizes 1 16] [--bandw
 Variants (`--variants`; those that need CUDA are skipped on the CPU, with a note):
   fp32      the default: fp32 weights; CPU one item per forward pass, CUDA whole batches; TF32 off,
             as the job's actors set it (transformers is timed with TF32 off too)
-  batched   fp32, whole batches and the batched LSTM on the CPU too (the CUDA default path)
+  batched   fp32, the CUDA batch plan on the CPU too (whole batches, batched LSTM, length grid)
   bf16      bf16 weights and activations, RVQ in fp32 (job config `precision: bf16`); skipped
             when codec.precision.check_precision refuses it on this device
   fp16      fp16 likewise (CUDA only)
@@ -51,7 +51,6 @@ from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
 from codec.precision import PrecisionError, check_precision
 from codec.runtime import dtype_for, resolve_device
-from codec.seanet import LSTM
 
 AUDIO_DIRS = ("music", "speech", "env")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -136,9 +135,7 @@ def make_variant(name: str, base: EncodecModel, device: str) -> Variant:
         model.quantizer.float()  # as load_model(dtype=...) does: RVQ distances stay fp32
         check_precision(reference, model)  # as load_model does: PrecisionError on a wrong kernel
     if name in ("batched", "compile"):
-        for module in model.modules():
-            if isinstance(module, LSTM):
-                module.per_item = False
+        model.set_batch_plan("cuda")  # whole batches, the batched LSTM, the length grid
     if name == "compile":
         model.encoder = torch.compile(model.encoder)
     flags = {"tf32": True} if name == "tf32" else {"tf32": False}

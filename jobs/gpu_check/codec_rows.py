@@ -4,8 +4,8 @@ k-means to real audio (jobs.bench_codec: random codebooks hide the near-ties whe
 
 The reference is our fp32 codec on the CPU, one clip at a time (equal to transformers encoding each
 clip alone, tests/codec/test_codec_parity.py), at the highest bandwidth; a lower bandwidth's codes are its
-first codebooks. "Device path": on CUDA the default (whole batches, batched LSTM, TF32 off); in CPU
-mode the `batched` variant (whole batches and the batched LSTM on the CPU), which is what CUDA runs.
+first codebooks. "Device path": the CUDA batch plan (codec/batch_plan.py: whole batches, the batched LSTM,
+the length grid, TF32 off) on CUDA and, in CPU mode, on the CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import torch
 
 from codec import EncodecModel, random_model
 from codec.precision import PrecisionError
-from codec.seanet import LSTM
 from jobs import bench_codec
 
 from .table import Check
@@ -83,13 +82,8 @@ def load_audio(rate: int, channels: int, fit_s: float, held_s: float) -> tuple[l
 
 def device_model(base: EncodecModel, device: str) -> tuple[EncodecModel, int | None]:
     """(model on `device`, max_batch) for the device path (see module docstring)."""
-    model = copy.deepcopy(base).to(device)
-    if device == "cpu":
-        for module in model.modules():
-            if isinstance(module, LSTM):
-                module.per_item = False
-        return model, 256
-    return model, None
+    model = copy.deepcopy(base).to(device).set_batch_plan("cuda")  # on CPU too: what CUDA runs
+    return model, (256 if device == "cpu" else None)
 
 
 def _sync(device: str) -> None:
