@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from codec import random_model
 from codec.codebooks import fit_codebooks
 from codec.norm import LengthGroupNorm
-from tests.conftest import real_audio
+from tests.conftest import batch_independent_kernels, real_audio
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,9 +73,10 @@ def test_partial_chunks_share_forward_passes(fitted):
 def test_mixed_length_passes_equal_each_item_alone(fitted, max_batch):
     model, audio = fitted
     x = batch_of(audio, LENGTHS)
-    batched = model.encode(x, LENGTHS, max_batch=max_batch)
-    for b, n in enumerate(LENGTHS):
-        alone = model.encode(x[b : b + 1, :, :n])[0]
+    with batch_independent_kernels():  # oneDNN may pick another conv kernel per batch size (conftest)
+        batched = model.encode(x, LENGTHS, max_batch=max_batch)
+        alone_items = [model.encode(x[b : b + 1, :, :n])[0] for b, n in enumerate(LENGTHS)]
+    for b, (n, alone) in enumerate(zip(LENGTHS, alone_items)):
         assert torch.equal(batched[b].codes, alone.codes), f"len={n}"
         assert batched[b].scales == alone.scales, f"len={n}"
     last = torch.cat([item.codes[-1] for item in batched])
@@ -103,8 +104,8 @@ def test_length_group_norm_equals_group_norm_of_each_item():
 def test_decoder_mixed_frame_counts_ignore_padding(fitted):
     """The 48 kHz decoder (GroupNorm in its transposed convs too) with per-item frame counts: an
     item's output does not depend on the frames past its end, and matches decoding it alone up to
-    float rounding (the CPU convolutions at these short lengths round differently per batch size even
-    with every item full, so bit-equality with the item alone is not asked here)."""
+    float rounding (short items are not bit-equal to the item alone even with oneDNN off; the
+    transposed convolution's kernels seem to round by input length: not chased further)."""
     model, _ = fitted
     frames = [150, 3, 41, 150, 1]
     gen = torch.Generator().manual_seed(0)
@@ -113,11 +114,11 @@ def test_decoder_mixed_frame_counts_ignore_padding(fitted):
     for b, f in enumerate(frames):
         garbage[b, :, f:] = 1e3 * torch.randn(garbage.shape[1], garbage.shape[2] - f, generator=gen)
     hop = model.config.hop_length
-    with torch.inference_mode():
+    with torch.inference_mode(), batch_independent_kernels():
         batched, out_lengths = model.decoder(latents, frames)
         other, _ = model.decoder(garbage, frames)
         assert out_lengths == [f * hop for f in frames]
         for b, f in enumerate(frames):
-            assert torch.equal(batched[b, :, : f * hop], other[b, :, : f * hop]), f"frames={f}"
             alone, _ = model.decoder(latents[b : b + 1, :, :f])
+            assert torch.equal(other[b, :, : f * hop], batched[b, :, : f * hop]), f"frames={f}"
             torch.testing.assert_close(batched[b : b + 1, :, : f * hop], alone, rtol=1e-4, atol=1e-4)
