@@ -15,6 +15,8 @@ takes the true lengths and rewrites, per item, the few padded samples the single
 have used, so every valid output equals encoding the item alone:
 
     item b, length L_b < T:   [ left | x_b[:L_b] | refl(x_b) (extra_b) | ignored ... ]
+
+The GroupNorm of the 48 kHz model normalises each item over its valid outputs only (`norm.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_plan import to_device
+from .norm import LengthGroupNorm
 
 
 def extra_padding(length: int, kernel: int, stride: int, padding_total: int) -> int:
@@ -67,7 +70,7 @@ class PaddedConv1d(nn.Module):
     ):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation)
-        self.norm = nn.GroupNorm(1, out_channels) if group_norm else None
+        self.norm = LengthGroupNorm(1, out_channels) if group_norm else None
         self.causal = causal
         self.pad_mode = pad_mode
         self.stride = stride
@@ -122,12 +125,10 @@ class PaddedConv1d(nn.Module):
         return self._index_cache[key]
 
     def forward(self, x: torch.Tensor, lengths: list[int] | None = None):
-        if self.norm is not None and lengths is not None and any(n != x.shape[-1] for n in lengths):
-            raise ValueError("GroupNorm convolutions need items of equal length in one batch")
         y = self.conv(self._pad_batch(x, lengths))
-        if self.norm is not None:
-            y = self.norm(y)
         out_lengths = None if lengths is None else [self.out_length(n) for n in lengths]
+        if self.norm is not None:
+            y = self.norm(y, out_lengths)
         return y, out_lengths
 
 
@@ -135,6 +136,9 @@ class PaddedConvTranspose1d(nn.Module):
     """EnCodec's `SConvTranspose1d`: transposed conv, optional GroupNorm, then trim k - s samples.
 
     Causal: ceil((k - s) * trim_right_ratio) trimmed on the right, the rest on the left.
+    In a batch of items of different frame counts, the frames past each item's end are zeroed
+    first where they would reach its kept outputs or its GroupNorm (which, as for the item alone,
+    covers its (F_b - 1) * stride + k untrimmed outputs).
     forward(x [B, C_in, F], lengths) -> (y [B, C_out, F * stride], lengths * stride)
     """
 
@@ -150,18 +154,21 @@ class PaddedConvTranspose1d(nn.Module):
     ):
         super().__init__()
         self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride)
-        self.norm = nn.GroupNorm(1, out_channels) if group_norm else None
+        self.norm = LengthGroupNorm(1, out_channels) if group_norm else None
         self.stride = stride
+        self.kernel_size = kernel_size
         padding_total = kernel_size - stride
         right = math.ceil(padding_total * trim_right_ratio) if causal else padding_total // 2
         self.trim = (padding_total - right, right)
 
     def forward(self, x: torch.Tensor, lengths: list[int] | None = None):
-        if self.norm is not None and lengths is not None and any(n != x.shape[-1] for n in lengths):
-            raise ValueError("GroupNorm convolutions need items of equal length in one batch")
+        mixed = lengths is not None and any(n != x.shape[-1] for n in lengths)
+        if mixed and (self.norm is not None or self.trim[0] > 0):
+            frames = torch.arange(x.shape[-1], device=x.device)
+            x = x.masked_fill((frames[None] >= to_device(torch.tensor(lengths), x.device)[:, None])[:, None], 0.0)
         y = self.conv(x)
         if self.norm is not None:
-            y = self.norm(y)
+            y = self.norm(y, [(n - 1) * self.stride + self.kernel_size for n in lengths] if mixed else None)
         left, right = self.trim
         y = y[..., left : y.shape[-1] - right]
         out_lengths = None if lengths is None else [n * self.stride for n in lengths]

@@ -27,6 +27,7 @@ from torch import nn
 
 from .batch_plan import grid_length, resolve_plan, to_device
 from .config import EncodecConfig
+from .norm import equal_length_runs
 from .quantizer import ResidualVectorQuantizer
 from .seanet import LSTM, Decoder, Encoder
 
@@ -181,11 +182,8 @@ class EncodecModel(nn.Module):
         `lengths` padded to `padded` samples, with this `max_batch`."""
         if self.config.chunk_length is None:
             return min(len(lengths), self._per_call(self.padded_length(padded), max_batch))
-        counts: dict[int, int] = defaultdict(int)
-        for n in lengths:
-            for _, chunk in self.chunk_spans(n):
-                counts[chunk] += 1
-        return max(min(count, self._per_call(chunk, max_batch)) for chunk, count in counts.items())
+        chunks = [chunk for n in lengths for _, chunk in self.chunk_spans(n)]  # one pass mixes chunk lengths
+        return min(len(chunks), self._per_call(max(chunks), max_batch))
 
     def _sub_batches(self, items: list, length: int, max_batch: int | None = None, encode: bool = True):
         """Split work into forward passes of `_per_call` items (chunks) each."""
@@ -214,22 +212,35 @@ class EncodecModel(nn.Module):
         return out
 
     def _encode_chunked(self, audio, lengths, n_q, max_batch=None):
-        by_length: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # length -> (item, chunk, start)
+        # Every chunk, longest first: a forward pass takes chunks of different lengths (padded to its
+        # longest, true lengths masked: conv.py, norm.py), so an item's partial last chunk shares a pass
+        # with the others; equal lengths sit together and are normalised as one reduction each.
         spans = [self.chunk_spans(n) for n in lengths]
-        for b, item_spans in enumerate(spans):
-            for c, (start, n) in enumerate(item_spans):
-                by_length[n].append((b, c, start))
+        chunks = sorted(
+            ((n, b, c, start) for b, item_spans in enumerate(spans) for c, (start, n) in enumerate(item_spans)),
+            key=lambda chunk: -chunk[0],
+        )
+        hop = self.config.hop_length
         codes = [[None] * len(s) for s in spans]
         scales = [[0.0] * len(s) for s in spans]
-        for n, chunks in sorted(by_length.items()):
-            for group in self._sub_batches(chunks, n, max_batch):
-                x = torch.stack([audio[b, :, start : start + n] for b, _, start in group])
-                x, chunk_scales = self._normalise(x, [n] * len(group))
-                group_codes = self._encode_frames(x, None, n_q).cpu()  # host syncs: once per pass
-                group_scales = chunk_scales.cpu().tolist()
-                for j, (b, c, _) in enumerate(group):
-                    codes[b][c] = group_codes[j]
-                    scales[b][c] = group_scales[j]
+        for group in self._sub_batches(chunks, chunks[0][0], max_batch):
+            group_lengths = [n for n, _, _, _ in group]
+            runs = equal_length_runs(group_lengths)
+            x = audio.new_zeros(len(group), audio.shape[1], group_lengths[0]) if len(runs) > 1 else None
+            run_scales = []
+            for first, end, n in runs:
+                run = torch.stack([audio[b, :, start : start + n] for _, b, _, start in group[first:end]])
+                run, run_scale = self._normalise(run, [n] * (end - first))
+                run_scales.append(run_scale)
+                if x is None:
+                    x = run
+                else:
+                    x[first:end, :, :n] = run
+            mixed = group_lengths if len(runs) > 1 else None
+            group_codes = self._encode_frames(x, mixed, n_q).cpu()  # host syncs: once per pass (and the scales)
+            for j, ((n, b, c, _), scale) in enumerate(zip(group, torch.cat(run_scales).cpu().tolist())):
+                codes[b][c] = group_codes[j, :, : math.ceil(n / hop)]
+                scales[b][c] = scale
         return [EncodedItem(torch.cat(codes[b], dim=-1), scales[b], lengths[b]) for b in range(len(lengths))]
 
     # ----- decode -----------------------------------------------------------------------------
