@@ -42,6 +42,18 @@ def one_torch_thread():
         yield
 
 
+DEMO_SHARDS = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")  # 2 shards: 7 clips and a broken file
+
+
+def run_demo_job(out: Path, overrides: list[str] | None = None) -> Path:
+    """The demo shards through configs/test.yaml (+ `overrides`) into `out`, on the running Ray."""
+    from pipeline.config import load_config
+    from pipeline.job import run_job
+
+    run_job(load_config(REPO / "configs" / "test.yaml", overrides), DEMO_SHARDS, str(out), log=lambda m: None)
+    return out
+
+
 REQUIRE_CORPUS = os.environ.get("AUDIOTOK_REQUIRE_CORPUS") == "1"  # set by .ci/run: CI always has it
 
 

@@ -1,9 +1,8 @@
 """Peak memory at the presets' batch budgets and a profile of one encode: host syncs per batch, the
 cost of a new input shape, forward passes per batch.
 
-Host syncs are counted by wrapping the torch.Tensor methods that wait for the device (.item, .tolist,
-.cpu, .numpy, .to(cpu), bool/int/float/index conversions, .nonzero) and counting calls on tensors of
-the model's device; on CUDA, torch's own sync debug mode (`torch.cuda.set_sync_debug_mode`) counts
+Host syncs are counted by `codec.host_syncs` (the torch.Tensor methods that wait for the device,
+called on tensors of the model's device); on CUDA, torch's own sync debug mode (`torch.cuda.set_sync_debug_mode`) counts
 the synchronizing operations it knows as a second opinion. On the CPU the counts are the calls that
 would wait for a GPU.
 """
@@ -13,50 +12,19 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from codec import EncodecModel
+from codec.host_syncs import count_host_syncs
 from jobs import bench_codec
 
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
 from .table import Check
 
 REPO = Path(__file__).resolve().parents[2]
-SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "nonzero", "to", "__bool__", "__int__", "__float__", "__index__")
-
-
-def _to_host(args, kwargs) -> bool:
-    targets = [*args, kwargs.get("device")]
-    return any((isinstance(t, str) and t.startswith("cpu")) or (isinstance(t, torch.device) and t.type == "cpu")
-               for t in targets)
-
-
-@contextmanager
-def count_syncs(device_type: str):
-    """Counter of host-sync method calls on tensors of `device_type` while the block runs."""
-    counts: Counter = Counter()
-    originals = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
-
-    def wrap(name, original):
-        def wrapper(self, *args, **kwargs):
-            if self.device.type == device_type and (name != "to" or _to_host(args, kwargs)):
-                counts[name] += 1
-            return original(self, *args, **kwargs)
-        return wrapper
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, wrap(name, original))
-    try:
-        yield counts
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-
-
 @contextmanager
 def cuda_sync_warnings():
     """List of torch's sync-debug warnings while the block runs (CUDA only; empty elsewhere)."""
@@ -134,7 +102,7 @@ def profile_rows(f: Fitted, device: str, batch: int) -> list[Check]:
     x, lengths = mixed_batch(f.clips, batch, probe_at=0, seed=2)
     x = x.to(device)
     encode_codes(model, x, 24.0, max_batch, lengths)  # warm-up
-    with count_syncs(device) as counts, count_forwards(model) as forwards, cuda_sync_warnings() as cuda_warned:
+    with count_host_syncs(device) as counts, count_forwards(model) as forwards, cuda_sync_warnings() as cuda_warned:
         encode_codes(model, x, 24.0, max_batch, lengths)
     syncs = sum(counts.values())
     chunk = model.config.chunk_length

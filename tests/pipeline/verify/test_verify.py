@@ -25,10 +25,9 @@ from pipeline.reader import TokenDataset, collate
 from pipeline.records import Sample
 from pipeline.verify import VerifyOptions, run_verify, sample_keys, verify_after_job
 from pipeline.verify.check import Checker, CheckSettings
-from tests.conftest import REPO
+from tests.conftest import REPO, run_demo_job
 
 ray = pytest.importorskip("ray")
-DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -36,16 +35,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
+def job(local_ray, tmp_path_factory):
     """One job over the demo shards (2 shards, 7 rows, 1.5 and 6 kbps), Ray started once."""
-    from pipeline.job import run_job
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    out = tmp_path_factory.mktemp("job") / "out"
-    run_job(load_config(REPO / "configs" / "test.yaml"), DEMO, str(out), log=lambda m: None)
-    yield out
-    ray.shutdown()
+    return run_demo_job(tmp_path_factory.mktemp("job") / "out")
 
 
 @pytest.fixture(scope="module")

@@ -3,33 +3,23 @@ encoded it in, so good data passes at 0.999 while the same rows re-encoded alone
 planted corruption still fails."""
 
 import json
-import os
 import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline import writer
-from pipeline.config import load_config
 from pipeline.verify import VerifyOptions, run, run_verify
-from tests.conftest import REPO
+from tests.conftest import run_demo_job
 
 ray = pytest.importorskip("ray")
-DEMO = str(REPO / "demo" / "shards" / "demo-{000..001}.tar")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
+def job(local_ray, tmp_path_factory):
     """The demo shards with random:24khz (configs/test.yaml), 2 shards of 5 + 2 rows, CUDA plan."""
-    from pipeline.job import run_job
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    out = tmp_path_factory.mktemp("job") / "out"
-    run_job(load_config(REPO / "configs" / "test.yaml", ["batch_plan=cuda"]), DEMO, str(out), log=lambda m: None)
-    yield out
-    ray.shutdown()
+    return run_demo_job(tmp_path_factory.mktemp("job") / "out", ["batch_plan=cuda"])
 
 
 def verify(job, report, count=7):
