@@ -1,16 +1,20 @@
-"""python -m jobs.train_lm --tokens <dir> --pattern delay [--bandwidth KBPS] [--minutes M] [--seed S] ...
+"""python -m jobs.train_lm --tokens <dir> --pattern delay [--bandwidth KBPS] [--steps N] [--seed S] ...
 
 A check that the tokens plug into language-model training: a small transformer (`TinyCodebookLM`)
 trained on CPU through `TokenLoader` and a codebook pattern, then the mean cross-entropy (nats per
 code) on held-out files against a unigram model of the training codes, with a per-codebook table.
 Held-out rows: the files whose name (the key's last path part, before a `#segment` suffix), hashed
-with `--split-seed`, falls in the `--holdout` fraction, so the segments of one file are on one side.
+with `--split-seed`, falls in the `--holdout` fraction, so the segments of one file are on one side;
+with `--holdout-glob`, only files whose key matches it can be held out (the others always train: e.g.
+extra training audio tokenized into the same dataset). The learning-rate schedule runs over `--steps`,
+so a run does not depend on the machine's load (`--minutes` only stops it early).
 An example, not a trainer: no checkpoints, one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import math
@@ -26,8 +30,11 @@ from pipeline.training.index import RowReader
 from pipeline.training.tiny_lm import TinyCodebookLM
 
 
-def held_out(key: str, fraction: float, split_seed: int = 0) -> bool:
-    """Whether the file of `key` is held out: its name (no directories, no `#segment`) hashed with the seed."""
+def held_out(key: str, fraction: float, split_seed: int = 0, glob: str | None = None) -> bool:
+    """Whether the file of `key` is held out: its name (no directories, no `#segment`) hashed with the seed;
+    never when `glob` is given and the key (before `#segment`) does not match it."""
+    if glob is not None and not fnmatch.fnmatchcase(key.split("#", 1)[0], glob):
+        return False
     name = key.split("#", 1)[0].rsplit("/", 1)[-1]
     digest = hashlib.sha256(f"{split_seed}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
@@ -39,16 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", default="delay", choices=PATTERNS)
     p.add_argument("--delays", type=int, nargs="*", help="delays of the delay / coarse_first pattern")
     p.add_argument("--bandwidth", type=float, help="kbps, a stored one (default: all stored codebooks)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
-    p.add_argument("--max-steps", type=int, default=100_000)
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (the learning-rate schedule's length)")
+    p.add_argument("--minutes", type=float, help="stop early after this long (makes the result depend on load)")
     p.add_argument("--max-frames", type=int, default=150, help="training crop and evaluation window, frames")
     p.add_argument("--max-tokens", type=int, default=4096, help="padded frames x codebooks per batch")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of files held out")
     p.add_argument("--split-seed", type=int, default=0, help="another seed: another set of held-out files")
+    p.add_argument("--holdout-glob", help="only keys matching this (fnmatch, before #segment) can be held out")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
 
     def is_test(key):
-        return held_out(key, args.holdout, args.split_seed)
+        return held_out(key, args.holdout, args.split_seed, args.holdout_glob)
 
     try:
         train = TokenLoader(args.tokens, args.max_tokens, args.bandwidth, args.max_frames, seed=args.seed,
@@ -129,14 +138,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(test_index)} held-out rows ({int(test_index.frames.sum())} frames), {train.n_q} codebooks of "
           f"{card}, pattern {pattern.name} {list(pattern.delays)}, model {params:,} parameters", flush=True)
     print(f"[train_lm] {train.plan().report()}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     started, step = time.time(), 0
-    budget = args.minutes * 60
-    while step < args.max_steps and time.time() - started < budget:
+    budget = math.inf if args.minutes is None else args.minutes * 60
+    while step < args.steps and time.time() - started < budget:
         for batch in train:
-            progress = min(1.0, (time.time() - started) / budget, step / args.max_steps)
-            for group in opt.param_groups:  # warm-up, then cosine decay over the time budget
-                group["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress))
+            for group in opt.param_groups:  # warm-up, then cosine decay over the steps
+                group["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
             s, n = masked_ce(model, pattern, batch["codes"], batch["num_frames"], card)
             loss = s.sum() / n.sum()
             opt.zero_grad()
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             if step % 100 == 0:
                 print(f"[train_lm] step {step} epoch {train.epoch} loss {loss.item():.3f} "
                       f"({time.time() - started:.0f} s)", flush=True)
-            if step >= args.max_steps or time.time() - started >= budget:
+            if step >= args.steps or time.time() - started >= budget:
                 break
     test = windows(test_index, args.max_frames)
     lm = evaluate(model, pattern, test, card)
@@ -160,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| mean | {base.mean():.3f} | {lm.mean():.3f} | {1 - lm.mean() / base.mean():.1%} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": step, "params": params, "pattern": pattern.name, "unigram": base.tolist(),
+            json.dump({"steps": step, "seconds": time.time() - started, "params": params, "pattern": pattern.name,
+                       "train_rows": len(train.index), "heldout_rows": len(test_index),
+                       "heldout_frames": int(test_index.frames.sum()), "unigram": base.tolist(),
                        "lm": lm.tolist(), "reduction": float(1 - lm.mean() / base.mean())}, f, indent=2)
     return 0
 

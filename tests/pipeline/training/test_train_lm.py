@@ -17,11 +17,15 @@ def test_holdout_keeps_segments_of_a_file_together():
     assert all(held_out(f"{f}#7", 0.2) for f in held) and 20 < len(held) < 60
     assert all(held_out(f"/some/dir/{f}", 0.2) for f in held)  # the file name decides, not where it lies
     assert {k.split("#")[0] for k in keys if held_out(k, 0.2, split_seed=1)} != held
+    # a glob limits the candidates, and among them the same files are held out
+    glob = "/eval/*"
+    assert not any(held_out(f"/extra/{f}#0", 0.2, glob=glob) for f in held)
+    assert all(held_out(f"/eval/{f}#0", 0.2, glob=glob) for f in held)
 
 
 def test_short_training_run_beats_unigram(tmp_path, capsys):
     write_markov_tokens(tmp_path / "tokens")
-    rc = main(["--tokens", str(tmp_path / "tokens"), "--pattern", "delay", "--minutes", "0.5", "--max-steps", "150",
+    rc = main(["--tokens", str(tmp_path / "tokens"), "--pattern", "delay", "--steps", "150",
                "--lr", "5e-3", "--max-tokens", "2048", "--max-frames", "100", "--holdout", "0.25", "--seed", "1",
                "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
