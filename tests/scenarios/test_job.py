@@ -185,7 +185,9 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         assert firings(planted) == {(f"killsession@{stage}:{victim}#1", victim): 1}
-        assert commits(out) == committed
+        # shards run two at a time per actor: shard N-1 may still be committing when shard N is decoded
+        # (commits go one at a time, in order, so every shard before N-1 has committed)
+        assert commits(out) == committed if stage == "between_renames" else commits(out) in (committed - 1, committed)
         if stage == "between_renames":  # a complete part without its record, until the next run
             assert part.exists() and not (out / "_manifest" / f"{victim}.json").exists()
     faults.plant(planted, [])
