@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="stop early after this long (makes the result depend on load)")
     p.add_argument("--max-frames", type=int, default=150, help="training crop and evaluation window, frames")
     p.add_argument("--max-tokens", type=int, default=4096, help="padded frames x codebooks per batch")
-    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--dim", type=int, default=96)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=2e-3)
