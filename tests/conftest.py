@@ -25,7 +25,7 @@ def torch_threads(count: int):
 
 @contextmanager
 def batch_independent_kernels():
-    """oneDNN off inside the block: on some CPUs (AMD EPYC here, not the Intel machines before) it
+    """oneDNN off inside the block: on some CPUs (the AMD EPYC machine of 2026-12-05) it
     picks another convolution kernel for a batch of 5 than for a batch of 1, which rounds differently
     in the last bit. The native kernels compute each item the same way whatever the batch, so a test
     that a mixed-length batch equals each item alone tests the padding logic, not the kernel choice."""
