@@ -284,8 +284,7 @@ class EncodecModel(nn.Module):
         hop = self.config.hop_length
         frames = [item.codes.shape[1] for item in items]
         out: list[torch.Tensor | None] = [None] * len(items)
-        longest = self.padded_length(max(frames) * hop) // hop
-        for idx in self._sub_batches(list(range(len(items))), longest * hop, encode=False):
+        for idx in self._sub_batches(list(range(len(items))), self.padded_length(max(frames) * hop), encode=False):
             total = self.padded_length(max(frames[b] for b in idx) * hop) // hop
             codes = torch.zeros(len(idx), items[0].codes.shape[0], total, dtype=torch.long)
             for j, b in enumerate(idx):

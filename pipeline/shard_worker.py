@@ -261,8 +261,8 @@ class ShardTokenizer:
         if chunk is not None and model.plan == "cuda":
             max_chunks = max(1, min(cfg.max_batch_items, cfg.batch_budget_samples // chunk))
         batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items, multiple=hop)
-        padded_length = (lambda n: model.padded_length(n)) if chunk is None else None
-        padded, true = buckets.padding_waste(lengths, batches, multiple=hop, padded_length=padded_length)
+        padded, true = buckets.padding_waste(lengths, batches, multiple=hop,
+                                             padded_length=model.padded_length if chunk is None else None)
         rows: list[schema.TokenRow | None] = [None] * len(segments)
         limit = self.pass_limit if self.pass_limit is not None else max_chunks
         plan: list[EncodeBatch] = []
