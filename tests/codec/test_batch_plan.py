@@ -142,3 +142,16 @@ def test_decode_refuses_out_of_range_codes_on_the_host(tiny, bad):
     assert tiny.config.codebook_size == 256
     with pytest.raises(ValueError, match=r"item 1: codes must lie in \[0, 256\)"):
         tiny.decode(items)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_plan=gpu", "batch_plan must be one of auto, cpu, cuda"),
+    ("prefetch_bytes=0", "prefetch_bytes must be > 0"),
+    ("shards_in_flight_per_actor=3", "shards_in_flight_per_actor 1 or 2"),
+])
+def test_job_config_refuses_bad_values(override, message):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
