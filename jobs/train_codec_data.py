@@ -1,6 +1,6 @@
 """Training audio of `jobs.train_codec`: Debian packages fetched and unpacked, a config's file list resolved.
 
-python -m jobs.train_codec_data --config configs/train_tiny.yaml [--dir DIR] [--list]
+python -m jobs.train_codec_data --config configs/train_tiny.yaml [--dir DIR] [--list] [--every-file]
 
     config data.{train,valid,heldout} entries ─► AudioFile records (package, path, licence, max_s)
       {file: F, licence: L}                          F inside the test corpus (AUDIOTOK_CORPUS)
@@ -11,7 +11,9 @@ python -m jobs.train_codec_data --config configs/train_tiny.yaml [--dir DIR] [--
 Fetching runs `apt-get download P` (Debian 12 bookworm) and `dpkg-deb -x` into DIR/P; nothing is
 copied into the repository. A file listed in valid or heldout is never a training file even when a
 train glob matches it; `resolve` raises when a glob matches nothing or a file is missing, with
-the command that fetches it.
+the command that fetches it. `--every-file` lists every match of a train glob (`every` and
+`offset` ignored) with its whole length (`max_s` ignored): more audio from the same packages for
+`jobs.train_lm`, with the same exclusions, so the corpus files stay out of it.
 """
 
 from __future__ import annotations
@@ -86,9 +88,15 @@ def package_version(name: str, root: Path | None = None) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def resolve(data: dict, corpus: Path | None = None, root: Path | None = None) -> dict[str, list[AudioFile]]:
-    """split -> its files; train loses every file that valid or heldout lists."""
+def resolve(data: dict, corpus: Path | None = None, root: Path | None = None,
+            every_file: bool = False) -> dict[str, list[AudioFile]]:
+    """split -> its files; train loses every file that valid or heldout lists. every_file: each
+    train entry's every match, whole (its `every`, `offset` and `max_s` ignored); valid and heldout
+    stay as listed."""
     corpus, root = corpus or corpus_dir(), root or packages_dir()
+    if every_file:
+        drop = ("every", "offset", "max_s")
+        data = {**data, "train": [{k: v for k, v in e.items() if k not in drop} for e in data.get("train") or []]}
     out = {split: [f for e in data.get(split) or [] for f in _entry(e, corpus, root)] for split in SPLITS}
     kept = {(f.package, f.path) for split in ("valid", "heldout") for f in out[split]}
     out["train"] = [f for f in out["train"] if (f.package, f.path) not in kept]
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/train_tiny.yaml")
     p.add_argument("--dir", help="where packages are unpacked (default: $AUDIOTOK_TRAIN_AUDIO, else ../train_audio)")
     p.add_argument("--list", action="store_true", help="print every resolved file with its duration")
+    p.add_argument("--every-file", action="store_true",
+                   help="every match of each glob, whole (ignores every, offset and max_s): audio for jobs.train_lm")
     args = p.parse_args(argv)
     try:
         data = yaml.safe_load(Path(args.config).read_text())["data"]
@@ -167,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch(packages(data), root)
     import soundfile as sf
 
-    for split, files in resolve(data, root=root).items():
+    for split, files in resolve(data, root=root, every_file=args.every_file).items():
         seconds = 0.0
         for f in files:
             path = corpus_dir() / f.path if f.package == "corpus" else root / f.package / f.path

@@ -48,6 +48,21 @@ def test_resolve_every_exclude_and_held_out_files_never_train(fake_packages):
     assert [f.path for f in every["train"]] == ["usr/share/a/clip1.wav", "usr/share/a/clip3.wav"]
 
 
+def test_every_file_ignores_every_offset_and_max_s_but_keeps_exclusions(fake_packages):
+    root, corpus = fake_packages
+    data = {"train": [{"package": "pkg-a", "glob": "usr/share/a/*.wav", "licence": "x", "every": 2, "offset": 1,
+                       "exclude": ["usr/share/a/clip0.wav"]},
+                      {"package": "pkg-b", "path": "music/song.wav", "licence": "BSD-2", "max_s": 0.05}],
+            "valid": [{"package": "pkg-a", "glob": "usr/share/a/*.wav", "licence": "x", "every": 4, "offset": 3,
+                       "max_s": 0.05}]}
+    files = resolve(data, corpus=corpus, root=root, every_file=True)
+    assert [(f.path, f.max_s) for f in files["train"]] == [
+        ("usr/share/a/clip1.wav", None), ("usr/share/a/clip2.wav", None), ("usr/share/a/clip4.wav", None),
+        ("music/song.wav", None)]
+    assert [(f.path, f.max_s) for f in files["valid"]] == [("usr/share/a/clip3.wav", 0.05)]  # as listed
+    assert data["train"][0]["every"] == 2  # the caller's config is left as it was
+
+
 def test_load_mono_mixes_cuts_resamples_and_caches(fake_packages):
     root, corpus = fake_packages
     song = AudioFile("pkg-b", "music/song.wav", "BSD-2", max_s=0.05)
