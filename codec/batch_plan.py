@@ -50,3 +50,9 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def valid_mask(lengths: list[int], total: int, device: torch.device) -> torch.Tensor:
+    """bool [B, total] on `device`: True on each item's first lengths[b] samples (or frames) of a batch
+    padded to `total`; the lengths are copied to the device with `to_device`."""
+    return torch.arange(total, device=device)[None] < to_device(torch.tensor(lengths), device)[:, None]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batch_plan import to_device
+from .batch_plan import to_device, valid_mask
 from .norm import LengthGroupNorm
 
 
@@ -164,8 +164,7 @@ class PaddedConvTranspose1d(nn.Module):
     def forward(self, x: torch.Tensor, lengths: list[int] | None = None):
         mixed = lengths is not None and any(n != x.shape[-1] for n in lengths)
         if mixed and (self.norm is not None or self.trim[0] > 0):
-            frames = torch.arange(x.shape[-1], device=x.device)
-            x = x.masked_fill((frames[None] >= to_device(torch.tensor(lengths), x.device)[:, None])[:, None], 0.0)
+            x = x.masked_fill(~valid_mask(lengths, x.shape[-1], x.device)[:, None], 0.0)
         y = self.conv(x)
         if self.norm is not None:
             y = self.norm(y, [(n - 1) * self.stride + self.kernel_size for n in lengths] if mixed else None)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .batch_plan import grid_length, resolve_plan, to_device
+from .batch_plan import grid_length, resolve_plan, to_device, valid_mask
 from .config import EncodecConfig
 from .norm import equal_length_runs
 from .quantizer import ResidualVectorQuantizer
@@ -116,7 +116,7 @@ class EncodecModel(nn.Module):
             bad = [n for n in lengths if not 1 <= n <= total]
             if bad:
                 raise ValueError(f"lengths must lie in [1, T={total}]; got {bad[:5]}")
-        valid = torch.arange(total, device=audio.device) < to_device(torch.tensor(lengths), audio.device)[:, None]
+        valid = valid_mask(lengths, total, audio.device)
         bad = (~torch.isfinite(audio).all(dim=1) & valid).any(dim=-1)
         if bad.any():  # the one host sync of the check
             raise ValueError(f"audio item {int(bad.nonzero()[0, 0])} contains NaN or Inf samples")
@@ -150,9 +150,8 @@ class EncodecModel(nn.Module):
             # one reduction per item, as the reference does: a batched reduction can round differently
             power = torch.cat([mono[j : j + 1].pow(2).mean(dim=-1) for j in range(mono.shape[0])])
         else:
-            device_lengths = to_device(torch.tensor(lengths), x.device)
-            valid = torch.arange(x.shape[-1], device=x.device)[None] < device_lengths[:, None]
-            power = (mono.pow(2) * valid).sum(-1) / device_lengths.float()
+            valid = valid_mask(lengths, x.shape[-1], x.device)
+            power = (mono.pow(2) * valid).sum(-1) / valid.sum(-1)  # valid samples per item: its length
         scales = power.sqrt() + 1e-8
         return x / scales.to(x.dtype)[:, None, None], scales
 
