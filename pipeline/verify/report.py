@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import report_media
-from .result import CheckResult
+from .result import CheckResult, finite_or_none
 from .summary import VerifySummary
 
 METRICS = ("si_snr_db", "mel_distance_db", "lsd_db", "code_agreement")
@@ -39,10 +39,6 @@ ITEMS_SCHEMA = pa.schema([
 _STATS = ("mean", "p5", "median", "p95")
 
 
-def _num(v: Any) -> float | None:
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
-
-
 def flatten(results: list[CheckResult]) -> list[dict]:
     """Checker results (worst first) -> rows of ITEMS_SCHEMA; a row that was not verified gives one
     row with null bandwidth and metrics. Non-finite numbers become null."""
@@ -50,11 +46,11 @@ def flatten(results: list[CheckResult]) -> list[dict]:
     for rank, r in enumerate(results):
         base = {"rank": rank, "key": r.key, "source": r.source, "status": r.status, "detail": r.detail,
                 "num_samples": r.num_samples, "start_s": r.start_s, "duration_s": r.duration_s,
-                "code_agreement_all": _num(r.code_agreement_all)}
+                "code_agreement_all": finite_or_none(r.code_agreement_all)}
         if not r.bandwidths:
             rows.append({**base, "bandwidth_kbps": None, "n_q": None, **dict.fromkeys(METRICS)})
         for bw, m in r.bandwidths.items():
-            rows.append({**base, "bandwidth_kbps": bw, "n_q": m.n_q, **{k: _num(getattr(m, k)) for k in METRICS}})
+            rows.append({**base, "bandwidth_kbps": bw, **m.to_json()})  # n_q and METRICS
     return rows
 
 
@@ -113,7 +109,7 @@ def write_media(directory: str, rank: int, result: CheckResult, sample_rate: int
 
 def _json_ready(value: Any) -> Any:
     if isinstance(value, float):
-        return _num(value)
+        return finite_or_none(value)
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

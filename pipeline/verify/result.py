@@ -19,8 +19,9 @@ import numpy as np
 from .metrics import Scores
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def finite_or_none(value: float | None) -> float | None:
+    """JSON and Parquet form of a number: None for None, NaN or an infinity."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _nan_if_none(value: float | None) -> float:
@@ -42,9 +43,9 @@ class BandwidthScores:
         return cls(n_q, scores.si_snr_db, scores.mel_distance_db, scores.lsd_db, code_agreement)
 
     def to_json(self) -> dict[str, Any]:
-        return {"n_q": self.n_q, "si_snr_db": _finite_or_none(self.si_snr_db),
-                "mel_distance_db": _finite_or_none(self.mel_distance_db), "lsd_db": _finite_or_none(self.lsd_db),
-                "code_agreement": _finite_or_none(self.code_agreement)}
+        return {"n_q": self.n_q, "si_snr_db": finite_or_none(self.si_snr_db),
+                "mel_distance_db": finite_or_none(self.mel_distance_db), "lsd_db": finite_or_none(self.lsd_db),
+                "code_agreement": finite_or_none(self.code_agreement)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BandwidthScores:
@@ -85,7 +86,7 @@ class CheckResult:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "source": self.source, "status": self.status, "detail": self.detail,
                 "num_samples": self.num_samples, "duration_s": self.duration_s, "start_s": self.start_s,
-                "code_agreement_all": _finite_or_none(self.code_agreement_all),
+                "code_agreement_all": finite_or_none(self.code_agreement_all),
                 "bandwidths": {str(float(b)): s.to_json() for b, s in self.bandwidths.items()}}
 
     @classmethod
