@@ -6,6 +6,7 @@ of `device_type` is counted. A tensor that a call brought to the host (.cpu(), .
 as host memory and calls on it are not counted, so on the CPU the counts are exactly the calls
 that would wait for a GPU, except `.to`: with the CPU as the device, a move to the device and a copy
 to the host look the same, so `.to` is counted on CUDA only (our code copies to the host with .cpu()).
+`forward_passes` records the forward passes of a module (the encoder: one per pass over a batch).
 Used by `tests/codec/test_batch_plan.py` and `jobs.gpu_check`.
 """
 
@@ -50,3 +51,14 @@ def count_host_syncs(device_type: str):
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
+
+
+@contextmanager
+def forward_passes(module: torch.nn.Module):
+    """List of the input shapes of `module`'s forward calls while the block runs: one per pass."""
+    shapes: list[tuple[int, ...]] = []
+    hook = module.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
+    try:
+        yield shapes
+    finally:
+        hook.remove()

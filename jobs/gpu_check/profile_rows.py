@@ -17,14 +17,15 @@ from pathlib import Path
 
 import torch
 
-from codec import EncodecModel
-from codec.host_syncs import count_host_syncs
+from codec.host_syncs import count_host_syncs, forward_passes
 from jobs import bench_codec
 
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
 from .table import Check
 
 REPO = Path(__file__).resolve().parents[2]
+
+
 @contextmanager
 def cuda_sync_warnings():
     """List of torch's sync-debug warnings while the block runs (CUDA only; empty elsewhere)."""
@@ -41,16 +42,6 @@ def cuda_sync_warnings():
         finally:
             torch.cuda.set_sync_debug_mode(before)
             caught.extend(w for w in seen if "synchroniz" in str(w.message).lower())
-
-
-@contextmanager
-def count_forwards(model: EncodecModel):
-    calls = [0]
-    hook = model.encoder.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
-    try:
-        yield calls
-    finally:
-        hook.remove()
 
 
 def budget_shapes(preset: str, scale: float, max_item_s: float | None = None) -> list[tuple[str, int, int, int | None]]:
@@ -102,7 +93,8 @@ def profile_rows(f: Fitted, device: str, batch: int) -> list[Check]:
     x, lengths = mixed_batch(f.clips, batch, probe_at=0, seed=2)
     x = x.to(device)
     encode_codes(model, x, 24.0, max_batch, lengths)  # warm-up
-    with count_host_syncs(device) as counts, count_forwards(model) as forwards, cuda_sync_warnings() as cuda_warned:
+    with (count_host_syncs(device) as counts, forward_passes(model.encoder) as passes,
+          cuda_sync_warnings() as cuda_warned):
         encode_codes(model, x, 24.0, max_batch, lengths)
     syncs = sum(counts.values())
     chunk = model.config.chunk_length
@@ -110,12 +102,12 @@ def profile_rows(f: Fitted, device: str, batch: int) -> list[Check]:
     cuda_note = f"; torch sync debug mode saw {len(cuda_warned)}" if device == "cuda" else ""
     rows = [
         Check("profile", f"{f.preset} host syncs per batch of {batch}", "ok", f"{syncs} syncs",
-              f"{syncs / max(forwards[0], 1):.1f} per forward pass; {dict(counts)}{cuda_note}",
-              {"preset": f.preset, "syncs": syncs, "by_method": dict(counts), "forward_passes": forwards[0],
+              f"{syncs / max(len(passes), 1):.1f} per forward pass; {dict(counts)}{cuda_note}",
+              {"preset": f.preset, "syncs": syncs, "by_method": dict(counts), "forward_passes": len(passes),
                "cuda_sync_warnings": len(cuda_warned)}),
-        Check("profile", f"{f.preset} forward passes per batch of {batch}", "ok", f"{forwards[0]} passes",
+        Check("profile", f"{f.preset} forward passes per batch of {batch}", "ok", f"{len(passes)} passes",
               f"{distinct} distinct chunk lengths" if chunk else "whole items, one length per batch",
-              {"preset": f.preset, "forward_passes": forwards[0], "distinct_chunk_lengths": distinct}),
+              {"preset": f.preset, "forward_passes": len(passes), "distinct_chunk_lengths": distinct}),
     ]
     n = x.shape[-1]
     same = [_timed(lambda: encode_codes(model, x, 24.0, max_batch, lengths), device) for _ in range(2)]

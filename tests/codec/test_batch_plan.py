@@ -4,26 +4,14 @@ Host syncs are counted by `codec.host_syncs`: calls of the tensor methods that w
 CUDA (`.cpu()`, `.item()`, `bool(t)`, ...), not counting those on tensors already brought to the host.
 """
 
-import contextlib
-
 import pytest
 import torch
 
 from codec import EncodedItem, load_model, random_model
 from codec import model as codec_model
 from codec.batch_plan import grid_length, resolve_plan
-from codec.host_syncs import count_host_syncs
+from codec.host_syncs import count_host_syncs, forward_passes
 from tests.conftest import batch_independent_kernels
-
-
-@contextlib.contextmanager
-def count_passes(module):
-    shapes = []
-    hook = module.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
-    try:
-        yield shapes
-    finally:
-        hook.remove()
 
 
 def batch(lengths, channels=1, seed=0):
@@ -63,14 +51,14 @@ def test_cuda_plan_one_pass_one_sync_for_a_mixed_batch(tiny):
     x = batch(LENGTHS_24)
     model = tiny.set_batch_plan("cuda")
     try:
-        with count_passes(model.encoder) as shapes, count_host_syncs("cpu") as counts:
+        with forward_passes(model.encoder) as shapes, count_host_syncs("cpu") as counts:
             items = model.encode(x, LENGTHS_24)
         # one pass over the whole batch, padded to the grid; the finiteness check and the codes: 2 syncs
         assert shapes == [(6, 1, grid_length(max(LENGTHS_24), 320))]
         assert sum(counts.values()) <= 2, counts
         assert [it.codes.shape[-1] for it in items] == [-(-n // 320) for n in LENGTHS_24]
         model.set_batch_plan("cpu")
-        with count_passes(model.encoder) as shapes, count_host_syncs("cpu") as counts:
+        with forward_passes(model.encoder) as shapes, count_host_syncs("cpu") as counts:
             alone = model.encode(x, LENGTHS_24)
         assert len(shapes) == 6 and sum(counts.values()) >= 6  # the CPU plan: one item per pass
     finally:
@@ -112,7 +100,7 @@ def test_tail_indices_are_cached_per_batch(tiny):
 def test_48khz_cuda_plan_syncs_per_pass():
     model = random_model("random:48khz").set_batch_plan("cuda")
     lengths = [48000 * 2 + 5000, 70000, 48000]  # chunks: full ones and partial ones of 3 lengths
-    with count_passes(model.encoder) as shapes, count_host_syncs("cpu") as counts:
+    with forward_passes(model.encoder) as shapes, count_host_syncs("cpu") as counts:
         items = model.encode(batch(lengths, channels=2), lengths)
     # the finiteness check, then per pass the codes and the scales
     assert sum(counts.values()) <= 1 + 2 * len(shapes), (counts, shapes)
@@ -124,7 +112,7 @@ def test_decode_splits_by_element_count(tiny, monkeypatch):
     items = tiny.encode(batch(lengths, seed=3), lengths)
     whole = tiny.decode(items)
     monkeypatch.setattr(codec_model, "_MAX_ELEMENTS", 40000 * tiny.config.num_filters * 2)
-    with count_passes(tiny.decoder) as shapes, count_host_syncs("cpu") as counts:
+    with forward_passes(tiny.decoder) as shapes, count_host_syncs("cpu") as counts:
         split = tiny.decode(items)
     assert len(shapes) == 4 and max(s[0] for s in shapes) == 1
     # decoded audio is not bit-exact across batch compositions (float rounding of batched kernels)
