@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from codec import random_model
 from codec.codebooks import fit_codebooks
+from codec.host_syncs import forward_passes
 from codec.norm import LengthGroupNorm
 from tests.conftest import batch_independent_kernels, real_audio
 
@@ -36,37 +37,18 @@ def batch_of(audio, lengths):
     return x
 
 
-class PassCounter:
-    """Counts encoder forward passes and the items (chunks) in each."""
-
-    def __init__(self, model):
-        self.sizes: list[int] = []
-        self.encoder, self.forward = model.encoder, model.encoder.forward
-
-    def __enter__(self):
-        def counting(x, lengths=None):
-            self.sizes.append(x.shape[0])
-            return self.forward(x, lengths)
-
-        self.encoder.forward = counting
-        return self
-
-    def __exit__(self, *exc):
-        del self.encoder.forward
-
-
 def test_partial_chunks_share_forward_passes(fitted):
     model, audio = fitted
     x = batch_of(audio, LENGTHS)
     chunk_lengths = [n for length in LENGTHS for _, n in model.chunk_spans(length)]
     grouped_by_exact_length = len(set(chunk_lengths))  # the passes of the earlier exact-length grouping
     for max_batch in (64, 4):
-        with PassCounter(model) as counter:
+        with forward_passes(model.encoder) as shapes:
             model.encode(x, LENGTHS, max_batch=max_batch)
-        total = len(chunk_lengths)
-        assert counter.sizes == [min(max_batch, total - i) for i in range(0, total, max_batch)]
-        assert max(counter.sizes) == model.largest_forward_pass(LENGTHS, x.shape[-1], max_batch)
-    assert len(counter.sizes) == math.ceil(len(chunk_lengths) / 4) < grouped_by_exact_length
+        sizes, total = [shape[0] for shape in shapes], len(chunk_lengths)
+        assert sizes == [min(max_batch, total - i) for i in range(0, total, max_batch)]
+        assert max(sizes) == model.largest_forward_pass(LENGTHS, x.shape[-1], max_batch)
+    assert len(sizes) == math.ceil(len(chunk_lengths) / 4) < grouped_by_exact_length
 
 
 @pytest.mark.parametrize("max_batch", [64, 3])
@@ -100,6 +82,7 @@ def test_length_group_norm_equals_group_norm_of_each_item():
             alone = F.group_norm(x[b : b + 1, :, :n].contiguous(), 1, norm.weight, norm.bias, norm.eps)
             assert torch.equal(y[b : b + 1, :, :n], alone), (grad, b)
     assert torch.equal(norm(x, [301] * 5), F.group_norm(x, 1, norm.weight, norm.bias, norm.eps))
+
 
 def test_decoder_mixed_frame_counts_ignore_padding(fitted):
     """The 48 kHz decoder (GroupNorm in its transposed convs too) with per-item frame counts: an
