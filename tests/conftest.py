@@ -80,6 +80,17 @@ def real_audio(rel: str, sample_rate: int, channels: int, seconds: float | None 
     return x
 
 
+def excerpts_batch(audio, lengths: list[int], stride: int):
+    """A zero-padded batch [B, C, max(lengths)] of excerpts of `audio` ([C, T], a tensor or an array): item b is
+    the lengths[b] samples from b * stride."""
+    import torch
+
+    x = torch.zeros(len(lengths), audio.shape[0], max(lengths))
+    for b, n in enumerate(lengths):
+        x[b, :, :n] = audio[:, stride * b : stride * b + n]
+    return x
+
+
 def copy_corpus_tree(root: Path, files: dict[str, str]) -> None:
     """Corpus files copied to `root` under the relative names of `files` ({name: corpus path}); names
     ending in .mp3 are transcoded to MP3 from their source."""

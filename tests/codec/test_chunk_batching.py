@@ -11,7 +11,7 @@ from codec import random_model
 from codec.codebooks import fit_codebooks
 from codec.host_syncs import forward_passes
 from codec.norm import LengthGroupNorm
-from tests.conftest import batch_independent_kernels, real_audio
+from tests.conftest import batch_independent_kernels, excerpts_batch, real_audio
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,16 +30,9 @@ def fitted():
     return model, audio
 
 
-def batch_of(audio, lengths):
-    x = torch.zeros(len(lengths), audio.shape[0], max(lengths))
-    for b, n in enumerate(lengths):
-        x[b, :, :n] = audio[:, 7000 * b : 7000 * b + n]
-    return x
-
-
 def test_partial_chunks_share_forward_passes(fitted):
     model, audio = fitted
-    x = batch_of(audio, LENGTHS)
+    x = excerpts_batch(audio, LENGTHS, 7000)
     chunk_lengths = [n for length in LENGTHS for _, n in model.chunk_spans(length)]
     grouped_by_exact_length = len(set(chunk_lengths))  # the passes of the earlier exact-length grouping
     for max_batch in (64, 4):
@@ -54,7 +47,7 @@ def test_partial_chunks_share_forward_passes(fitted):
 @pytest.mark.parametrize("max_batch", [64, 3])
 def test_mixed_length_passes_equal_each_item_alone(fitted, max_batch):
     model, audio = fitted
-    x = batch_of(audio, LENGTHS)
+    x = excerpts_batch(audio, LENGTHS, 7000)
     with batch_independent_kernels():  # oneDNN may pick another conv kernel per batch size (conftest)
         batched = model.encode(x, LENGTHS, max_batch=max_batch)
         alone_items = [model.encode(x[b : b + 1, :, :n])[0] for b, n in enumerate(LENGTHS)]

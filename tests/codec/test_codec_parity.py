@@ -8,7 +8,7 @@ import torch
 
 from codec import load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
-from tests.conftest import batch_independent_kernels, real_audio, transformers_codes
+from tests.conftest import batch_independent_kernels, excerpts_batch, real_audio, transformers_codes
 
 transformers = pytest.importorskip("transformers")
 
@@ -32,13 +32,6 @@ def pair(request, tmp_path_factory):
 ref_encode = transformers_codes
 
 
-def batch_of(audio, lengths):
-    x = torch.zeros(len(lengths), audio.shape[0], max(lengths))
-    for b, n in enumerate(lengths):
-        x[b, :, :n] = audio[:, 1000 * b : 1000 * b + n]
-    return x
-
-
 def kernels_for(max_batch):
     """A whole mixed batch in one pass is compared with native kernels on both sides (conftest)."""
     return contextlib.nullcontext() if max_batch is None else batch_independent_kernels()
@@ -50,7 +43,7 @@ def kernels_for(max_batch):
 def test_batched_codes_equal_reference_per_item(pair, max_batch):
     preset, ours, ref, audio = pair
     lengths = LENGTHS[preset]
-    x = batch_of(audio, lengths)
+    x = excerpts_batch(audio, lengths, 1000)
     for bw in ours.config.target_bandwidths:
         with kernels_for(max_batch):
             items = ours.encode(x, lengths, bandwidth=bw, max_batch=max_batch)
@@ -70,7 +63,7 @@ def test_batched_equals_one_by_one_on_every_frame(pair, max_batch):
     _, ours, _, audio = pair
     lengths = [777, 25000, 321, 60001, 2000]
     with kernels_for(max_batch):
-        batched = ours.encode(batch_of(audio, lengths), lengths, max_batch=max_batch)
+        batched = ours.encode(excerpts_batch(audio, lengths, 1000), lengths, max_batch=max_batch)
     for b, n in enumerate(lengths):
         with kernels_for(max_batch):
             single = ours.encode(audio[None, :, 1000 * b : 1000 * b + n])
