@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", default="delay", choices=PATTERNS)
     p.add_argument("--delays", type=int, nargs="*", help="delays of the delay / coarse_first pattern")
     p.add_argument("--bandwidth", type=float, help="kbps, a stored one (default: all stored codebooks)")
-    p.add_argument("--steps", type=int, default=4000, help="optimizer steps (the learning-rate schedule's length)")
+    p.add_argument("--steps", type=int, default=8000, help="optimizer steps (the learning-rate schedule's length)")
     p.add_argument("--minutes", type=float, help="stop early after this long (makes the result depend on load)")
     p.add_argument("--max-frames", type=int, default=150, help="training crop and evaluation window, frames")
     p.add_argument("--max-tokens", type=int, default=4096, help="padded frames x codebooks per batch")
