@@ -132,8 +132,8 @@ def test_bad_requests_name_the_choices(dataset, tmp_path):
         (tmp_path / "p.json").rename(dataset / "_provenance.json")
 
 
-def test_readme_training_example_runs(dataset, tmp_path, monkeypatch):
-    text = (REPO / "README.md").read_text()
+def test_output_doc_reader_example_runs(dataset, tmp_path, monkeypatch):
+    text = (REPO / "docs" / "output.md").read_text()
     code = re.search(r"<!-- reader-example -->\s*```python\n(.*?)```", text, re.DOTALL).group(1)
     (tmp_path / "out").mkdir()
     os.symlink(dataset, tmp_path / "out" / "demo")

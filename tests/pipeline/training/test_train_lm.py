@@ -1,7 +1,7 @@
 """jobs.train_lm, short: on tokens with known structure (a Markov chain across frames and codebooks) the
 small LM, trained through TokenLoader and the delay pattern, beats the unigram baseline on held-out files
 by far; with a wrong shift or mask it would not learn (or would be too good to be true). The full run on
-real corpus tokens and its numbers: README, "Training on the tokens"."""
+real corpus tokens and its numbers: docs/training.md."""
 
 import json
 

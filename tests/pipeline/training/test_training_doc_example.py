@@ -1,4 +1,4 @@
-"""The README's "Training on the tokens" example runs as written, on a committed token dataset."""
+"""The example of docs/training.md runs as written, on a committed token dataset."""
 
 import re
 import runpy
@@ -9,8 +9,8 @@ from tests.conftest import REPO
 from tests.pipeline.training.token_corpus import write_tokens
 
 
-def test_readme_training_example_runs(tmp_path, monkeypatch, capsys):
-    text = (REPO / "README.md").read_text()
+def test_training_doc_example_runs(tmp_path, monkeypatch, capsys):
+    text = (REPO / "docs" / "training.md").read_text()
     code = re.search(r"<!-- training-example -->\s*```python\n(.*?)```", text, re.DOTALL).group(1)
     rows = write_tokens(tmp_path / "out" / "demo", [6, 5, 4], seed=2)
     monkeypatch.chdir(tmp_path)
