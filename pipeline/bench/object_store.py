@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,10 +46,6 @@ class StoreCosts:
     max_in_flight: int = 10
     page_keys: int = 1000
     block_size: int = 5 * 2**20
-    # threads other than the main one hold each request this fraction of request_s in real time, so
-    # that a thread pool's requests overlap as against a real store (else, the requests taking no real
-    # time, one pool thread would do them all, each after the last on the simulated clock)
-    realtime_fraction: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -127,18 +122,17 @@ class FakeObjectStore(AbstractFileSystem):
             raise ValueError(f"{PROTOCOL}:// keys may not hold '..': {path!r}")
         return os.path.join(self._state().root, key)
 
-    def _request(self, kind: str, op, read: int = 0, written: int = 0):
-        """Run `op()` as one request of `kind` moving `read`/`written` bytes (callables: of op's result)."""
+    def _request(self, kind: str, op, read: int = 0, written: int = 0, after: float = 0.0):
+        """Run `op()` as one request of `kind` moving `read`/`written` bytes (callables: of op's result),
+        issued no earlier than the simulated instant `after`."""
         s = self._state()
-        issued = s.clock.issue()
+        issued = s.clock.issue(after)
         with s.gate:
             with s.lock:
                 s.in_flight += 1
                 s.most_in_flight = max(s.most_in_flight, s.in_flight)
             try:
                 result = op()
-                if threading.current_thread() is not threading.main_thread():
-                    time.sleep(s.costs.request_s * s.costs.realtime_fraction)
             finally:
                 with s.lock:
                     s.in_flight -= 1
@@ -159,8 +153,9 @@ class FakeObjectStore(AbstractFileSystem):
 
     def _pages(self, n_keys: int) -> None:
         """Charge the LIST pages after the first, one after another (each needs the last one's token)."""
+        clock = self._state().clock
         for _ in range(max(0, math.ceil(n_keys / self._state().costs.page_keys) - 1)):
-            self._request("list", lambda: None)
+            self._request("list", lambda: None, after=clock.last_end())
 
     def ls(self, path, detail=True, **kwargs):
         path = self._strip_protocol(path)
@@ -214,12 +209,14 @@ class FakeObjectStore(AbstractFileSystem):
         size = self._request("head", lambda: os.path.getsize(local) if os.path.isfile(local) else None)
         if size is not None:
             return {"name": path, "size": size, "type": "file"}
-        if self._request("list", lambda: os.path.isdir(local) and bool(os.listdir(local))) or not path:
+        is_prefix = self._request("list", lambda: os.path.isdir(local) and bool(os.listdir(local)),
+                                  after=self._state().clock.last_end())
+        if is_prefix or not path:
             return {"name": path, "size": 0, "type": "directory"}
         raise FileNotFoundError(path)
 
     # ----- reading -------------------------------------------------------------------------------
-    def cat_file(self, path, start=None, end=None, **kwargs):
+    def cat_file(self, path, start=None, end=None, after: float = 0.0, **kwargs):
         local = self._local(path)
 
         def get():
@@ -230,7 +227,7 @@ class FakeObjectStore(AbstractFileSystem):
                 f.seek(lo)
                 return f.read(max(0, hi - lo))
 
-        return self._request("get", get, read=len)
+        return self._request("get", get, read=len, after=after)
 
     def cat(self, path, recursive=False, on_error="raise", **kwargs):
         paths = self.expand_path(path, recursive=recursive) if recursive else path
@@ -329,8 +326,16 @@ def _unlink(local: str) -> bool:
 
 
 class _ReadFile(AbstractBufferedFile):
+    """Each ranged GET follows the HEAD (or the GET) before it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._after = self.fs._state().clock.last_end()
+
     def _fetch_range(self, start, end):
-        return self.fs.cat_file(self.path, start, end)
+        data = self.fs.cat_file(self.path, start, end, after=self._after)
+        self._after = self.fs._state().clock.last_end()
+        return data
 
 
 class _WriteFile(io.BytesIO):

@@ -5,9 +5,11 @@
                      ├req┤├req┤              for a lane, and that wait is charged)
 
 A request issued from the main thread starts once every earlier request has ended (the caller used
-their results). Requests from other threads (a thread pool the caller or the store runs) are issued
-at the instant the main thread handed the work over, or after the same thread's previous request,
-whichever is later; each takes the lane that frees first. `now` is the time the last request ended.
+their results). Requests from other threads (a thread pool the caller or the store runs) are taken as
+independent of each other: each is issued at the instant the main thread handed the work over (its
+first request from another thread after one of its own), and takes the lane that frees first. A
+request that needs another's result (the next page of a listing, a read after the HEAD that gave
+the size) passes that one's end as `after`. `now` is the time the last request ended.
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ class SimulatedClock:
         self.waited = 0.0  # simulated seconds requests spent waiting for a lane
         self._handed_over = 0.0  # when the main thread last handed work to other threads
         self._main_last = True  # the last request came from the main thread
-        self._after: dict[int, float] = {}  # per other thread: the end of its last request
+        self._local = threading.local()  # per thread: the end of its last request
         self._lock = threading.Lock()
 
-    def issue(self) -> float:
-        """The simulated instant a request made now by this thread is issued."""
+    def issue(self, after: float = 0.0) -> float:
+        """The simulated instant a request made now by this thread is issued (not before `after`)."""
         with self._lock:
             if threading.current_thread() is threading.main_thread():
                 self._main_last = True
-                return self.now
+                return max(self.now, after)
             if self._main_last:
                 self._main_last, self._handed_over = False, self.now
-            return max(self._handed_over, self._after.get(threading.get_ident(), 0.0))
+            return max(self._handed_over, after)
+
+    def last_end(self) -> float:
+        """When this thread's last request ended."""
+        return getattr(self._local, "end", 0.0)
 
     def run(self, issued: float, seconds: float) -> float:
         """Schedule a request issued at `issued` that takes `seconds` on a lane; returns when it ends."""
@@ -45,6 +51,5 @@ class SimulatedClock:
             end = self.lanes[lane] = start + seconds
             self.waited += start - issued
             self.now = max(self.now, end)
-            if threading.current_thread() is not threading.main_thread():
-                self._after[threading.get_ident()] = end
+            self._local.end = end
             return end
