@@ -241,8 +241,8 @@ class Scheduler:
             return
         self.rescaled = now
         limit = min(self.backend.capacity(), self.settings.max_actors or 10**9)
-        added = 0
-        while len(self.slots) < limit and len(self.todo) > sum(not s.started for s in self.slots):
+        added, starting = 0, sum(not s.started for s in self.slots)
+        while len(self.slots) < limit and len(self.todo) > starting + added:
             self._add(Slot(self.backend.start_actor()))
             added += 1
         if added:
