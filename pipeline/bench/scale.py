@@ -72,11 +72,21 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     where = out.url if fake else out.local_dir
     if name == "job_start":
         def job_start():
+            from .object_store import FakeObjectStore
+
+            clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
+            marks = [clock()]
             writer.cleanup_uncommitted(where)
+            marks.append(clock())
             done = writer.committed_shards(where)
+            marks.append(clock())
             todo = [s for s in out.shard_ids() if s not in done]
+            marks.append(clock())
             writer.write_provenance(where, synthetic_output.provenance(out.n_q))
-            return f"{len(done):,} committed, {len(todo):,} to do"
+            marks.append(clock())
+            steps = ", ".join(f"{step} {b - a:.2f} s" for step, a, b in
+                              zip(("cleanup", "committed", "to-do", "provenance"), marks, marks[1:]))
+            return f"{len(done):,} committed, {len(todo):,} to do; {steps}"
         return job_start
     if name == "row_index":
         return lambda: f"{len(RowIndex.build(where)):,} rows"
