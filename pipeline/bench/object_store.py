@@ -230,7 +230,8 @@ class FakeObjectStore(AbstractFileSystem):
         return self._request("get", get, read=len, after=after)
 
     def cat(self, path, recursive=False, on_error="raise", **kwargs):
-        paths = self.expand_path(path, recursive=recursive) if recursive else path
+        magic = isinstance(path, str) and any(c in path for c in "*?[")
+        paths = self.expand_path(path, recursive=recursive) if recursive or magic else path
         if isinstance(paths, str):
             return self.cat_file(paths, **kwargs)
 

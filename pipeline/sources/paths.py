@@ -177,6 +177,8 @@ def _expand(fs, paths: list[str]) -> list[tuple[list[str], str] | None]:
         if len(named) < LIST_FROM:
             continue
         listed = _listing(fs, directory)
+        if listed is None:  # it cannot be listed (permissions): its names are asked about one by one
+            continue
         for i in named:
             kind = listed.get(posixpath.basename(paths[i]))
             if kind == "file":
@@ -190,12 +192,15 @@ def _expand(fs, paths: list[str]) -> list[tuple[list[str], str] | None]:
     return found
 
 
-def _listing(fs, directory: str) -> dict[str, str]:
-    """{name: "file" | "directory"} of what `directory` holds ({} when it does not exist)."""
+def _listing(fs, directory: str) -> dict[str, str] | None:
+    """{name: "file" | "directory" | ...} of what `directory` holds ({} when it does not exist, None when
+    it cannot be listed)."""
     try:
         entries = fs.ls(directory, detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    except OSError:
+        return None
     return {posixpath.basename(e["name"].rstrip("/")): e.get("type") for e in entries}
 
 

@@ -56,3 +56,12 @@ def test_local_listing_gives_what_asking_each_name_gives(tmp_path, monkeypatch):
     listed = paths.match(spec, SourceConfig())
     monkeypatch.setattr(paths, "LIST_FROM", 10**9)
     assert paths.match(spec, SourceConfig()) == listed and len(listed.files) == 121
+
+
+def test_a_directory_that_cannot_be_listed_is_asked_about_name_by_name(store, monkeypatch):
+    def refuse(self, path, detail=True, **kwargs):
+        raise PermissionError(f"listing {path} is not allowed")
+
+    monkeypatch.setattr(FakeObjectStore, "ls", refuse)
+    found, asked = requests(f"{store}/s-{{0000..0149}}.tar")
+    assert len(found.files) == 150 and asked == {"head": 150}
