@@ -31,8 +31,15 @@ def main(argv: list[str] | None = None) -> list[scale.Figure]:
     p.add_argument("--scale-to", type=int, default=1_000_000)
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    figures = scale.run(args.root, args.shards, tuple(args.figures.split(",")), tuple(args.storages.split(",")),
-                        args.actors, rows=args.rows, frames=args.frames, n_q=args.n_q)
+    small = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+             if k in ("shards", "rows", "frames", "n_q", "actors", "scale_to") and v < 1]
+    if small:
+        p.error(f"{', '.join(small)}: must be at least 1")
+    try:
+        figures = scale.run(args.root, args.shards, tuple(args.figures.split(",")), tuple(args.storages.split(",")),
+                            args.actors, rows=args.rows, frames=args.frames, n_q=args.n_q)
+    except ValueError as exc:
+        p.error(str(exc))
     print(f"\n[bench_scale] {args.shards:,} shards; fake store figures scaled to {args.scale_to:,} shards:")
     for figure in figures:
         print(figure.line(args.scale_to))

@@ -55,3 +55,17 @@ def test_the_store_figures_count_requests_and_charge_them(figures):
     index = found["row_index", "fake"]  # parts opened one after another: a HEAD and GETs each
     assert index.requests["head"] >= SHARDS and index.seconds >= SHARDS * 2 * 0.020
     assert index.bytes_read > 0 and "at 1,000,000 shards (x5000)" in index.line(1_000_000)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--figures", "job_start,nope"], "unknown figure(s) or storage(s) ['nope']"),
+    (["--storages", "s3"], "unknown figure(s) or storage(s) ['s3']"),
+    (["--shards", "0"], "--shards 0: must be at least 1"),
+])
+def test_bench_scale_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, says):
+    from jobs import bench_scale
+
+    with pytest.raises(SystemExit) as exited:
+        bench_scale.main(["--root", str(tmp_path), *args])
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+    assert not os.listdir(tmp_path)  # refused before building anything
