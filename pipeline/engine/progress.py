@@ -27,6 +27,10 @@ class Progress:
         self.audio += record.audio_seconds
         self.rejects += record.rejects
 
+    def due(self) -> bool:
+        """Whether `maybe_print` would print now."""
+        return time.time() - self.last >= self.interval
+
     def maybe_print(self, force: bool = False, pending: int = 0) -> None:
         now = time.time()
         if not force and now - self.last < self.interval:

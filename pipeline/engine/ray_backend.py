@@ -134,7 +134,10 @@ class RayBackend:
     def poll(self, timeout_s: float) -> list[Event]:
         if not self.waiting:
             return []
-        ready, _ = ray.wait(list(self.waiting), num_returns=1, timeout=timeout_s)
+        ready, rest = ray.wait(list(self.waiting), num_returns=1, timeout=timeout_s)
+        if ready and rest:  # every other result ready by now comes back from this wait too
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
         return [self._outcome(ref) for ref in ready]
 
     def _outcome(self, ref) -> Event:

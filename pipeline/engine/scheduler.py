@@ -24,6 +24,11 @@ its committed record is back. A shard is attempted at most `max_shard_attempts` 
 `max_actor_restarts` actors in a row (without a committed shard in between), else `JobFailed`.
 An error raised by our own code fails the job naming the shard, after the other shards in flight
 have finished or failed (for up to `failure_grace_s`), so no commit is cut off by the driver.
+
+Cost: the work per event does not grow with the number of actors. Slots are found by actor id in a
+map; after each wait only the slots that had an event are offered shards (all of them after shards
+were re-queued), in slot order as before; the slots holding shards ahead and those with shards in
+flight are kept in sets, so neither the end-of-run hand-over nor the "work left?" test scans every slot.
 """
 
 from __future__ import annotations
@@ -128,7 +133,7 @@ class SchedulerSettings:
                    shards_in_flight_per_actor=cfg.shards_in_flight_per_actor)
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in the scheduler's sets
 class Slot:
     actor_id: int
     started: bool = False
@@ -146,10 +151,37 @@ class Scheduler:
         self.backend, self.settings, self.log = backend, settings, log
         self.todo: deque[Shard] = deque(todo)
         self.on_first_start = on_first_start
-        self.slots: list[Slot] = []
+        self.slots = []
         self.attempts: dict[str, int] = {}
         self.suspects: set[str] = set()  # held by an actor that died holding several: each runs alone next
         self.first_info: ActorInfo | None = None
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self._slots
+
+    @slots.setter
+    def slots(self, slots: list[Slot]) -> None:
+        self._slots: list[Slot] = []
+        self._by_actor: dict[int, Slot] = {}
+        self._position: dict[Slot, int] = {}
+        self._holding: set[Slot] = set()  # slots with shards decoded ahead
+        self._busy: set[Slot] = set()  # slots with shards in flight
+        self._dirty: set[Slot] = set()  # slots to offer shards after the current wait
+        for slot in slots:
+            self._add(slot)
+
+    def _add(self, slot: Slot) -> Slot:
+        self._position[slot] = len(self._slots)
+        self._slots.append(slot)
+        self._by_actor[slot.actor_id] = slot
+        self._track(slot)
+        return slot
+
+    def _track(self, slot: Slot) -> None:
+        """Keep the holding / busy sets in step with the slot's shards."""
+        (self._holding.add if slot.queued else self._holding.discard)(slot)
+        (self._busy.add if slot.running else self._busy.discard)(slot)
 
     # ----- the loop ------------------------------------------------------------------------------
     def run(self, count: int, done: dict[str, ShardRecord], total: int) -> dict[str, ShardRecord]:
@@ -174,10 +206,12 @@ class Scheduler:
                         progress.shard_done(record)
                 if failure is not None:
                     raise failure
-                for slot in self.slots:
+                dirty, self._dirty = sorted(self._dirty, key=self._position.__getitem__), set()
+                for slot in dirty:
                     while slot.started and self._dispatch(slot):
                         pass
-                progress.maybe_print(pending=sum(not s.started for s in self.slots))
+                if progress.due():
+                    progress.maybe_print(pending=sum(not s.started for s in self.slots))
         except JobFailed:
             self._drain()
             raise
@@ -207,15 +241,15 @@ class Scheduler:
             return
         self.rescaled = now
         limit = min(self.backend.capacity(), self.settings.max_actors or 10**9)
-        added = 0
-        while len(self.slots) < limit and len(self.todo) > sum(not s.started for s in self.slots):
-            self.slots.append(Slot(self.backend.start_actor()))
+        added, starting = 0, sum(not s.started for s in self.slots)
+        while len(self.slots) < limit and len(self.todo) > starting + added:
+            self._add(Slot(self.backend.start_actor()))
             added += 1
         if added:
             self.log(f"[audiotok] the cluster grew: {added} more actor(s), {len(self.slots)} in all")
 
     def _work_left(self) -> bool:
-        return bool(self.todo) or any(s.running or s.queued for s in self.slots)
+        return bool(self.todo or self._busy or self._holding)
 
     def _drain(self) -> None:
         """After a failure: let the shards in flight commit or fail on their own, for a while."""
@@ -233,13 +267,11 @@ class Scheduler:
                     busy = {(a, s) for a, s in busy if a != event.actor_id}
 
     # ----- events --------------------------------------------------------------------------------
-    def _slot(self, actor_id: int) -> Slot | None:
-        return next((s for s in self.slots if s.actor_id == actor_id), None)
-
     def _handle(self, event: Event) -> ShardRecord | None:
-        slot = self._slot(event.actor_id)
+        slot = self._by_actor.get(event.actor_id)
         if slot is None:  # an actor already replaced
             return None
+        self._dirty.add(slot)
         if isinstance(event, ActorStarted):
             slot.started = True
             if self.first_info is None:
@@ -259,12 +291,12 @@ class Scheduler:
         self._lost(slot, event)
         return None
 
-    @staticmethod
-    def _finish(slot: Slot, shard_id: str) -> Shard | None:
+    def _finish(self, slot: Slot, shard_id: str) -> Shard | None:
         """Take `shard_id` off the slot's shards in flight; returns it (None if it was not there)."""
         shard = next((s for s in slot.running if s.shard_id == shard_id), None)
         if shard is not None:
             slot.running.remove(shard)
+            self._track(slot)
         return shard
 
     def _lost(self, slot: Slot, event: ActorLost) -> None:
@@ -295,8 +327,12 @@ class Scheduler:
             self.log("[audiotok] an actor died while starting; replacing it")
         self.todo.extendleft(reversed(running + list(slot.queued)))
         slot.queued.clear()
+        self._track(slot)
+        self._dirty.update(self._slots)  # shards went back to the queue: any started actor may take them
         self.backend.stop_actor(slot.actor_id)
+        del self._by_actor[slot.actor_id]
         slot.actor_id, slot.started = self.backend.start_actor(), False
+        self._by_actor[slot.actor_id] = slot
 
     # ----- dispatch ------------------------------------------------------------------------------
     def _next_shard(self, slot: Slot) -> Shard | None:
@@ -320,8 +356,12 @@ class Scheduler:
             return slot.queued.popleft()
         if self.todo:
             return self.todo.popleft()
-        donor = max(self.slots, key=lambda s: len(s.queued))
-        return donor.queued.pop() if donor.queued else None
+        if not self._holding:
+            return None
+        donor = max(self._holding, key=lambda s: (len(s.queued), -self._position[s]))  # the first that holds most
+        shard = donor.queued.pop()
+        self._track(donor)
+        return shard
 
     def _dispatch(self, slot: Slot) -> bool:
         """Hand the slot's actor one more shard to run, if it has room for one; False if not."""
@@ -344,6 +384,7 @@ class Scheduler:
             self.todo.remove(nxt)
             slot.queued.append(nxt)
         slot.alone = len(slot.running) == 1 and not slot.queued
+        self._track(slot)
         n = self.attempts[shard.shard_id] = self.attempts.get(shard.shard_id, 0) + 1
         self.backend.run_shard(slot.actor_id, shard, list(slot.queued), n, after=slot.running[:-1])
         return True

@@ -13,6 +13,11 @@ Files and directories whose name starts with '.' are never listed from a directo
 
 A file named explicitly (no wildcard, not a directory) is read as a tar unless it has an audio
 extension, whatever its name, as before audio files were a kind of their own.
+
+Cost on an object store: a brace pattern naming many paths in one directory (`shards/train-{000000..
+999999}.tar`) lists that directory once (1,000 keys a request) and keeps the names it asked for,
+instead of one metadata request per path; a directory with fewer than `LIST_FROM` of the names is
+asked about each name (listing a large directory for a few of its names would cost more).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..config import SourceConfig
 from ..errors import InputError
 from .common import AUDIO_EXTS, ext_of, is_remote, join_url, normalize
 
+LIST_FROM = 100  # names a brace pattern gives in one directory from which that directory is listed once
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz")
 _MAGIC = "*?[{"
 
@@ -116,8 +122,7 @@ def match(spec: str, cfg: SourceConfig) -> Matches:
         fs, path = fsspec.core.url_to_fs(_as_path(spec), **cfg.storage_options)
     except (ImportError, ValueError) as exc:  # unknown protocol, missing filesystem package
         raise InputError(f"input {spec!r}: {type(exc).__name__}: {exc}") from exc
-    with ThreadPoolExecutor(16) as pool:
-        found = list(pool.map(lambda p: _files(fs, fs._strip_protocol(_as_path(p))), patterns))
+    found = _expand(fs, [fs._strip_protocol(_as_path(p)) for p in patterns])
     missing = [p for p, f in zip(patterns, found) if f is None]
     if missing:
         raise InputError(f"input {spec!r}: {len(missing)} path(s) do not exist, e.g. {missing[:3]}")
@@ -157,6 +162,46 @@ def _fixed_prefix(path: str) -> str:
     parts = path.split("/")
     fixed = next(i for i, part in enumerate(parts + ["*"]) if any(c in part for c in _MAGIC))
     return "/".join(parts[: min(fixed, len(parts) - 1)]) or "/"
+
+
+def _expand(fs, paths: list[str]) -> list[tuple[list[str], str] | None]:
+    """`_files` of each brace alternative: those named in a directory that holds LIST_FROM or more of
+    them come from one listing of it, the others are asked about one by one, 16 at a time."""
+    by_dir: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        if not any(c in path for c in _MAGIC[:-1]):
+            by_dir.setdefault(posixpath.dirname(path), []).append(i)
+    found: list = [None] * len(paths)
+    alone = set(range(len(paths)))
+    for directory, named in by_dir.items():
+        if len(named) < LIST_FROM:
+            continue
+        listed = _listing(fs, directory)
+        if listed is None:  # it cannot be listed (permissions): its names are asked about one by one
+            continue
+        for i in named:
+            kind = listed.get(posixpath.basename(paths[i]))
+            if kind == "file":
+                found[i] = [paths[i]], "file"
+            if kind in ("file", None):  # None: it does not exist; a directory is asked about on its own
+                alone.discard(i)
+    rest = sorted(alone)
+    with ThreadPoolExecutor(16) as pool:
+        for i, files in zip(rest, pool.map(lambda i: _files(fs, paths[i]), rest)):
+            found[i] = files
+    return found
+
+
+def _listing(fs, directory: str) -> dict[str, str] | None:
+    """{name: "file" | "directory" | ...} of what `directory` holds ({} when it does not exist, None when
+    it cannot be listed)."""
+    try:
+        entries = fs.ls(directory, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError:
+        return None
+    return {posixpath.basename(e["name"].rstrip("/")): e.get("type") for e in entries}
 
 
 def _files(fs, path: str) -> tuple[list[str], str] | None:

@@ -12,6 +12,8 @@ Rank and world size come from `torch.distributed` when it is initialised, else f
 batch start + i to worker i % num_workers, and DataLoader hands them back in that same order, so the batches a
 rank sees do not depend on the number of workers (any number, also more than files or batches).
 A batch counts as consumed once the loader has yielded it: `state_dict()` then records it as done.
+With `torch.distributed` initialised, the row index is built once, on rank 0, and broadcast to the
+other ranks (`shared_index`), instead of every rank opening every part.
 """
 
 from __future__ import annotations
@@ -40,6 +42,29 @@ def collate_crops(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         if name not in batch:
             batch[name] = [it[name] for it in items]
     return batch
+
+
+def shared_index(path: str, bandwidth: float | None = None, columns: tuple[str, ...] = (),
+                 keep_key=None) -> RowIndex:
+    """`RowIndex.build(...)`, on rank 0 only when `torch.distributed` is initialised with several ranks, the
+    others receiving it by broadcast (every rank must call it, with the same arguments). An error building
+    it on rank 0 is raised on every rank, so that none waits for an index that will not come."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return RowIndex.build(path, bandwidth, columns, keep_key)
+    box: list = [None]
+    error = None
+    if dist.get_rank() == 0:
+        try:
+            box[0] = RowIndex.build(path, bandwidth, columns, keep_key)
+        except Exception as exc:  # its message goes to the other ranks, then it is raised here
+            error, box[0] = exc, f"rank 0 could not build the row index of {path}: {type(exc).__name__}: {exc}"
+    dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    if isinstance(box[0], str):
+        raise RuntimeError(box[0])
+    return box[0]
 
 
 class RankBatches(IterableDataset):
@@ -75,7 +100,7 @@ class TokenLoader:
                  rank: int | None = None, world_size: int | None = None, pad_id: int | None = None,
                  num_workers: int = 0, keep_key=None, **loader_kwargs):
         self.cfg = BatchConfig(max_tokens, max_frames, min_frames, num_buckets, seed)
-        self.index = RowIndex.build(path, bandwidth, tuple(columns), keep_key)
+        self.index = shared_index(path, bandwidth, tuple(columns), keep_key)
         if pad_id is None:
             if self.index.codebook_size is None:
                 raise ValueError(f"the provenance of {path} does not give codec_config.codebook_size: pass pad_id")

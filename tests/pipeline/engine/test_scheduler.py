@@ -337,3 +337,60 @@ def test_poison_shard_in_flight_is_found_and_charged():
         run(backend, 4, 1, prefetch_shards=0, shards_in_flight_per_actor=2, max_shard_attempts=3,
             max_actor_restarts=10)
     assert [r[2] for r in backend.runs if r[1] == "s1"][1:] == [[], []]  # after the first death, alone
+
+
+# ----- cost at many actors (the simulated cluster of pipeline.bench) ------------------------------
+def simulated_run(actors: int, shards_per_actor: int = 3, events_per_poll: int = 1):
+    from pipeline.bench.cluster import SimulatedCluster
+
+    backend = SimulatedCluster(jitter=0.5, events_per_poll=events_per_poll)
+    scheduler = Scheduler(backend, shards(actors * shards_per_actor),
+                          SchedulerSettings(progress_interval_s=5.0, shards_in_flight_per_actor=2), lambda m: None)
+    backend.watch = scheduler
+    offers = 0
+    next_shard = scheduler._next_shard
+
+    def counted(slot):
+        nonlocal offers
+        offers += 1
+        return next_shard(slot)
+
+    scheduler._next_shard = counted
+    records = scheduler.run(actors, {}, actors * shards_per_actor)
+    assert sorted(records) == sorted(f"s{i}" for i in range(actors * shards_per_actor))
+    return backend, offers, time.process_time() - backend.tail_started_cpu
+
+
+def test_work_per_event_does_not_grow_with_the_actors():
+    # a slot is offered shards only after an event of its own (or after shards were re-queued): the
+    # offers per event are the same at 64 and 2,048 actors; before, every slot was offered shards
+    # after every wait, and an idle one scanned every slot for a shard to take over
+    small, small_offers, _ = simulated_run(64)
+    large, large_offers, tail_cpu = simulated_run(2048)
+    per_event = small_offers / small.events, large_offers / large.events
+    assert per_event[1] <= 2.5 and per_event[1] <= 1.1 * per_event[0], per_event
+    assert tail_cpu <= 10.0  # the target for the end of a run at 2,048 actors (219 s before)
+
+
+def test_every_ready_event_of_a_wait_is_handled():
+    backend, _, _ = simulated_run(256, events_per_poll=0)  # many shards finish at the same instant
+    assert backend.polls < backend.events
+
+
+def test_ray_backend_poll_returns_every_ready_result(monkeypatch):
+    from pipeline.engine import ray_backend
+
+    calls = []
+
+    def wait(refs, num_returns, timeout):
+        calls.append((len(refs), num_returns, timeout))
+        ready = [r for r in refs if r != "slow"][:num_returns]
+        return ready, [r for r in refs if r not in ready]
+
+    monkeypatch.setattr(ray_backend.ray, "wait", wait)
+    monkeypatch.setattr(ray_backend.ray, "get", lambda ref: record(ref))
+    backend = ray_backend.RayBackend.__new__(ray_backend.RayBackend)
+    backend.waiting = {"a": (0, "a"), "slow": (1, "slow"), "b": (2, "b")}
+    events = backend.poll(1.0)
+    assert [(e.actor_id, e.shard_id) for e in events] == [(0, "a"), (2, "b")]
+    assert calls == [(3, 1, 1.0), (2, 2, 0)] and list(backend.waiting) == ["slow"]

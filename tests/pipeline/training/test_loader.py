@@ -132,3 +132,50 @@ def test_rank_and_world_size_from_torch_distributed(tokens, tmp_path):
         assert mine == [k for b in loader(path, world_size=2, rank=rank) for k in b["key"]]
         keys += mine
     assert sorted(keys) == sorted(rows)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_index_is_built_on_rank_0_only_and_broadcast(tokens, monkeypatch, rank):
+    from pipeline.training import loader as loader_module
+    from pipeline.training.index import RowIndex
+
+    path, _ = tokens
+    built, sent = [], []
+    real_build = RowIndex.build
+
+    def build(*args):
+        built.append(args[0])
+        return real_build(*args)
+
+    def broadcast(box, src):
+        assert src == 0
+        if rank == 0:
+            sent.append(box[0])
+        else:
+            box[0] = real_build(str(path), 1.5, ("text", "caption"), None)  # what rank 0 sends
+
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+    monkeypatch.setattr(loader_module.RowIndex, "build", build)
+    got = loader(path)
+    assert (got.rank, got.world_size) == (rank, 2) and len(got.index) == 29
+    assert built == ([str(path)] if rank == 0 else []) and len(sent) == (rank == 0)
+
+    def fail(*args):
+        raise ValueError("columns ['nope'] are not in part-x")
+
+    def broadcast_error(box, src):
+        if rank == 0:
+            sent.append(box[0])
+        else:
+            box[0] = "rank 0 could not build the row index of x: ValueError: columns ['nope']"
+
+    monkeypatch.setattr(loader_module.RowIndex, "build", fail)
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast_error)
+    with pytest.raises(ValueError if rank == 0 else RuntimeError, match="columns \\['nope'\\]"):
+        loader(path)
+    if rank == 0:
+        assert sent[-1].startswith(f"rank 0 could not build the row index of {path}: ValueError")

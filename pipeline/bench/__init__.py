@@ -1,0 +1,8 @@
+"""Benchmarks as library code (thin entry points in jobs/): what they build, run and measure.
+
+    scale.py             bookkeeping at N shards: job start, row index, fragments, listing, scheduler (jobs.bench_scale)
+    synthetic_output.py  an N-shard committed output and input listing from a few real template shards
+    object_store.py      fakes3://, a fake object store charging each request on a simulated clock
+    sim_clock.py         that clock: requests on 10 connections, in simulated seconds
+    cluster.py           a simulated cluster for engine.scheduler: actors finishing shards on a virtual clock
+"""

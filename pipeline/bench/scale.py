@@ -1,0 +1,185 @@
+"""The scale benchmark: the driver's and the trainer's bookkeeping on a synthetic N-shard output.
+
+Each figure runs the library's own code in a fresh process (so that its peak RSS is its own) on the
+output of `synthetic_output.build`, either on the local disk (wall and CPU seconds of this machine)
+or on the fake object store (`object_store`: requests counted by kind, bytes, simulated seconds at
+20 ms a request, 10 in flight). Figures, as the job and the trainer meet them:
+
+    job_start     writer.cleanup_uncommitted, writer.committed_shards, the to-do list, write_provenance
+    row_index     training.index.RowIndex.build
+    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch)
+    listing       sources.paths.match of a brace pattern naming every input shard
+    listing_each  the same, asking about each name (sources.paths.LIST_FROM out of reach): before #30
+    scheduler     the end of a run (no shard left to hand out) at `actors` actors on bench.cluster
+
+`scale_to` (e.g. 1,000,000): the fake store's figures scaled linearly to that many shards, as an
+estimate (every figure here grows linearly in the shards, except the scheduler's).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+from . import synthetic_output
+from .synthetic_output import SyntheticOutput
+
+FIGURES = ("job_start", "row_index", "fragments", "listing", "listing_each", "scheduler")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured operation. seconds: simulated on the fake store, else wall; cpu_s: this process's."""
+
+    name: str
+    storage: str  # "local" | "fake"
+    shards: int
+    seconds: float
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float  # the process's peak RSS growth over what it held before the operation
+    requests: dict[str, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    note: str = ""
+
+    def line(self, scale_to: int = 0) -> str:
+        reqs = ", ".join(f"{k} {n:,}" for k, n in sorted(self.requests.items()))
+        text = (f"{self.name:<13} {self.storage:<5} {self.shards:>9,} shards  {self.seconds:9.2f} s"
+                f"{' (simulated)' if self.storage == 'fake' else '            '}  wall {self.wall_s:7.2f} s  "
+                f"cpu {self.cpu_s:7.2f} s  peak rss +{self.peak_rss_mb:7.1f} MB")
+        if self.storage == "fake":
+            text += f"  requests: {reqs or 'none'}; read {self.bytes_read / 1e6:,.1f} MB"
+            if scale_to and self.name != "scheduler":
+                k = scale_to / self.shards
+                text += (f"\n{'':<20}at {scale_to:,} shards (x{k:g}): ~{self.seconds * k / 60:,.1f} min, "
+                         f"~{sum(self.requests.values()) * k:,.0f} requests, ~{self.bytes_read * k / 1e9:,.1f} GB read")
+        return text + (f"  [{self.note}]" if self.note else "")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
+    """The callable measured for figure `name` (imports done beforehand, outside the measure)."""
+    from .. import reader, writer
+    from ..config import SourceConfig
+    from ..sources import paths
+    from ..training.index import RowIndex
+
+    where = out.url if fake else out.local_dir
+    if name == "job_start":
+        def job_start():
+            from .object_store import FakeObjectStore
+
+            clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
+            marks = [clock()]
+            writer.cleanup_uncommitted(where)
+            marks.append(clock())
+            done = writer.committed_shards(where)
+            marks.append(clock())
+            todo = [s for s in out.shard_ids() if s not in done]
+            marks.append(clock())
+            writer.write_provenance(where, synthetic_output.provenance(out.n_q))
+            marks.append(clock())
+            steps = ", ".join(f"{step} {b - a:.2f} s" for step, a, b in
+                              zip(("cleanup", "committed", "to-do", "provenance"), marks, marks[1:]))
+            return f"{len(done):,} committed, {len(todo):,} to do; {steps}"
+        return job_start
+    if name == "row_index":
+        return lambda: f"{len(RowIndex.build(where)):,} rows"
+    if name == "fragments":
+        dataset = reader.TokenDataset(where)
+        return lambda: f"{len(dataset.fragments()):,} fragments"
+    if name in ("listing", "listing_each"):
+        def listing():
+            list_from = paths.LIST_FROM
+            paths.LIST_FROM = 10**12 if name == "listing_each" else list_from
+            try:
+                return f"{len(paths.match(out.inputs(fake), SourceConfig()).files):,} files"
+            finally:
+                paths.LIST_FROM = list_from
+        return listing
+    if name == "scheduler":
+        return lambda: scheduler_end_of_run(actors)
+    raise ValueError(f"unknown figure {name!r}; choose from {FIGURES}")
+
+
+def scheduler_end_of_run(actors: int, shards_per_actor: int = 3) -> str:
+    """Run `actors * shards_per_actor` shards on the simulated cluster; the CPU seconds of the end of the run."""
+    from ..engine.scheduler import Scheduler, SchedulerSettings
+    from ..records import Shard
+    from .cluster import SimulatedCluster
+
+    n = actors * shards_per_actor
+    backend = SimulatedCluster(jitter=0.5)
+    scheduler = Scheduler(backend, [Shard(f"s{i}", f"s3://corpus/s{i}.tar", "webdataset") for i in range(n)],
+                          SchedulerSettings(progress_interval_s=5.0, shards_in_flight_per_actor=2), lambda m: None)
+    backend.watch = scheduler
+    started = time.process_time()
+    scheduler.run(actors, {}, n)
+    tail = time.process_time() - backend.tail_started_cpu
+    return (f"{actors:,} actors, {n:,} shards: whole run {time.process_time() - started:.2f} s CPU, "
+            f"end of run {tail:.2f} s CPU, {backend.events:,} events")
+
+
+def _measure(name: str, out: SyntheticOutput, fake: bool, actors: int, queue) -> None:
+    from .object_store import FakeObjectStore
+
+    if fake:
+        FakeObjectStore.use(out.root)
+    operation = _operation(name, out, fake, actors)
+    before = FakeObjectStore.stats() if fake else None
+    rss, cpu, wall = _rss_mb(), time.process_time(), time.perf_counter()
+    note = operation()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    used = FakeObjectStore.stats().minus(before) if fake else None
+    queue.put(Figure(name, "fake" if fake else "local", out.shards, used.seconds if fake else wall, wall, cpu,
+                     _rss_mb() - rss, used.requests if fake else {}, used.bytes_read if fake else 0, note))
+
+
+def measure(name: str, out: SyntheticOutput, fake: bool, actors: int = 2048, isolated: bool = True) -> Figure:
+    """Figure `name` measured in a fresh process (isolated=False: in this one, its peak RSS then only
+    what the operation added to this process's peak)."""
+    if not isolated:
+        results: list[Figure] = []
+
+        class Into:
+            put = results.append
+
+        _measure(name, out, fake, actors, Into)
+        return results[0]
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_measure, args=(name, out, fake, actors, queue))
+    process.start()
+    try:
+        figure = queue.get(timeout=24 * 3600)
+    finally:
+        process.join()
+    if process.exitcode:
+        raise RuntimeError(f"figure {name} failed in its process (exit code {process.exitcode})")
+    return figure
+
+
+def run(root: str, shards: int, figures: tuple[str, ...] = FIGURES, storages: tuple[str, ...] = ("local", "fake"),
+        actors: int = 2048, log=print, isolated: bool = True, **shape) -> list[Figure]:
+    """Build (or reuse) the synthetic output under `root` and measure each figure on each storage."""
+    unknown = sorted(set(figures) - set(FIGURES)) + sorted(set(storages) - {"local", "fake"})
+    if unknown:
+        raise ValueError(f"unknown figure(s) or storage(s) {unknown}; figures: {FIGURES}, storages: local, fake")
+    started = time.perf_counter()
+    out = synthetic_output.build(root, shards, **shape)
+    log(f"[bench_scale] synthetic output of {shards:,} shards under {out.root} ({time.perf_counter() - started:.1f} s)")
+    results = []
+    for name in figures:
+        for storage in storages if name != "scheduler" else ("local",):
+            results.append(measure(name, out, storage == "fake", actors, isolated))
+            log(results[-1].line())
+    return results
+
+
+def as_json(figures: list[Figure]) -> list[dict]:
+    return [asdict(f) for f in figures]

@@ -1,0 +1,71 @@
+"""The scale benchmark at 200 shards: every figure runs, counts what it should and times it consistently."""
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import writer
+from pipeline.bench import scale, synthetic_output
+from pipeline.bench.object_store import FakeObjectStore
+
+SHARDS = 200
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    found = scale.run(str(root), SHARDS, actors=64, log=lambda line: None, isolated=False, rows=6, frames=20,
+                      n_q=2, templates=3)
+    FakeObjectStore.state = None
+    return root, {(f.name, f.storage): f for f in found}
+
+
+def test_the_synthetic_output_is_a_committed_output(figures):
+    root, _ = figures
+    out = synthetic_output.SyntheticOutput(str(root), SHARDS, 6, 2)
+    records = writer.committed_shards(out.local_dir)
+    assert sorted(records) == out.shard_ids() and writer.cleanup_uncommitted(out.local_dir) == []
+    copy = records["shard-0000007"]  # a copy of template 1: its parts are the template's bytes
+    assert copy.url == "s3://corpus/shard-0000007.tar" and copy.rows == 6 and copy.encode_batches[0].keys
+    part = os.path.join(out.local_dir, copy.files["tokens"]["path"])
+    assert pq.read_table(part).column("key").to_pylist()[0] == "shard-0000001/utt-00000"
+    with open(os.path.join(root, "bench-shape.json")) as f:
+        assert json.load(f)["shards"] == SHARDS
+
+
+def test_every_figure_runs_on_both_storages(figures):
+    _, found = figures
+    assert {n for n, _ in found} == set(scale.FIGURES)
+    for storage in ("local", "fake"):
+        assert found["job_start", storage].note.startswith("200 committed, 0 to do; cleanup ")
+    assert found["row_index", "fake"].note == f"{SHARDS * 6:,} rows"
+    assert found["fragments", "fake"].note == f"{SHARDS:,} fragments"
+    assert "end of run" in found["scheduler", "local"].note
+
+
+def test_the_store_figures_count_requests_and_charge_them(figures):
+    _, found = figures
+    assert found["listing", "fake"].requests == {"list": 1}
+    each = found["listing_each", "fake"]
+    assert each.requests == {"head": SHARDS} and each.seconds == pytest.approx(SHARDS / 10 * 0.020)
+    start = found["job_start", "fake"]  # today: the manifest read three times, each record a GET
+    assert start.requests["get"] >= SHARDS and start.seconds >= start.requests["get"] / 10 * 0.020
+    index = found["row_index", "fake"]  # parts opened one after another: a HEAD and GETs each
+    assert index.requests["head"] >= SHARDS and index.seconds >= SHARDS * 2 * 0.020
+    assert index.bytes_read > 0 and "at 1,000,000 shards (x5000)" in index.line(1_000_000)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--figures", "job_start,nope"], "unknown figure(s) or storage(s) ['nope']"),
+    (["--storages", "s3"], "unknown figure(s) or storage(s) ['s3']"),
+    (["--shards", "0"], "--shards 0: must be at least 1"),
+])
+def test_bench_scale_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, says):
+    from jobs import bench_scale
+
+    with pytest.raises(SystemExit) as exited:
+        bench_scale.main(["--root", str(tmp_path), *args])
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+    assert not os.listdir(tmp_path)  # refused before building anything
