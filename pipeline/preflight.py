@@ -1,0 +1,213 @@
+"""Driver-side checks of a tokenize run, before Ray starts: each mistake is one line within seconds.
+
+    check_model        the model source names something that can load (a hub id: in the local cache, or
+                       found on the hub within HUB_TIMEOUT_S; HF_HUB_OFFLINE=1 means the cache only),
+                       and the bandwidths are ones that model has (when its config is at hand)
+    check_output       --output is a directory, or a path where one can be made
+    check_committed    an output that already holds committed shards was made with the same settings
+
+Raises ConfigError / InputError (exit status 2). The weights themselves load in the actors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import JobConfig
+from .errors import ConfigError, InputError
+
+HUB_TIMEOUT_S = 4.0  # one bounded hub lookup per hub-id model source
+
+# job_config keys whose change gives other tokens, rows or columns than those committed
+TOKEN_SETTINGS = ("bandwidths", "precision", "batch_plan", "audio.max_duration_s", "audio.resample_quality",
+                  "audio.resample_on", "source.metadata_columns")
+
+
+def _bounded(call: Callable[[], Any], timeout_s: float) -> tuple[bool, Any]:
+    """(finished, result or exception) of `call` run on a daemon thread for at most `timeout_s`."""
+    box: list = []
+
+    def run():
+        try:
+            box.append(call())
+        except Exception as exc:  # reported to the caller
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return (bool(box), box[0] if box else None)
+
+
+def is_hub_id(source: str) -> bool:
+    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and ":" not in source
+
+
+def _hub_config(repo_id: str, timeout_s: float) -> dict | None:
+    """The repo's config.json from the local hub cache, else from the hub within `timeout_s`;
+    ConfigError when neither has it."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:
+        raise ConfigError(f"model {repo_id!r} is a hub id but huggingface_hub is not installed "
+                          f"(pip install huggingface_hub), or give a local directory") from exc
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json", local_files_only=True)).read_text())
+    except Exception:  # not cached
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(f"model {repo_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set; "
+                          "download it first or give a local directory or checkpoint file")
+    done, result = _bounded(lambda: hf_hub_download(repo_id, "config.json", etag_timeout=timeout_s), timeout_s)
+    if not done:
+        raise ConfigError(f"model {repo_id!r}: the hub did not answer within {timeout_s:g} s and the model is "
+                          "not in the local cache; check the network, or give a local directory or checkpoint file")
+    if isinstance(result, Exception):
+        raise ConfigError(f"model {repo_id!r} cannot be found in the local hub cache nor on the hub "
+                          f"({type(result).__name__}: {str(result).splitlines()[0] if str(result) else ''})")
+    return json.loads(Path(result).read_text())
+
+
+def _codec_config(source: str, timeout_s: float) -> dict | None:
+    """The codec config (transformers' config.json) `source` names, None where only loading tells
+    (an original checkpoint file); ConfigError when `source` names nothing loadable."""
+    from codec.config import PRESETS
+    from codec.loading import TINY_MODELS
+
+    if source.startswith("random:"):
+        parts = source.split(":")
+        if len(parts) < 2 or parts[1] not in PRESETS or len(parts) > 3 or (
+                len(parts) == 3 and not parts[2].removeprefix("seed=").isdigit()):
+            raise ConfigError(f"model {source!r}: unknown random model; choose one of "
+                              f"{['random:' + p for p in PRESETS]} (optionally :seed=N)")
+        return PRESETS[parts[1]].to_dict()
+    if source.startswith("tiny:"):
+        if source not in TINY_MODELS or not TINY_MODELS[source].is_dir():
+            raise ConfigError(f"model {source!r}: no such tiny model; shipped: "
+                              f"{[k for k, v in TINY_MODELS.items() if v.is_dir()]}")
+        return json.loads((TINY_MODELS[source] / "config.json").read_text())
+    path = Path(source).expanduser()
+    if path.is_dir():
+        weights = [n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
+        if not (path / "config.json").is_file() or not weights:
+            raise ConfigError(f"model {source!r}: a model directory needs config.json and model.safetensors "
+                              "(or pytorch_model.bin)")
+        try:
+            return json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model {source!r}: cannot read its config.json ({exc})") from exc
+    if path.is_file():
+        return None
+    if is_hub_id(source):
+        return _hub_config(source, timeout_s)
+    raise ConfigError(f"model {source!r} not found: not a local directory or file, not a hub id (org/name), "
+                      "not tiny:24khz or random:24khz / random:32khz / random:48khz")
+
+
+def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
+    """ConfigError unless one of cfg.model / cfg.model_fallback can be found, and has cfg.bandwidths.
+
+    A config's `model` may fail when it has a `model_fallback` (the fallback is then checked, and the
+    returned line says why the first was skipped); an explicit --model has no fallback (jobs.tokenize)."""
+    from codec.config import EncodecConfig
+
+    sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
+    skipped = []
+    for i, source in enumerate(sources):
+        try:
+            config = _codec_config(str(source), timeout_s)
+        except ConfigError as exc:
+            if i + 1 < len(sources):
+                skipped.append(str(exc))
+                continue
+            raise ConfigError("; ".join([*skipped, str(exc)])) from None
+        if config is not None:
+            have = EncodecConfig.from_dict(config).target_bandwidths
+            wrong = [b for b in cfg.bandwidths if float(b) not in have]
+            if wrong:
+                raise ConfigError(f"bandwidths {wrong} kbps are not ones model {source!r} has; it has {list(have)}")
+        return skipped
+    return skipped
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def check_output(out_dir: str) -> None:
+    """InputError when a local `out_dir` is a file, lies under a file, or cannot be created."""
+    if not is_local(out_dir):
+        return
+    path = Path(out_dir.removeprefix("file://")).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--output {out_dir} is a file; give a directory (it is created when missing)")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--output {out_dir}: {parent} is a file, so the directory cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--output {out_dir}: {parent} is not writable")
+
+
+def _get(data: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, (int, float)) for x in a + b):
+        return sorted(map(float, a)) == sorted(map(float, b))
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def settings_changed(committed: dict, cfg: JobConfig) -> list[str]:
+    """'key: committed -> now' for each token-affecting setting of `cfg` that differs from the
+    `_provenance.json` record `committed` (its job_config and model)."""
+    from .config import to_dict
+
+    old_job, now = committed.get("job_config") or {}, to_dict(cfg)
+    changes = []
+    if cfg.model not in (old_job.get("model"), committed.get("model_source")):
+        changes.append(f"model: {committed.get('model_source')} -> {cfg.model}")
+    for key in TOKEN_SETTINGS:
+        old = _get(old_job, key) if key != "bandwidths" else committed.get("bandwidths", _get(old_job, key))
+        if old is not None and not _same(old, _get(now, key)):
+            changes.append(f"{key}: {old} -> {_get(now, key)}")
+    return changes
+
+
+def check_committed(out_dir: str, cfg: JobConfig, committed: int, provenance: dict | None) -> None:
+    """InputError when `out_dir` holds `committed` shards made with other token-affecting settings."""
+    if not committed or not provenance:
+        return
+    changes = settings_changed(provenance, cfg)
+    if changes:
+        raise InputError(f"--output {out_dir} already holds {committed} committed shard(s) made with other settings "
+                         f"({'; '.join(changes)}); write to a new output directory, or re-run with the committed "
+                         "settings")
+
+
+def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str], None] | None = None) -> list:
+    """Every driver-side check, in the order a user fixes them; returns the input's shards (sources.list_shards)."""
+    from . import reader, sources, writer
+
+    check_output(out_dir)
+    check_model(cfg)
+    shards = sources.list_shards(input_spec, cfg.source, log)
+    if is_local(out_dir) and not Path(out_dir.removeprefix("file://")).expanduser().exists():
+        return shards
+    committed = writer.committed_shards(out_dir)
+    if committed:
+        try:
+            provenance = reader.load_provenance(out_dir)
+        except (ValueError, OSError):
+            provenance = None
+        check_committed(out_dir, cfg, len(committed), provenance)
+    return shards
