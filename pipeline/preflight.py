@@ -12,16 +12,19 @@ Raises ConfigError / InputError (exit status 2). The weights themselves load in 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .config import JobConfig
 from .errors import ConfigError, InputError
 
-HUB_TIMEOUT_S = 4.0  # one bounded hub lookup per hub-id model source
+HUB_TIMEOUT_S = 2.5  # one bounded hub lookup per hub-id model source
 
 # job_config keys whose change gives other tokens, rows or columns than those committed
 TOKEN_SETTINGS = ("bandwidths", "precision", "batch_plan", "audio.max_duration_s", "audio.resample_quality",
@@ -63,7 +66,21 @@ def _hub_config(repo_id: str, timeout_s: float) -> dict | None:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ConfigError(f"model {repo_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set; "
                           "download it first or give a local directory or checkpoint file")
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    # no network fails here at once, instead of in the hub client's retries; name lookups are bounded too
+    done, error = _bounded(lambda: socket.create_connection((endpoint.hostname, endpoint.port or 443),
+                                                            timeout=timeout_s).close(), timeout_s)
+    if not done or isinstance(error, Exception):
+        why = error if done else f"no answer within {timeout_s:g} s"
+        raise ConfigError(f"model {repo_id!r} is not in the local hub cache and the hub ({endpoint.hostname}) "
+                          f"cannot be reached ({why}); check the network, or give a local directory or "
+                          "checkpoint file")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry lines would break the one-line rule
     done, result = _bounded(lambda: hf_hub_download(repo_id, "config.json", etag_timeout=timeout_s), timeout_s)
+    if done:  # else the lookup runs on, silenced, on its daemon thread
+        hub_log.setLevel(level)
     if not done:
         raise ConfigError(f"model {repo_id!r}: the hub did not answer within {timeout_s:g} s and the model is "
                           "not in the local cache; check the network, or give a local directory or checkpoint file")
