@@ -11,15 +11,20 @@ Raises ConfigError / InputError (exit status 2). The weights themselves load in 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import fsspec
 
 from .config import JobConfig
 from .errors import ConfigError, InputError
@@ -90,24 +95,47 @@ def _hub_config(repo_id: str, timeout_s: float) -> dict | None:
     return json.loads(Path(result).read_text())
 
 
+def _tiny_models() -> dict[str, Path]:
+    """codec.loading.TINY_MODELS (tiny:<name> -> <repo>/models/tiny-<name>), found without importing torch."""
+    spec = importlib.util.find_spec("codec")
+    models = Path(spec.origin).resolve().parents[1] / "models" if spec and spec.origin else Path("models")
+    return {f"tiny:{p.name.removeprefix('tiny-')}": p for p in sorted(models.glob("tiny-*"))}
+
+
+def _codec_config_module():
+    """codec.config, without importing torch (codec/__init__ does) when the package is not loaded yet:
+    the checks stay within seconds on a loaded machine. codec/config.py imports only the standard library."""
+    if "codec.config" in sys.modules:
+        return sys.modules["codec.config"]
+    spec = importlib.util.find_spec("codec")
+    path = Path(spec.origin).with_name("config.py") if spec and spec.origin else None
+    if path is None or not path.is_file():
+        return importlib.import_module("codec.config")
+    module_spec = importlib.util.spec_from_file_location("_audiotok_preflight_codec_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses look their module up
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def _codec_config(source: str, timeout_s: float) -> dict | None:
     """The codec config (transformers' config.json) `source` names, None where only loading tells
     (an original checkpoint file); ConfigError when `source` names nothing loadable."""
-    from codec.config import PRESETS
-    from codec.loading import TINY_MODELS
+    presets = _codec_config_module().PRESETS
+    tiny = _tiny_models()
 
     if source.startswith("random:"):
         parts = source.split(":")
-        if len(parts) < 2 or parts[1] not in PRESETS or len(parts) > 3 or (
+        if len(parts) < 2 or parts[1] not in presets or len(parts) > 3 or (
                 len(parts) == 3 and not parts[2].removeprefix("seed=").isdigit()):
             raise ConfigError(f"model {source!r}: unknown random model; choose one of "
-                              f"{['random:' + p for p in PRESETS]} (optionally :seed=N)")
-        return PRESETS[parts[1]].to_dict()
+                              f"{['random:' + p for p in presets]} (optionally :seed=N)")
+        return presets[parts[1]].to_dict()
     if source.startswith("tiny:"):
-        if source not in TINY_MODELS or not TINY_MODELS[source].is_dir():
+        if source not in tiny or not tiny[source].is_dir():
             raise ConfigError(f"model {source!r}: no such tiny model; shipped: "
-                              f"{[k for k, v in TINY_MODELS.items() if v.is_dir()]}")
-        return json.loads((TINY_MODELS[source] / "config.json").read_text())
+                              f"{[k for k, v in tiny.items() if v.is_dir()]}")
+        return json.loads((tiny[source] / "config.json").read_text())
     path = Path(source).expanduser()
     if path.is_dir():
         weights = [n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()]
@@ -131,7 +159,7 @@ def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
 
     A config's `model` may fail when it has a `model_fallback` (the fallback is then checked, and the
     returned line says why the first was skipped); an explicit --model has no fallback (jobs.tokenize)."""
-    from codec.config import EncodecConfig
+    config_cls = _codec_config_module().EncodecConfig
 
     sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
     skipped = []
@@ -144,7 +172,7 @@ def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
                 continue
             raise ConfigError("; ".join([*skipped, str(exc)])) from None
         if config is not None:
-            have = EncodecConfig.from_dict(config).target_bandwidths
+            have = config_cls.from_dict(config).target_bandwidths
             wrong = [b for b in cfg.bandwidths if float(b) not in have]
             if wrong:
                 raise ConfigError(f"bandwidths {wrong} kbps are not ones model {source!r} has; it has {list(have)}")
@@ -213,18 +241,17 @@ def check_committed(out_dir: str, cfg: JobConfig, committed: int, provenance: di
 
 def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str], None] | None = None) -> list:
     """Every driver-side check, in the order a user fixes them; returns the input's shards (sources.list_shards)."""
-    from . import reader, sources, writer
+    from . import sources, writer
 
     check_output(out_dir)
     check_model(cfg)
-    shards = sources.list_shards(input_spec, cfg.source, log)
-    if is_local(out_dir) and not Path(out_dir.removeprefix("file://")).expanduser().exists():
-        return shards
-    committed = writer.committed_shards(out_dir)
+    exists = not is_local(out_dir) or Path(out_dir.removeprefix("file://")).expanduser().exists()
+    committed = writer.committed_shards(out_dir) if exists else {}
     if committed:
-        try:
-            provenance = reader.load_provenance(out_dir)
+        try:  # not reader.load_provenance: reader imports torch
+            fs, root = fsspec.core.url_to_fs(out_dir)
+            provenance = json.loads(fs.cat_file(f"{root.rstrip('/')}/{writer.PROVENANCE}"))
         except (ValueError, OSError):
             provenance = None
         check_committed(out_dir, cfg, len(committed), provenance)
-    return shards
+    return sources.list_shards(input_spec, cfg.source, log)

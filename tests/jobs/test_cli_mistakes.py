@@ -85,15 +85,20 @@ def test_missing_input(tmp_path):
 
 
 def _fake_committed(out: Path, **job) -> None:
-    """An output that holds one committed shard of another run (its manifest record and sidecar)."""
-    (out / "_manifest").mkdir(parents=True)
-    record = {"shard_id": "demo-000", "rows": 0, "rejects": 0, "rejects_by_reason": {}}
-    (out / "_manifest" / "demo-000.json").write_text(json.dumps(record))
+    """An output that holds one committed (empty) shard of another run, and that run's sidecar."""
+    from pipeline.config import OutputConfig
+    from pipeline.records import ShardRecord
+    from pipeline.schema import rejects_table, tokens_table
+    from pipeline.writer import commit_shard
+
+    out.mkdir(parents=True)
     job_config = {"model": "random:24khz", "bandwidths": [1.5, 6.0], "precision": "fp32", "batch_plan": "auto",
                   "audio": {"max_duration_s": 30.0, "resample_quality": "HQ", "resample_on": "decoder"},
                   "source": {"metadata_columns": ["text", "speaker", "caption"]}, **job}
     sidecar = {"format_version": 1, "model_source": "random:24khz:seed=0", "bandwidths": job_config["bandwidths"],
                "job_config": job_config}
+    commit_shard(str(out), "demo-000", tokens_table([], []), rejects_table([]), ShardRecord("demo-000", DEMO, 0, 0),
+                 {}, OutputConfig())
     (out / "_provenance.json").write_text(json.dumps(sidecar))
 
 
@@ -103,10 +108,10 @@ def test_output_holding_another_models_shards(tmp_path):
     out = tmp_path / "out"
     _fake_committed(out)
     assert list(committed_shards(str(out))) == ["demo-000"]  # the fake is a real commit record
-    done, seconds = audiotok("tokenize", "--input", DEMO, "--model", "random:32khz", "--output", str(out),
-                             "bandwidths=[1.5,6.0]")
+    done, seconds = audiotok("tokenize", "--input", DEMO, "--model", "random:48khz", "--output", str(out),
+                             "bandwidths=[6.0]")
     line = assert_one_line_error(done, seconds, contains="already holds 1 committed shard(s) made with other settings")
-    assert "model: random:24khz:seed=0 -> random:32khz" in line and "write to a new output directory" in line
+    assert "model: random:24khz:seed=0 -> random:48khz" in line and "write to a new output directory" in line
 
 
 def test_rerun_with_other_bandwidths_than_committed(tmp_path):
@@ -128,3 +133,10 @@ def test_help_lists_commands_and_unknown_command_fails():
         "audiotok: unknown command 'nosuch'; commands: tokenize, verify, diff, gpu-check (audiotok --help)"]
     done, _ = audiotok()
     assert done.returncode == 2 and "commands:" in done.stderr
+
+
+def test_preflight_finds_the_shipped_tiny_models_as_the_loader_does():
+    from codec.loading import TINY_MODELS
+    from pipeline.preflight import _tiny_models
+
+    assert {k: v.resolve() for k, v in _tiny_models().items()} == {k: v.resolve() for k, v in TINY_MODELS.items()}
