@@ -49,7 +49,8 @@ def connect_ray(num_cpus: int | None = None, address: str | None = None, log_to_
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
         return True
     probe(target, timeout_s)
-    os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(max(1, int(timeout_s))))
+    # the address answered: Ray's own wait for its GCS (60 s by default) is bounded too, with room for a busy head
+    os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(max(30, int(timeout_s))))
     try:
         ray.init(address=target.address, log_to_driver=log_to_driver)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:

@@ -131,8 +131,8 @@ def test_a_cluster_started_by_ray_start_is_not_joined(private_tmp):
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("STARTED"))
     assert line.split()[1] == "True" and line.split()[2] != str(port)
-    # named explicitly, it is joined
-    named, _ = _connect(private_tmp, RAY_ADDRESS=f"127.0.0.1:{port}")
+    # named explicitly (--ray-address auto: the one `ray start` started here), it is joined
+    named, _ = _connect(private_tmp, CONNECT.replace("connect_ray(num_cpus=1)", "connect_ray(address='auto')"))
     assert f"STARTED False {port}" in named.stdout, named.stderr[-2000:]
 
 
