@@ -119,8 +119,8 @@ def _codec_config_module():
 
 
 def _codec_config(source: str, timeout_s: float) -> dict | None:
-    """The codec config (transformers' config.json) `source` names, None where only loading tells
-    (an original checkpoint file); ConfigError when `source` names nothing loadable."""
+    """The codec config (transformers' config.json) `source` names; ConfigError when `source` names
+    nothing loadable."""
     presets = _codec_config_module().PRESETS
     tiny = _tiny_models()
 
@@ -146,8 +146,14 @@ def _codec_config(source: str, timeout_s: float) -> dict | None:
             return json.loads((path / "config.json").read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model {source!r}: cannot read its config.json ({exc})") from exc
-    if path.is_file():
-        return None
+    if path.is_file():  # an original checkpoint: only loading it tells (a few seconds for EnCodec's sizes)
+        from codec.loading import load_model
+
+        try:
+            return load_model(path).config.to_dict()
+        except Exception as exc:  # torch.load and the key maps raise many types for a file that is not one
+            raise ConfigError(f"model {source!r} is not a checkpoint that loads ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]})") from None
     if is_hub_id(source):
         return _hub_config(source, timeout_s)
     raise ConfigError(f"model {source!r} not found: not a local directory or file, not a hub id (org/name), "
