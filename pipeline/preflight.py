@@ -5,6 +5,7 @@
                        and the bandwidths are ones that model has (when its config is at hand)
     check_output       --output is a directory, or a path where one can be made
     check_committed    an output that already holds committed shards was made with the same settings
+    check_hub_input    an `hf:<hub name>` input needs a reachable hub (bounded, as the model's lookup)
 
 Raises ConfigError / InputError (exit status 2). The weights themselves load in the actors.
 """
@@ -56,6 +57,38 @@ def is_hub_id(source: str) -> bool:
     return source.count("/") == 1 and not source.startswith((".", "/", "~")) and ":" not in source
 
 
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
+    """None when the hub (HF_ENDPOINT) accepts a TCP connection within `timeout_s`, else why not. A plain
+    connect, name lookup included, bounded: no network answers here at once, not in a hub client's retries."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    done, error = _bounded(lambda: socket.create_connection((endpoint.hostname, endpoint.port or 443),
+                                                            timeout=timeout_s).close(), timeout_s)
+    if done and not isinstance(error, Exception):
+        return None
+    return f"the hub ({endpoint.hostname}) cannot be reached ({error if done else f'no answer in {timeout_s:g} s'})"
+
+
+def check_hub_input(input_spec: str, timeout_s: float = HUB_TIMEOUT_S) -> None:
+    """InputError when `hf:<hub name>` must be listed from a hub that cannot be reached (HF_HUB_OFFLINE=1:
+    the datasets cache only, not checked here)."""
+    from .sources.common import is_remote
+
+    name = input_spec[3:] if input_spec.startswith("hf:") else None
+    if (not name or hub_offline() or is_remote(name) or os.path.exists(os.path.expanduser(name))
+            or name.startswith(("/", ".", "~")) or name.count("/") > 1 or any(c in name for c in "*?[{")
+            or name.lower().endswith((".parquet", ".arrow"))):
+        return
+    unreachable = hub_unreachable(timeout_s)
+    if unreachable:
+        raise InputError(f"input {input_spec}: not a local path, and {unreachable}; give a local save_to_disk "
+                         "directory, Parquet files or an audiofolder (hf:/path/...), or set HF_HUB_OFFLINE=1 to "
+                         "read the datasets cache only")
+
+
 def _hub_config(repo_id: str, timeout_s: float) -> dict | None:
     """The repo's config.json from the local hub cache, else from the hub within `timeout_s`;
     ConfigError when neither has it."""
@@ -68,18 +101,13 @@ def _hub_config(repo_id: str, timeout_s: float) -> dict | None:
         return json.loads(Path(hf_hub_download(repo_id, "config.json", local_files_only=True)).read_text())
     except Exception:  # not cached
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         raise ConfigError(f"model {repo_id!r} is not in the local hub cache and HF_HUB_OFFLINE is set; "
                           "download it first or give a local directory or checkpoint file")
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    # no network fails here at once, instead of in the hub client's retries; name lookups are bounded too
-    done, error = _bounded(lambda: socket.create_connection((endpoint.hostname, endpoint.port or 443),
-                                                            timeout=timeout_s).close(), timeout_s)
-    if not done or isinstance(error, Exception):
-        why = error if done else f"no answer within {timeout_s:g} s"
-        raise ConfigError(f"model {repo_id!r} is not in the local hub cache and the hub ({endpoint.hostname}) "
-                          f"cannot be reached ({why}); check the network, or give a local directory or "
-                          "checkpoint file")
+    unreachable = hub_unreachable(timeout_s)
+    if unreachable:
+        raise ConfigError(f"model {repo_id!r} is not in the local hub cache and {unreachable}; check the network, "
+                          "or give a local directory or checkpoint file")
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # its retry lines would break the one-line rule
@@ -260,4 +288,5 @@ def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str]
         except (ValueError, OSError):
             provenance = None
         check_committed(out_dir, cfg, len(committed), provenance)
+    check_hub_input(input_spec)
     return sources.list_shards(input_spec, cfg.source, log)

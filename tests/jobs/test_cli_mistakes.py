@@ -79,6 +79,14 @@ def test_hub_model_without_network_is_bounded(tmp_path):
     assert_one_line_error(done, seconds, contains="cannot be reached")
 
 
+def test_hub_dataset_without_network_is_bounded(tmp_path):
+    done, seconds = audiotok("tokenize", "--input", "hf:someorg/somedataset", "--model", "random:24khz",
+                             "--output", str(tmp_path / "out"), env={"HF_ENDPOINT": "http://127.0.0.1:9",
+                                                                    "HF_HUB_OFFLINE": "0"})
+    assert_one_line_error(done, seconds, contains="bad input: input hf:someorg/somedataset: not a local path, and "
+                                                  "the hub (127.0.0.1) cannot be reached")
+
+
 def test_bandwidth_the_model_lacks(tmp_path):
     done, seconds = audiotok("tokenize", "--input", DEMO, "--model", "random:24khz", "--output",
                              str(tmp_path / "out"), "bandwidths=[7.0]")
