@@ -21,15 +21,20 @@ class Reject:
     detail: str
 
 
-def transcripts(tokens: str, keys: list[str], column: str = "text") -> dict[str, str]:
-    """{key: text} for those of `keys` whose row has a non-empty `column` (none when the dataset has no such column)."""
+def column_by_key(tokens: str, keys: list[str], column: str) -> dict[str, str]:
+    """{key: value} of a string `column` for those of `keys` with a non-empty value (none when the
+    dataset has no such column: older datasets lack item_path, most lack text)."""
     if not keys:
         return {}
     dataset = reader.arrow_dataset(tokens)
     if column not in dataset.schema.names:
         return {}
     table = dataset.to_table(columns=["key", column], filter=pc.field("key").isin(keys))
-    return {k: t for k, t in zip(table.column("key").to_pylist(), table.column(column).to_pylist()) if t}
+    return {k: v for k, v in zip(table.column("key").to_pylist(), table.column(column).to_pylist()) if v}
+
+
+def transcripts(tokens: str, keys: list[str]) -> dict[str, str]:
+    return column_by_key(tokens, keys, "text")
 
 
 def job_rejects(tokens: str) -> list[Reject]:
@@ -44,7 +49,8 @@ def job_rejects(tokens: str) -> list[Reject]:
 
 @dataclass(frozen=True)
 class JobContext:
-    """The job's side of the report: transcripts by key (rows shown with media) and its rejects."""
+    """The job's side of the report: transcripts and item paths by key (rows shown with media), its rejects."""
 
     transcripts: dict[str, str] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
+    item_paths: dict[str, str] = field(default_factory=dict)

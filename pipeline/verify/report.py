@@ -226,7 +226,8 @@ def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], 
         text = context.transcripts.get(r.key)
         transcript = f'<p class="transcript">transcript: “{e(text)}”</p>' if text else ""
         out.append(f'<div class="card" id="item-{rank}"><h3>#{rank} {e(r.key)}</h3>'
-                   f'<p>{e(r.source)} · {r.duration_s:.2f} s from {r.start_s:.2f} s · code agreement '
+                   f'<p>{e(context.item_paths.get(r.key, r.source))} · {r.duration_s:.2f} s from {r.start_s:.2f} s · '
+                   f'code agreement '
                    f'{_fmt(r.code_agreement_all)}</p>{transcript}<div class="media">')
         for label, stem in media[r.key].items():
             out.append(f'<figure><figcaption>{e(label)}</figcaption>'

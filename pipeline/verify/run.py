@@ -31,7 +31,7 @@ from ..provenance import Provenance
 from ..records import EncodeBatch
 from . import report
 from .check import STATUSES, Checker, CheckSettings
-from .job_context import job_rejects, transcripts
+from .job_context import column_by_key, job_rejects, transcripts
 from .sampling import read_rows, sample_keys
 from .summary import VerifySummary
 from .thresholds import badness, judged, threshold_failures, thresholds_from
@@ -157,8 +157,9 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         thresholds=thresholds, report=os.path.abspath(report_dir),
     )
     summary.wall_seconds = time.time() - started
-    context = report.JobContext(transcripts(tokens, [r.key for r in results if r.media is not None]),
-                                job_rejects(tokens))
+    shown_keys = [r.key for r in results if r.media is not None]
+    context = report.JobContext(transcripts(tokens, shown_keys), job_rejects(tokens),
+                                column_by_key(tokens, shown_keys, "item_path"))
     summary = report.write_report(report_dir, results, summary, settings.sample_rate, context)
     for line in failures:
         log(f"[audiotok verify] FAILED: {line}")

@@ -262,6 +262,7 @@ window.addEventListener('load', function () {
     ylabels: Array.from(document.querySelectorAll('.spec .ylab')).map(function (e) { return [e.innerText, box(e)]; }),
     xlabels: Array.from(document.querySelectorAll('.spec .xlab')).map(function (e) { return [e.innerText, box(e)]; }),
     transcripts: texts('.transcript'), rejects: texts('#rejects'), cards: texts('.card h3'),
+    card_lines: texts('.card h3 + p'),
     note: texts('#codebook-note'), prov: texts('table.prov td'),
     scrollWidth: document.documentElement.scrollWidth});
   document.body.appendChild(pre);
@@ -316,6 +317,9 @@ def test_report_tells_the_truth_in_chromium(job, tmp_path):
                        for c in ("key", "text")]))
     shown = [c.split(" ", 1)[1] for c in probe["cards"]]
     assert len(probe["transcripts"]) == sum(bool(texts[k]) for k in shown) > 0
+    paths = dict(zip(*[pads.dataset(bad / "tokens").to_table(columns=[c]).column(c).to_pylist()
+                       for c in ("key", "item_path")]))
+    assert all(paths[k] in text for k, text in zip(shown, probe["card_lines"]))  # each card names its file
     rejects = sum(pq.read_table(p).num_rows for p in writer.committed_parts(str(bad), "rejects"))
     assert probe["rejects"] == [f"Rejected by the job ({rejects})"]
 
