@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from jobs.cli import fail
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiotok diff", description="Compare two token datasets key by key.")
@@ -29,21 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.token_diff import DiffOptions, diff_datasets
-    from pipeline.token_diff_report import write_diff_report
+    from pipeline.token_diff_report import codebook_note, write_diff_report
 
     try:
         result = diff_datasets(args.a, args.b, DiffOptions(args.min_agreement, args.scale_rtol))
         if args.report:
             write_diff_report(args.report, result)
     except (ValueError, OSError) as exc:
-        print(f"audiotok diff: {exc}", file=sys.stderr)
-        return 2
+        return fail("audiotok diff", exc)
     summary = result.summary()
     summary["keys"] = summary["keys"][: max(args.show, 0)]
     summary["keys_not_identical"] = len(result.keys)
     if args.report:
         summary["report"] = args.report
+    note = codebook_note(result)
+    if note:
+        summary["note"] = note
     print(json.dumps(summary, indent=1, default=str))
+    if note:
+        print(f"audiotok diff: note: {note}", file=sys.stderr)
     return 0 if result.passed else 1
 
 

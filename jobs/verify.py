@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", default="auto", choices=["auto", "inline", "ray"],
                    help="where to run: auto uses Ray actors for more than 64 rows")
     p.add_argument("--num-actors", type=int, default=0)
+    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray; never one "
+                                         "that `ray start` left on this machine unless named, e.g. auto)")
     p.add_argument("--max-media-items", type=int, default=12, help="worst items given spectrograms and players")
     p.add_argument("--storage-options", type=json.loads, default={}, help="fsspec options for the sources (JSON)")
     p.add_argument("--config", help="YAML whose verify: section sets thresholds")
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             fraction=args.fraction, seed=args.seed, bandwidths=args.bandwidths, model=args.model,
             device=args.device, threads=args.threads, input_spec=args.input, storage_options=args.storage_options,
             max_media_items=args.max_media_items, use_ray=args.ray, num_actors=args.num_actors,
+            ray_address=args.ray_address,
         )
         summary = run_verify(args.tokens, args.report, options, VerifyConfig(**thresholds), provenance=provenance)
     except (ValueError, OSError) as exc:  # bad arguments, a missing dataset or config (AudiotokError too)

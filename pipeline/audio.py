@@ -184,7 +184,7 @@ def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_s
             continue
         piece = audio if count == 1 else np.ascontiguousarray(audio[:, start:stop])
         segments.append(Segment(key, sample.source, piece, start / sample_rate, (stop - start) / sample_rate,
-                                dict(sample.meta)))
+                                dict(sample.meta), path=sample.path))
     return segments, rejections
 
 

@@ -96,6 +96,7 @@ class JobConfig:
     placement_timeout_s: float = 120.0  # no actor can start for this long (no node fits it): the job fails
     retry_unreadable: bool = True  # a re-run tries again the shards recorded as shard_unreadable
     progress_interval_s: float = 5.0
+    ray_address: str | None = None  # Ray cluster to join ("auto": `ray start`'s); None: RAY_ADDRESS, else local
     source: SourceConfig = field(default_factory=SourceConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     buckets: BucketConfig = field(default_factory=BucketConfig)

@@ -209,7 +209,7 @@ class DecodePool:
             audio = np.empty(s["shape"], dtype=np.float32)
             worker.conn.recv_bytes_into(audio.reshape(-1).view(np.uint8))
             segments.append(Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta),
-                                    s.get("rate")))
+                                    s.get("rate"), sample.path))
         rejections = [Rejection(r["key"], sample.source, check_reason(r["reason"]), r["detail"])
                       for r in reply["rejections"]]
         return (segments, rejections), reply["rss_mb"]

@@ -20,6 +20,7 @@ from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
+from .records import Shard
 from .sources.common import input_root, normalize
 
 
@@ -43,11 +44,13 @@ def _place(cfg: JobConfig, shards: int, log) -> Placement:
     return placement
 
 
-def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[str, Any]:
-    """Tokenize every shard of `input_spec` into `out_dir`; returns the run summary (also written)."""
+def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
+            shards: list[Shard] | None = None) -> dict[str, Any]:
+    """Tokenize every shard of `input_spec` (or the `shards` listed from it by preflight.preflight)
+    into `out_dir`; returns the run summary (also written)."""
     started = time.time()
     out_dir = normalize(str(out_dir))  # every node must find the same directory
-    shards = sources.list_shards(input_spec, cfg.source, log)
+    shards = sources.list_shards(input_spec, cfg.source, log) if shards is None else shards
     writer.cleanup_uncommitted(out_dir)
     done = writer.committed_shards(out_dir)
     if cfg.retry_unreadable:  # storage faults may have passed: those shards are tried again
@@ -68,8 +71,8 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
     def started_line(info: ActorInfo) -> None:
         prov = info.provenance
         writer.write_provenance(out_dir, replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
-        for line in prov.model_sources_skipped:
-            log(f"[audiotok] model source skipped: {line.splitlines()[0][:300]}")
+        for line in prov.model_sources_skipped:  # whole, on one line (a message may hold newlines)
+            log(f"[audiotok] model source skipped: {' '.join(line.split())[:1000]}")
         if prov.gpu_name:
             gpu = f" ({prov.gpu_name})"
         else:
@@ -83,8 +86,10 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
         if prov.random_weights:
             log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
         elif str(prov.model_source).startswith("tiny:"):
+            hint = (f" (the fallback: {cfg.model} could not be loaded). Pass --model <dir, checkpoint or hub id> "
+                    "for real tokens" if prov.model_sources_skipped else "")
             log("[audiotok] NOTE: this is audiotok's small demo codec (models/tiny-24khz/MODEL_CARD.md), "
-                "not facebook/encodec_24khz; its quality is low. Pass --model for real tokens.")
+                f"not facebook/encodec_24khz; its quality is low{hint}.")
 
     scheduler = Scheduler(backend, todo, SchedulerSettings.from_config(cfg), log, on_first_start=started_line)
     try:

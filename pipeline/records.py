@@ -45,6 +45,7 @@ class Sample:
     ext: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     reject: tuple[str, str] | None = None
+    path: str = ""  # the item's own file: its path or URL, `<tar>#<member>`, `<dataset file>#row=<i>`
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Segment:
     duration_s: float
     meta: dict[str, Any] = field(default_factory=dict)
     rate: int | None = None
+    path: str = ""  # Sample.path of the item it comes from
 
     @property
     def num_samples(self) -> int:

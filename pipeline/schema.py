@@ -10,6 +10,8 @@ tokens/*.parquet, one row per item (or segment `key#<i>` of a long item):
   pad_samples int32     padding samples in the last frame (or last chunk's last frame)
   scales list<float32>  one per chunk (48 kHz); null for models without normalisation (24 kHz)
   start_s, duration_s float64   position of the segment in the source item, seconds
+  item_path string      the item's own file: its path or URL, `<tar>#<member>` for a tar member,
+                        `<dataset file or hub split>#row=<i>` for a dataset row (null if unknown)
   <passthrough> string  metadata columns named in the config; non-strings JSON-encoded; nullable
 
 rejects/*.parquet: key, source, reason, detail (strings).
@@ -45,6 +47,7 @@ _CORE_FIELDS = [
     pa.field("scales", SCALES_TYPE, nullable=True),
     pa.field("start_s", pa.float64(), nullable=False),
     pa.field("duration_s", pa.float64(), nullable=False),
+    pa.field("item_path", pa.string(), nullable=True),
 ]
 CORE_COLUMNS = tuple(f.name for f in _CORE_FIELDS)
 REJECTS_SCHEMA = pa.schema([pa.field(n, pa.string(), nullable=False) for n in ("key", "source", "reason", "detail")])
@@ -77,6 +80,7 @@ class TokenRow:
     start_s: float
     duration_s: float
     meta: dict[str, Any] = field(default_factory=dict)
+    item_path: str | None = None  # Sample.path: the item's own file
 
 
 def _json_default(value: Any) -> Any:
@@ -146,6 +150,7 @@ def tokens_table(rows: list[TokenRow], passthrough: list[str]) -> pa.Table:
         _scales_array(rows),
         pa.array([r.start_s for r in rows], pa.float64()),
         pa.array([r.duration_s for r in rows], pa.float64()),
+        pa.array([r.item_path for r in rows], pa.string()),
     ]
     columns += [pa.array([meta_value(r.meta.get(c)) for r in rows], pa.string()) for c in passthrough]
     return pa.Table.from_arrays(columns, schema=schema)

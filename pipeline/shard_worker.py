@@ -278,6 +278,7 @@ class ShardTokenizer:
                     key=seg.key, source=seg.source, codes=item.codes.numpy().astype(np.int16),
                     num_samples=item.num_samples, pad_samples=model.pad_samples_for(item.num_samples),
                     scales=item.scales, start_s=seg.start_s, duration_s=seg.duration_s, meta=seg.meta,
+                    item_path=seg.path or None,
                 )
         return rows, EncodeStats(int(padded), int(true), len(batches), plan)
 

@@ -47,6 +47,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from . import faults
 from .config import OutputConfig
+from .errors import InputError
 from .records import ShardRecord
 from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVENANCE, tokens_schema
 
@@ -286,7 +287,7 @@ def cleanup_uncommitted(out_dir: str) -> list[str]:
 def write_provenance(out_dir: str, provenance: dict) -> None:
     """Write `_provenance.json` (atomically where the filesystem allows).
 
-    Refuses (ValueError) to replace a sidecar that describes different tokens (another model,
+    Refuses (InputError, a ValueError) to replace a sidecar that describes different tokens (another model,
     checkpoint, codec config, rate, bandwidth map, precision, resampler or format) while committed
     shards exist: rows of two tokenizations would be mixed in one dataset.
     """
@@ -298,7 +299,7 @@ def write_provenance(out_dir: str, provenance: dict) -> None:
         keys = ["format_version", *(k for k in REQUIRED_PROVENANCE if k != "pipeline_version")]
         changed = [k for k in keys if json.dumps(old.get(k), sort_keys=True) != json.dumps(data.get(k), sort_keys=True)]
         if changed:
-            raise ValueError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
+            raise InputError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
                              f"write to a new output directory")
     _replace_file(fs, root, PROVENANCE, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 

@@ -64,12 +64,10 @@ class _Probe:
 
 
 def ensure_ray() -> None:
-    """A local Ray unless one is running (the job's run_job then joins it)."""
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+    """A local Ray unless RAY_ADDRESS names a cluster (pipeline.engine.ray_connect); never a stranger's."""
+    from pipeline.engine.ray_backend import connect_ray
+
+    connect_ray(log_to_driver=False)
 
 
 def env_rows(gpu: bool) -> list[Check]:

@@ -5,8 +5,9 @@ Ray's outcomes into the scheduler's events (`engine.scheduler`). The actors are 
 `shards_in_flight_per_actor` calls running at once, so that a shard encodes while the one before it
 commits (`ShardTokenizer.run` orders them); each call still returns its shard's committed record.
 An actor ending after a fatal CUDA error first lets a commit in flight end (it needs no CUDA).
-`VerifyActor` and `check_with_ray` run verify's checks on actors. `connect_ray` joins a cluster or
-starts a local Ray. Ray never restarts an actor or retries a task by itself here: the scheduler decides.
+`VerifyActor` and `check_with_ray` run verify's checks on actors. `connect_ray` joins a named cluster or
+starts a local Ray (`engine.ray_connect`). Ray never restarts an actor or retries a task by itself here:
+the scheduler decides.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from ray.util.state import get_actor
 
 from ..config import JobConfig
 from ..cuda_errors import is_fatal_cuda_error
-from ..errors import JobFailed
+from ..errors import JobFailed, one_line
 from ..records import Shard, ShardRecord
 from .actor_env import check_storage, resolve_runtime
 from .placement import ActorRequest, Node, capacity, decoder_processes, unplaceable
+from .ray_connect import CONNECT_TIMEOUT_S, choose_target, probe
 from .scheduler import ActorInfo, ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
 
 if TYPE_CHECKING:  # torch and the codec load in verify actors only
@@ -35,15 +37,26 @@ if TYPE_CHECKING:  # torch and the codec load in verify actors only
     from ..verify.result import CheckResult
 
 
-def connect_ray(num_cpus: int | None = None) -> bool:
-    """Join the cluster in RAY_ADDRESS (or a `ray job submit` job) or start a local Ray; True if started here."""
+def connect_ray(num_cpus: int | None = None, address: str | None = None, log_to_driver: bool = True,
+                timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+    """Join the cluster named by `address` or RAY_ADDRESS (engine.ray_connect), else start a private local
+    Ray, never one that `ray start` left on the machine; True if started here. JobFailed, within about
+    `timeout_s`, when a named cluster cannot be reached."""
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    return True
+    target = choose_target(address)
+    if target.local:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+        return True
+    probe(target, timeout_s)
+    # the address answered: Ray's own wait for its GCS (60 s by default) is bounded too, with room for a busy head
+    os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(max(30, int(timeout_s))))
+    try:
+        ray.init(address=target.address, log_to_driver=log_to_driver)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        raise JobFailed(f"cannot join the Ray cluster at {target.address} (from {target.origin}): "
+                        f"{one_line(exc)}; fix the address, or unset it to run on a local Ray") from exc
+    return False
 
 
 def alive_nodes() -> list[Node]:
@@ -202,14 +215,16 @@ class VerifyActor:
 
 
 def check_with_ray(rows: list[dict], settings: CheckSettings, num_actors: int = 0,
-                   placement_timeout_s: float = 120.0) -> tuple[list[CheckResult], dict]:
+                   placement_timeout_s: float = 120.0,
+                   ray_address: str | None = None) -> tuple[list[CheckResult], dict]:
     """Results of `Checker.check` for `rows` (any order) and the actors' model provenance.
 
     Each actor re-reads whole source shards, so rows are grouped by `source` and the groups are
     dealt to actors largest first. num_actors 0: one per GPU when settings.device is cuda, else one
-    per 2 CPUs (at least 1), never more than there are sources. Starts a local Ray if none runs.
+    per 2 CPUs (at least 1), never more than there are sources. Joins `ray_address` or
+    RAY_ADDRESS, else starts a local Ray (`connect_ray`).
     """
-    connect_ray()
+    connect_ray(address=ray_address)
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row["source"], []).append(row)

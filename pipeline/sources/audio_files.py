@@ -124,10 +124,10 @@ def read_audio_files(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
         ext = ext_of(item.path)
         if item.duplicate_of is not None:
             detail = f"{item.path}: its key {path_key(item.path)!r} is also {item.duplicate_of}'s, which is tokenized"
-            yield Sample(item.key, shard.url, None, ext, meta, ("duplicate_key", detail))
+            yield Sample(item.key, shard.url, None, ext, meta, ("duplicate_key", detail), opts.url(item.path))
             continue
         data, reject = fetch(opts.url(item.path), cfg)
-        yield Sample(item.key, shard.url, data, ext, meta, reject)
+        yield Sample(item.key, shard.url, data, ext, meta, reject, opts.url(item.path))
 
 
 def _siblings(m: Matches, audio: list[str], cfg: SourceConfig) -> set[str]:

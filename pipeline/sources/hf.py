@@ -225,4 +225,5 @@ def _row_sample(row: dict[str, Any], index: int, shard: Shard, seen: dict[str, i
         reject = ("empty", f"row {index} has zero audio bytes")
     elif reject is None and len(data) > cfg.max_member_bytes:
         reject = ("too_large", f"row {index}: {len(data)} bytes > max_member_bytes {cfg.max_member_bytes}")
-    return Sample(key, shard.url, None if reject else bytes(data), ext_of(path), meta, reject)
+    where = path if path and "://" in path else f"{shard.url}{'&' if '#' in shard.url else '#'}row={index}"
+    return Sample(key, shard.url, None if reject else bytes(data), ext_of(path), meta, reject, where)

@@ -144,4 +144,4 @@ def _manifest_sample(row, index: int, base: str, shard: Shard, seen: dict[str, i
     if "://" not in path and not path.startswith(("pipe:", "data:")) and not os.path.isabs(path):
         path = posixpath.join(base, path) if is_remote(base) else os.path.join(base, path)
     data, reject = fetch(path, cfg)
-    return Sample(key, shard.url, data, ext_of(path), meta, reject)
+    return Sample(key, shard.url, data, ext_of(path), meta, reject, path)

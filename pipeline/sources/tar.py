@@ -63,6 +63,7 @@ class _Group:
     exts: set[str] = field(default_factory=set)
     audio: bytes | None = None
     ext: str = ""
+    member: str = ""  # the audio member's name
     json: dict[str, Any] = field(default_factory=dict)
     members: dict[str, Any] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)
@@ -106,7 +107,7 @@ def _add_member(group: _Group, member: tarfile.TarInfo, ext: str, tar: tarfile.T
             detail = f"member {member.name[:200]!r}: {member.size} bytes > max_member_bytes {cfg.max_member_bytes}"
             group.problems.append(("too_large", detail))
         elif not group.audio:
-            group.audio, group.ext = tar.extractfile(member).read(), last
+            group.audio, group.ext, group.member = tar.extractfile(member).read(), last, member.name
         return
     if member.size > MAX_META_BYTES or not wants_meta(ext, cfg):
         return
@@ -125,7 +126,7 @@ def _finish(group: _Group, shard: Shard, seen: dict[str, int], cfg: SourceConfig
         return Sample(key, shard.url, None, "", meta, reject)
     if not group.audio:
         return Sample(key, shard.url, None, group.ext, meta, ("empty", f"zero-byte .{group.ext} member"))
-    return Sample(key, shard.url, group.audio, group.ext, meta)
+    return Sample(key, shard.url, group.audio, group.ext, meta, path=f"{shard.url}#{group.member}")
 
 
 def read_tar(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:

@@ -25,6 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import report_media
+from .job_context import JobContext
+from .report_parts import (
+    EXTRA_CSS,
+    path_text,
+    rejects_html,
+    sample_text,
+    spectrogram_html,
+    thresholds_text,
+    verdict_cell,
+)
 from .result import CheckResult, finite_or_none
 from .summary import VerifySummary
 
@@ -40,10 +50,10 @@ _STATS = ("mean", "p5", "median", "p95")
 
 
 def flatten(results: list[CheckResult]) -> list[dict]:
-    """Checker results (worst first) -> rows of ITEMS_SCHEMA; a row that was not verified gives one
-    row with null bandwidth and metrics. Non-finite numbers become null."""
+    """Checker results (worst first) -> rows of ITEMS_SCHEMA, ranked from 1 (the worst); a row that was
+    not verified gives one row with null bandwidth and metrics. Non-finite numbers become null."""
     rows = []
-    for rank, r in enumerate(results):
+    for rank, r in enumerate(results, start=1):
         base = {"rank": rank, "key": r.key, "source": r.source, "status": r.status, "detail": r.detail,
                 "num_samples": r.num_samples, "start_s": r.start_s, "duration_s": r.duration_s,
                 "code_agreement_all": finite_or_none(r.code_agreement_all)}
@@ -118,7 +128,7 @@ def _json_ready(value: Any) -> Any:
 
 
 def write_report(directory: str, results: list[CheckResult], summary: VerifySummary,
-                 sample_rate: int) -> VerifySummary:
+                 sample_rate: int, context: JobContext | None = None) -> VerifySummary:
     """Write every report file for `results` (sorted worst first; those with media get pictures and
     players); returns the summary with its aggregates filled in (also in summary.json)."""
     os.makedirs(directory, exist_ok=True)
@@ -132,10 +142,10 @@ def write_report(directory: str, results: list[CheckResult], summary: VerifySumm
         json.dump(_json_ready(rows), f, indent=1)
     with open(os.path.join(directory, "summary.json"), "w") as f:
         json.dump(_json_ready(summary.to_json()), f, indent=2, default=str)
-    media = {r.key: write_media(directory, rank, r, sample_rate) for rank, r in enumerate(results)
+    media = {r.key: write_media(directory, rank, r, sample_rate) for rank, r in enumerate(results, start=1)
              if r.media is not None}
     with open(os.path.join(directory, "index.html"), "w", encoding="utf-8") as f:
-        f.write(render_html(results, rows, aggs, summary, media))
+        f.write(render_html(results, rows, aggs, summary, media, sample_rate, context))
     return summary
 
 
@@ -166,19 +176,23 @@ th{max-width:16em}
 
 
 def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], summary: VerifySummary,
-                media: dict[str, dict[str, str]]) -> str:
+                media: dict[str, dict[str, str]], sample_rate: int | None = None,
+                context: JobContext | None = None) -> str:
     """The report page as one string (media referenced by relative paths)."""
     s, e = summary.to_json(), html.escape
+    context = context or JobContext()
     verdict = '<span class="pass">PASSED</span>' if summary.passed else '<span class="fail">FAILED</span>'
     title = f"audiotok verify: {e(str(summary.tokens))}"
-    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}</style></head>"
-    out = [head, f"<body><h1>audiotok verify {verdict}</h1>"]
+    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}{EXTRA_CSS}</style>"
+    out = [head + "</head>", f"<body><h1>audiotok verify {verdict}</h1>"]
     if summary.random_weights:
-        out.append('<p class="warn">The model has RANDOM weights: decoded audio is noise-like and SI-SNR is '
-                   "meaningless; only code agreement is a real check.</p>")
+        out.append('<p class="warn" id="random-weights">The model has RANDOM weights: decoded audio is noise-like, '
+                   "so only code agreement is judged; SI-SNR and mel distance are reported, not judged.</p>")
     info = [[k, v if isinstance(v := s.get(k), str) else _Raw(e(json.dumps(_json_ready(v), default=str)))] for k in
-            ("tokens", "rows_total", "rows_sampled", "sample", "seed", "model_source", "model_sha256",
-             "model_matches_provenance", "device", "threads", "bandwidths", "thresholds", "path")]
+            ("tokens", "rows_total", "rows_sampled", "seed", "model_source", "model_sha256",
+             "model_matches_provenance", "device", "threads", "bandwidths")]
+    info.insert(3, ["sample", sample_text(summary)])
+    info += [["thresholds", _Raw(thresholds_text(summary))], ["path", path_text(summary.path)]]
     out.append("<h2>Summary</h2>" + _table(["setting", "value"], info))
     if summary.failures:
         out.append("<h2>Failures</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary.failures) + "</ul>")
@@ -197,23 +211,29 @@ def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], 
         values = [r[m] for r in rows if r["bandwidth_kbps"] == top]
         out.append(report_media.histogram_svg(values, m, limits.get(m)))
     out.append("</div><h2>Items, worst first</h2>")
+    by_key = {r.key: r for r in results}
     body = []
     for r in rows:
         key = _Raw(f'<a href="#item-{r["rank"]}">{e(r["key"])}</a>' if r["key"] in media else e(r["key"]))
-        body.append([r["rank"], key, r["source"].rsplit("/", 1)[-1], r["status"], r["bandwidth_kbps"], r["n_q"],
-                     r["duration_s"], r["si_snr_db"], r["mel_distance_db"], r["lsd_db"], r["code_agreement"],
-                     _Raw(e(r["detail"])) if r["detail"] else ""])
+        body.append([r["rank"], key, r["source"].rsplit("/", 1)[-1], _Raw(verdict_cell(by_key[r["key"]], summary)),
+                     r["bandwidth_kbps"], r["n_q"], r["duration_s"], r["si_snr_db"], r["mel_distance_db"], r["lsd_db"],
+                     r["code_agreement"], _Raw(e(r["detail"])) if r["detail"] else ""])
     out.append(_table(["rank", "key", "source", "status", "kbps", "n_q", "seconds", "SI-SNR dB", "mel dB",
                        "LSD dB", "code agreement", "detail"], body, "items"))
-    for rank, r in enumerate(results):
+    for rank, r in enumerate(results, start=1):
         if r.key not in media:
             continue
+        text = context.transcripts.get(r.key)
+        transcript = f'<p class="transcript">transcript: “{e(text)}”</p>' if text else ""
         out.append(f'<div class="card" id="item-{rank}"><h3>#{rank} {e(r.key)}</h3>'
-                   f'<p>{e(r.source)} · {r.duration_s:.2f} s from {r.start_s:.2f} s · code agreement '
-                   f'{_fmt(r.code_agreement_all)}</p><div class="media">')
+                   f'<p>{e(context.item_paths.get(r.key, r.source))} · {r.duration_s:.2f} s from {r.start_s:.2f} s · '
+                   f'code agreement '
+                   f'{_fmt(r.code_agreement_all)}</p>{transcript}<div class="media">')
         for label, stem in media[r.key].items():
-            out.append(f'<figure><figcaption>{e(label)}</figcaption><img src="{stem}.png" alt="{e(label)} spectrogram">'
+            out.append(f'<figure><figcaption>{e(label)}</figcaption>'
+                       f'{spectrogram_html(stem, label, r.duration_s, sample_rate)}'
                        f'<audio controls preload="auto" src="{stem}.wav"></audio></figure>')
         out.append("</div></div>")
+    out.append(rejects_html(context.rejects, _table))
     out.append("</body></html>")
     return "\n".join(out)

@@ -31,9 +31,10 @@ from ..provenance import Provenance
 from ..records import EncodeBatch
 from . import report
 from .check import STATUSES, Checker, CheckSettings
+from .job_context import column_by_key, job_rejects, transcripts
 from .sampling import read_rows, sample_keys
 from .summary import VerifySummary
-from .thresholds import badness, threshold_failures, thresholds_from
+from .thresholds import badness, judged, threshold_failures, thresholds_from
 
 
 @dataclass
@@ -56,6 +57,7 @@ class VerifyOptions:
     use_ray: str = "auto"  # auto (Ray when more than ray_min_rows rows), inline, ray
     ray_min_rows: int = 64
     num_actors: int = 0
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray (engine.ray_connect)
 
 
 def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSettings:
@@ -124,7 +126,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     if use_ray:
         from ..engine.ray_backend import check_with_ray  # Ray is imported only when it is used
 
-        results, model_provenance = check_with_ray(rows, settings, options.num_actors)
+        results, model_provenance = check_with_ray(rows, settings, options.num_actors,
+                                                     ray_address=options.ray_address)
     else:
         checker = Checker(settings)
         model_provenance = checker.model.provenance
@@ -138,7 +141,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         results = [again.get(r.key, r) if i < len(shown) else r for i, r in enumerate(results)]
     for r in results[options.max_media_items:]:
         r.media = None
-    failures = threshold_failures(results, thresholds)
+    random_weights = bool(model_provenance.get("random_weights") or provenance.random_weights)
+    failures = threshold_failures(results, judged(thresholds, random_weights))
     if not rows:
         failures.insert(0, f"no rows to verify ({len(keys)} committed rows, count={count}, "
                            f"fraction={options.fraction})")
@@ -148,12 +152,15 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         sample_fraction=options.fraction, status_counts={s: sum(r.status == s for r in results) for s in STATUSES},
         model_source=settings.model, model_sha256=model_provenance.get("sha256"),
         model_matches_provenance=model_provenance.get("sha256") == provenance.checkpoint_sha256,
-        random_weights=model_provenance.get("random_weights"), device=settings.device,
+        random_weights=random_weights, device=settings.device,
         precision=settings.precision, threads=settings.threads, bandwidths=settings.bandwidths,
         thresholds=thresholds, report=os.path.abspath(report_dir),
     )
     summary.wall_seconds = time.time() - started
-    summary = report.write_report(report_dir, results, summary, settings.sample_rate)
+    shown_keys = [r.key for r in results if r.media is not None]
+    context = report.JobContext(transcripts(tokens, shown_keys), job_rejects(tokens),
+                                column_by_key(tokens, shown_keys, "item_path"))
+    summary = report.write_report(report_dir, results, summary, settings.sample_rate, context)
     for line in failures:
         log(f"[audiotok verify] FAILED: {line}")
     log(f"[audiotok verify] {'passed' if not failures else 'FAILED'}; report {os.path.join(report_dir, 'index.html')}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 from ..config import VerifyConfig
 from ..provenance import Provenance
@@ -20,6 +21,36 @@ def badness(result: CheckResult) -> tuple:
             -math.inf if math.isnan(snr) else snr, result.key)
 
 
+def judged(thresholds: VerifyConfig, random_weights: bool | None) -> VerifyConfig:
+    """The thresholds verify judges: all, or with random weights only code agreement (SI-SNR and mel
+    distance of noise-like audio are reported, not judged)."""
+    if random_weights:
+        return dataclasses.replace(thresholds, min_si_snr_db=None, max_mel_distance=None)
+    return thresholds
+
+
+def _checks(thresholds: VerifyConfig) -> list[tuple[str, float, Callable[[CheckResult], float], bool]]:
+    """(name, limit, value of a result, limit is a maximum) of each threshold that is set."""
+    checks = [
+        ("code agreement", thresholds.min_code_agreement, lambda r: r.code_agreement_all, False),
+        ("SI-SNR dB", thresholds.min_si_snr_db, lambda r: r.top_scores().si_snr_db, False),
+        ("mel distance dB", thresholds.max_mel_distance, lambda r: r.top_scores().mel_distance_db, True),
+    ]
+    return [c for c in checks if c[1] is not None]
+
+
+def _fails(value: float, limit: float, is_max: bool) -> bool:
+    return not math.isnan(value) and (value > limit if is_max else value < limit)
+
+
+def row_failures(result: CheckResult, thresholds: VerifyConfig) -> list[str]:
+    """The thresholds one verified row fails, e.g. ["SI-SNR dB -12.7 < -8"] (empty for an unverified row)."""
+    if result.status != "ok" or not result.bandwidths:
+        return []
+    return [f"{name} {value(result):.4g} {'>' if is_max else '<'} {limit:g}" for name, limit, value, is_max
+            in _checks(thresholds) if _fails(value(result), limit, is_max)]
+
+
 def threshold_failures(results: list[CheckResult], thresholds: VerifyConfig) -> list[str]:
     """One line per failed check; SI-SNR and mel distance are taken at each item's highest verified
     bandwidth, code agreement over all stored codebooks, NaN SI-SNR (silent original) is skipped."""
@@ -29,16 +60,8 @@ def threshold_failures(results: list[CheckResult], thresholds: VerifyConfig) -> 
         failures.append(f"{len(bad)}/{len(results)} rows could not be verified: "
                         + "; ".join(f"{r.key} ({r.status}: {r.detail})" for r in bad[:5]))
     ok = [r for r in results if r.status == "ok" and r.bandwidths]
-    checks = [
-        ("code agreement", thresholds.min_code_agreement, lambda r: r.code_agreement_all, False),
-        ("SI-SNR dB", thresholds.min_si_snr_db, lambda r: r.top_scores().si_snr_db, False),
-        ("mel distance dB", thresholds.max_mel_distance, lambda r: r.top_scores().mel_distance_db, True),
-    ]
-    for name, limit, value, is_max in checks:
-        if limit is None:
-            continue
-        failed = [(value(r), r.key) for r in ok
-                  if not math.isnan(value(r)) and (value(r) > limit if is_max else value(r) < limit)]
+    for name, limit, value, is_max in _checks(thresholds):
+        failed = [(value(r), r.key) for r in ok if _fails(value(r), limit, is_max)]
         if failed:
             failed.sort(reverse=is_max)
             worst = ", ".join(f"{k} ({v:.4g})" for v, k in failed[:5])

@@ -41,7 +41,7 @@ def provenance():
 def test_tokens_schema_is_explicit():
     schema = tokens_schema(PASS)
     assert schema.names == ["key", "source", "codes", "num_frames", "num_samples", "pad_samples", "scales",
-                            "start_s", "duration_s", *PASS]
+                            "start_s", "duration_s", "item_path", *PASS]
     assert schema.field("codes").type == pa.list_(pa.list_(pa.int16()))
     assert schema.field("scales").type == pa.list_(pa.float32()) and schema.field("scales").nullable
     assert [schema.field(n).type for n in ("num_frames", "num_samples", "pad_samples", "start_s")] == [

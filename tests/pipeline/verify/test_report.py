@@ -112,6 +112,6 @@ def test_write_report_files(tmp_path):
     assert saved["aggregates"] == json.loads(json.dumps(summary.aggregates)) and summary.aggregates
     assert saved == json.loads(json.dumps(summary.to_json())) and saved["sample"] == {"count": 3, "fraction": None}
     media = sorted(p.name for p in (tmp_path / "media").iterdir())
-    assert len(media) == 6 and all(name.startswith("001-a_0-") for name in media)
+    assert len(media) == 6 and all(name.startswith("002-a_0-") for name in media)  # ranks from 1: a is 2nd
     page = (tmp_path / "index.html").read_text()
-    assert "FAILED" in page and page.count("<audio") == 3 and page.count("<img") == 3 and 'href="#item-1"' in page
+    assert "FAILED" in page and page.count("<audio") == 3 and page.count("<img") == 3 and 'href="#item-2"' in page

@@ -244,3 +244,99 @@ def test_report_loads_in_headless_chromium(report, tmp_path):
     assert shot.stat().st_size > 20000
     if os.environ.get("AUDIOTOK_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["AUDIOTOK_KEEP_SCREENSHOT"])
+
+
+_TRUTH_PROBE = """<script>
+window.addEventListener('load', function () {
+  function box(el) { var r = el.getBoundingClientRect(); return [r.width, r.height]; }
+  function texts(sel) { return Array.from(document.querySelectorAll(sel)).map(function (e) { return e.innerText; }); }
+  var rows = Array.from(document.querySelectorAll('table.items tbody tr')).map(function (tr) {
+    return Array.from(tr.cells).map(function (c) { return c.innerText; }); });
+  var settings = {};
+  Array.from(document.querySelectorAll('table')[0].rows).forEach(function (tr) {
+    settings[tr.cells[0].innerText] = tr.cells[1].innerText; });
+  var pre = document.createElement('pre');
+  pre.id = 'probe';
+  pre.textContent = JSON.stringify({
+    rows: rows, settings: settings, banner: texts('#random-weights'), failures: texts('li'),
+    ylabels: Array.from(document.querySelectorAll('.spec .ylab')).map(function (e) { return [e.innerText, box(e)]; }),
+    xlabels: Array.from(document.querySelectorAll('.spec .xlab')).map(function (e) { return [e.innerText, box(e)]; }),
+    transcripts: texts('.transcript'), rejects: texts('#rejects'), cards: texts('.card h3'),
+    card_lines: texts('.card h3 + p'),
+    note: texts('#codebook-note'), prov: texts('table.prov td'),
+    scrollWidth: document.documentElement.scrollWidth});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _probe_page(index, tmp_path, width=1400):
+    page = index.with_name("truth-probe.html")
+    page.write_text(index.read_text().replace("</body>", _TRUTH_PROBE + "</body>"))
+    dom = _chromium([f"--window-size={width},2000", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                    tmp_path / "profile").stdout
+    return json.loads(dom.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_report_tells_the_truth_in_chromium(job, tmp_path):
+    """A failing row is not `ok`; thresholds and path read as words; ranks from 1; spectrogram axes;
+    transcripts and the job's rejects shown; random weights: SI-SNR and mel reported, not judged."""
+    bad = tmp_path / "bad"
+    shutil.copytree(job, bad)
+    first = sample_keys(pads.dataset(bad / "tokens").to_table().column("key").to_pylist(), count=3)[0]
+
+    def flip(codes):
+        codes[5][10:30] = [(c + 1) % 1024 for c in codes[5][10:30]]
+        return codes
+
+    _corrupt(bad, first, flip)
+    report = tmp_path / "report"
+    from jobs.verify import main
+
+    # SI-SNR >= 50 dB and mel <= 0.1 dB would fail every random-weights row: they must not be judged
+    assert main(["--tokens", str(bad), "--count", "3", "--min-si-snr", "50", "--max-mel-distance", "0.1",
+                 "--report", str(report)]) == 1
+    probe = _probe_page(report / "index.html", tmp_path)
+    by_key = {}
+    for row in probe["rows"]:
+        by_key.setdefault(row[1], []).append(row)
+    assert all(r[3].startswith("FAIL") and "code agreement" in r[3] for r in by_key[first])
+    assert all(r[3] == "ok" for k, rows in by_key.items() if k != first for r in rows)
+    assert sorted({int(r[0]) for r in probe["rows"]}) == [1, 2, 3] and probe["cards"][0].startswith("#1 ")
+    thresholds = probe["settings"]["thresholds"]
+    assert "{" not in thresholds and "sample_count" not in thresholds and "report_dir" not in thresholds
+    assert "code agreement ≥ 0.999" in thresholds and "SI-SNR ≥ 50 dB: reported, not judged" in thresholds
+    assert "in this process" in probe["settings"]["path"]
+    assert "only code agreement is judged" in probe["banner"][0]
+    assert len(probe["failures"]) == 1 and "SI-SNR" not in probe["failures"][0]
+    assert probe["ylabels"] and all("frequency" in t and w > 0 and h > 0 for t, (w, h) in probe["ylabels"])
+    assert all("time" in t and t.startswith("0 s") and w > 0 for t, (w, h) in probe["xlabels"])
+    assert len(probe["ylabels"]) == len(list((report / "media").glob("*.png")))
+    texts = dict(zip(*[pads.dataset(bad / "tokens").to_table(columns=[c]).column(c).to_pylist()
+                       for c in ("key", "text")]))
+    shown = [c.split(" ", 1)[1] for c in probe["cards"]]
+    assert len(probe["transcripts"]) == sum(bool(texts[k]) for k in shown) > 0
+    paths = dict(zip(*[pads.dataset(bad / "tokens").to_table(columns=[c]).column(c).to_pylist()
+                       for c in ("key", "item_path")]))
+    assert all(paths[k] in text for k, text in zip(shown, probe["card_lines"]))  # each card names its file
+    rejects = sum(pq.read_table(p).num_rows for p in writer.committed_parts(str(bad), "rejects"))
+    assert probe["rejects"] == [f"Rejected by the job ({rejects})"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_diff_page_explains_fewer_codebooks_in_chromium(job, tmp_path):
+    low = run_demo_job(tmp_path / "low", ["bandwidths=[1.5]"])
+    sidecar = low / "_provenance.json"  # a multi-line value and a long unbroken one, as real provenance has
+    data = json.loads(sidecar.read_text())
+    data["model_sources_skipped"] = ["facebook/encodec_24khz: cannot get it (LocalEntryNotFoundError:\nline two)",
+                                     "/very/long/" + "x" * 600]
+    sidecar.write_text(json.dumps(data))
+    from jobs.diff import main
+
+    assert main([str(job), str(low), "--report", str(tmp_path / "diff")]) == 1
+    probe = _probe_page(tmp_path / "diff" / "index.html", tmp_path)
+    assert probe["note"] and probe["note"][0].startswith("codebooks 0–1 agree 100 %; one side has fewer codebooks "
+                                                         "(A has 8, B has 2)")
+    assert probe["scrollWidth"] <= 1400
+    assert not any("\\n" in cell for cell in probe["prov"]) and any("line two" in cell for cell in probe["prov"])
