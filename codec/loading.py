@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoints import detect_preset, fold_weight_norm, original_to_transformers, unfold_weight_norm
-from .codebooks import fit_codebooks
+from .codebook_fitting import fit_codebooks
 from .config import PRESETS, EncodecConfig
 from .model import EncodecModel
 from .precision import check_precision

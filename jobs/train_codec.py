@@ -3,7 +3,7 @@
 python -m jobs.train_codec --config configs/train_tiny.yaml [--out DIR] [--steps N]
 
     corpus files (config data.train) ─► mono, soxr to 24 kHz ─► seeded random 1 s segments, gain
-      ─► TrainableEncodec (codec.training): n_q drawn per batch from the target bandwidths
+      ─► TrainableEncodec (codec.trainer): n_q drawn per batch from the target bandwidths
       ─► loss = w_t L1(wave) + w_f multi-scale mel (codec.losses) + w_c commitment; Adam, cosine lr
       ─► export (weight norm folded) ─► codec.save_model(out): config.json + model.safetensors
       ─► held-out files (data.heldout), trained vs the step-0 weights (random, k-means codebooks),
@@ -30,7 +30,7 @@ import yaml
 
 from codec import PRESETS, EncodecConfig, EncodecModel, save_model
 from codec.losses import MultiScaleMelLoss, waveform_l1
-from codec.training import TrainableEncodec
+from codec.trainer import TrainableEncodec
 
 from .train_codec_card import evaluate, write_card
 from .train_codec_data import load_mono, package_version, packages, resolve

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codec import load_model, random_model, save_model
-from codec.codebooks import fit_codebooks
+from codec.codebook_fitting import fit_codebooks
 from tests.conftest import batch_independent_kernels, excerpts_batch, real_audio, transformers_codes
 
 transformers = pytest.importorskip("transformers")

@@ -10,7 +10,7 @@ import torch
 
 from codec import EncodecConfig, load_model, save_model
 from codec.losses import MultiScaleMelLoss, mel_filterbank, waveform_l1
-from codec.training import TrainableEncodec
+from codec.trainer import TrainableEncodec
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "tiny-24khz"
 

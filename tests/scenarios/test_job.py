@@ -164,19 +164,19 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
     """SIGKILL the whole job (driver, its local Ray, actors, decoders) twice, at named stages: between
     the renames of shard 2's commit (its parts in place, its record not), then after decoding shard 5;
     then re-run the same command to the end: the rows equal the uninterrupted reference exactly."""
-    from pipeline import faults
+    from pipeline import fault_injection
     from tests.fault_scenarios import commits, compare, firings, read_outcome, shard_id
 
     spec, want = fault_inputs
     out, planted = tmp_path / "out", tmp_path / "planted"
     cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/test.yaml", "--input", spec,
            "--output", str(out)]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: str(planted)}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", fault_injection.ENV: str(planted)}
     env.pop("RAY_ADDRESS", None)
     part = out / "tokens" / f"part-{shard_id(spec, 2)}.parquet"
     for index, stage, committed in ((2, "between_renames", 2), (5, "after_decode", 5)):
         victim = shard_id(spec, index)
-        faults.plant(planted, f"killsession@{stage}:{victim}")
+        fault_injection.plant(planted, f"killsession@{stage}:{victim}")
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,  # its own session
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -190,7 +190,7 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
         assert commits(out) == committed if stage == "between_renames" else commits(out) in (committed - 1, committed)
         if stage == "between_renames":  # a complete part without its record, until the next run
             assert part.exists() and not (out / "_manifest" / f"{victim}.json").exists()
-    faults.plant(planted, [])
+    fault_injection.plant(planted, [])
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
     row = compare("driver SIGKILLed at named stages, then re-run", 3, read_outcome(out), want,
                   "killed between renames of shard 2, after decoding shard 5")
