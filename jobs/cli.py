@@ -8,18 +8,6 @@ COMMANDS = {"tokenize": "jobs.tokenize", "verify": "jobs.verify", "diff": "jobs.
             "gpu-check": "jobs.gpu_check.cli"}
 
 
-def fail(prog: str, exc: BaseException) -> int:
-    """Print a user-facing error in one line and return its exit status (pipeline.errors: 2 for a bad
-    configuration, input or argument, 1 for a job that failed)."""
-    from pipeline.errors import AudiotokError, ConfigError, InputError, JobFailed, one_line
-
-    status = exc.exit_status if isinstance(exc, AudiotokError) else 2
-    kinds = ((ConfigError, "bad configuration: "), (InputError, "bad input: "), (JobFailed, "job failed: "))
-    kind = next((name for cls, name in kinds if isinstance(exc, cls)), "")
-    print(f"{prog}: {kind}{one_line(exc)}", file=sys.stderr)
-    return status
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:

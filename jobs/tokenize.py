@@ -7,9 +7,8 @@ import argparse
 import json
 import sys
 
-from jobs.cli import fail
 from pipeline.config import load_config
-from pipeline.errors import AudiotokError, ConfigError
+from pipeline.errors import AudiotokError, ConfigError, fail
 
 
 def build_parser() -> argparse.ArgumentParser:

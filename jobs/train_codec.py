@@ -7,7 +7,7 @@ python -m jobs.train_codec --config configs/train_tiny.yaml [--out DIR] [--steps
       ─► loss = w_t L1(wave) + w_f multi-scale mel (codec.losses) + w_c commitment; Adam, cosine lr
       ─► export (weight norm folded) ─► codec.save_model(out): config.json + model.safetensors
       ─► held-out files (data.heldout), trained vs the step-0 weights (random, k-means codebooks),
-         per bandwidth: SI-SNR and mel distance (pipeline.verify.metrics) ─► out/training.json, MODEL_CARD.md
+         per bandwidth: SI-SNR and mel distance (codec.metrics) ─► out/training.json, MODEL_CARD.md
 
 Reproducible from `seed` for a given torch version and thread count (`threads`); the data files
 and their licences are part of the config and of the card.

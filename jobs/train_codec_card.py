@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from codec import EncodecConfig, EncodecModel
-from pipeline.verify.metrics import mel_distance_db, si_snr_db
+from codec.metrics import mel_distance_db, si_snr_db
 
 
 def evaluate(model: EncodecModel, clips: dict[str, np.ndarray]) -> dict:
@@ -183,7 +183,7 @@ def _quality(record: dict) -> list[str]:
         "## Quality on the held-out files",
         "",
         "Each file encoded and decoded whole through `codec` (`encode` → `decode`), metrics from",
-        "`pipeline.verify.metrics` against the 24 kHz mono input, averaged over the files. *Random* is the same",
+        "`codec.metrics` against the 24 kHz mono input, averaged over the files. *Random* is the same",
         "architecture at step 0 (seeded random weights, codebooks k-means-fitted to its own latents).",
         "",
         ("| kbps | codebooks | SI-SNR dB (trained) | SI-SNR dB (random) | mel distance dB (trained) "

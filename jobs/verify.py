@@ -16,7 +16,7 @@ import sys
 
 import yaml
 
-from jobs.cli import fail
+from pipeline.errors import fail
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline import reader
     from pipeline.config import VerifyConfig
     from pipeline.provenance import Provenance
-    from pipeline.verify import VerifyOptions, run_verify
+    from pipeline.verify import VerifyOptions
+    from pipeline.verify_on_ray import run_verify
     from pipeline.verify.thresholds import thresholds_from
 
     try:

@@ -2,8 +2,8 @@
 
     sources.list_shards ─► writer.cleanup_uncommitted / committed_shards ─► to do
       ─► engine.placement (how many actors, what each asks) ─► engine.scheduler on engine.ray_backend
-      ─► each actor: shard_worker.ShardTokenizer (read, decode, encode, commit one shard)
-      ─► _summary.json, and verify.verify_after_job when `verify.sample_count` > 0
+      ─► each actor: shard_actor.ShardWork ─► shard_worker.ShardTokenizer (read, decode, encode, commit one shard)
+      ─► _summary.json, and verify_on_ray.verify_after_job when `verify.sample_count` > 0
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from . import sources, verify, writer
+from . import sources, verify_on_ray, writer
 from .config import JobConfig, to_dict
 from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
+from .shard_actor import ActorSetup, ShardWork
 from .sources.common import input_root, normalize
 
 
@@ -62,8 +63,9 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
     run_id = uuid.uuid4().hex
     if todo:
         writer.write_run_marker(out_dir, run_id)
-    setup = ray_backend.ActorSetup(placement.request, run_id, input_root(shards))
-    backend = ray_backend.RayBackend(cfg, out_dir, setup)
+    setup = ActorSetup(placement.request, run_id, input_root(shards))
+    backend = ray_backend.RayBackend(ShardWork, (cfg, out_dir, setup), placement.request,
+                                     cfg.shards_in_flight_per_actor)
 
     def started_line(info: ActorInfo) -> None:
         prov = info.provenance
@@ -95,7 +97,7 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
     first = scheduler.first_info
     summary = summarize(records, shards, time.time() - started, first.provenance if first else None)
     summary["actors"] = len(scheduler.slots)  # actor slots used (0 when every shard was already committed)
-    checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
+    checked = verify_on_ray.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
     summary["verify"] = checked and {"passed": checked.passed, "failures": checked.failures,
                                      "rows_sampled": checked.rows_sampled, "report": checked.report}
     writer.write_summary(out_dir, summary)

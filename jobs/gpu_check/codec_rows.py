@@ -1,6 +1,6 @@
 """Codec rows: agreement of the device's batched path with the CPU one-item reference, batch invariance,
 determinism, and the bf16 / fp16 / compile variants, on random models whose codebooks are fitted by
-k-means to real audio (jobs.bench_codec: random codebooks hide the near-ties where codes flip).
+k-means to real audio (pipeline.bench.codec: random codebooks hide the near-ties where codes flip).
 
 The reference is our fp32 codec on the CPU, one clip at a time (equal to transformers encoding each
 clip alone, tests/codec/test_codec_parity.py), at the highest bandwidth; a lower bandwidth's codes are its
@@ -18,7 +18,7 @@ import torch
 
 from codec import EncodecModel, random_model
 from codec.precision import PrecisionError
-from jobs import bench_codec
+from pipeline.bench import codec as bench_codec
 
 from .table import Check
 
@@ -52,7 +52,7 @@ def fit_preset(preset: str, sizes) -> Fitted:
 
 
 def load_audio(rate: int, channels: int, fit_s: float, held_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(fit, held-out) float32 [C, T] arrays as jobs.bench_codec.load_corpus splits the corpus files,
+    """(fit, held-out) float32 [C, T] arrays as pipeline.bench.codec.load_corpus splits the corpus files,
     converted and resampled as the job does, but only as much as needed: the first `fit_s` seconds of
     fit audio and `held_s` of held-out audio (files in name order; each read no further than needed)."""
     import soundfile as sf
@@ -200,7 +200,7 @@ def determinism_rows(f: Fitted, device: str, sizes) -> list[Check]:
 
 
 def variant_rows(f: Fitted, device: str, name: str) -> list[Check]:
-    """One jobs.bench_codec variant (bf16 / fp16 / compile / tf32) on all clips at each bandwidth."""
+    """One pipeline.bench.codec variant (bf16 / fp16 / compile / tf32) on all clips at each bandwidth."""
     import time
 
     if name in bench_codec.CUDA_ONLY and device != "cuda":

@@ -1,4 +1,4 @@
-"""End-to-end rows (jobs.bench_e2e on one GPU): the transformers baseline, our job with the preset
+"""End-to-end rows (pipeline.bench.e2e on one GPU): the transformers baseline, our job with the preset
 config limited to one actor (one GPU), again with `audio.resample_on: actor`, the ratio (whole run and
 steady state: start-up reported apart), GPU / CPU busy %, the bound-by line, and verify on our output.
 
@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import bench_e2e, stage_ceilings
+from pipeline.bench import e2e as bench_e2e
+from pipeline.bench import stage_ceilings
 
 from .table import Check
 
@@ -117,7 +118,7 @@ def ours_rows(s: E2E, resample_on: str, gpu: bool) -> list[Check]:
 
 def verify_row(s: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | None = None) -> Check:
     """jobs.verify on our decoder-resampled output, re-encoding on the same device (inline)."""
-    from pipeline.verify import VerifyOptions, run_verify
+    from pipeline.verify import VerifyOptions, run_verify  # inline
 
     out = s.outputs.get("decoder")
     if out is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from codec.host_syncs import count_host_syncs, forward_passes
-from jobs import bench_codec
+from pipeline.bench import codec as bench_codec
 
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
 from .table import Check

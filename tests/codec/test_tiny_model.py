@@ -121,7 +121,7 @@ def test_straight_through_gradient_reaches_the_encoder():
 
 
 def test_mel_filterbank_equals_the_metrics_one():
-    from pipeline.verify.metrics import mel_filterbank as reference
+    from codec.metrics import mel_filterbank as reference
 
     bank = mel_filterbank(24000, 512, 64)
     assert bank.shape == (64, 257)

@@ -9,7 +9,7 @@ import torch
 
 from jobs.train_codec import lr_at, neg_si_snr_db
 from jobs.train_codec_data import AudioFile, load_mono, main, packages, resolve
-from pipeline.verify.metrics import si_snr_db
+from codec.metrics import si_snr_db
 
 
 @pytest.fixture()

@@ -133,8 +133,10 @@ def test_unreachable_actor_is_confirmed_dead_before_its_shard_moves(cluster, mon
         def run(self):
             return "done, but the driver lost sight of the actor"
 
-    backend = ray_backend.RayBackend(load_config(REPO / "configs" / "test.yaml"), "/nonexistent",
-                                     ray_backend.ActorSetup(ActorRequest(1.0), "run", None))
+    from pipeline.shard_actor import ActorSetup, ShardWork
+
+    backend = ray_backend.RayBackend(ShardWork, (load_config(REPO / "configs" / "test.yaml"), "/nonexistent",
+                                                 ActorSetup(ActorRequest(1.0), "run", None)), ActorRequest(1.0))
     handle = Sleeper.remote()
     ref = handle.run.remote()
     backend.actors[7], backend.waiting[ref] = handle, (7, "s0")
