@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             import ray
 
             ray.shutdown()
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary.to_json(), indent=2))
     return 0
 
 

@@ -8,20 +8,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import uuid
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from . import sources, verify_on_ray, writer
 from .config import JobConfig, to_dict
 from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
-from .engine.progress import summarize
+from .engine.progress import RunSummary, summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
 from .shard_actor import ActorSetup, ShardWork
 from .sources.common import input_root, normalize
+
+
+@dataclass(kw_only=True)
+class VerifyBrief:
+    """The verify sample at the end of a job, as the run summary records it (the report has the rest)."""
+
+    passed: bool
+    failures: list[str]
+    rows_sampled: int
+    report: str
+
+
+@dataclass(kw_only=True)
+class JobSummary(RunSummary):
+    """The job's run summary (`_summary.json`, what `run_job` returns): the engine's, the actors used,
+    and the verify sample's outcome (None when verify.sample_count is 0)."""
+
+    actors: int  # actor slots used (0 when every shard was already committed)
+    verify: VerifyBrief | None = None
+
+    @classmethod
+    def of(cls, run: RunSummary, actors: int, verify: VerifyBrief | None) -> JobSummary:
+        return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(RunSummary)},
+                   actors=actors, verify=verify)
 
 
 def _stderr(message: str) -> None:
@@ -44,7 +68,7 @@ def _place(cfg: JobConfig, shards: int, log) -> Placement:
     return placement
 
 
-def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[str, Any]:
+def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> JobSummary:
     """Tokenize every shard of `input_spec` into `out_dir`; returns the run summary (also written)."""
     started = time.time()
     out_dir = normalize(str(out_dir))  # every node must find the same directory
@@ -95,10 +119,10 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr) -> dict[
         scheduler.stop()
 
     first = scheduler.first_info
-    summary = summarize(records, shards, time.time() - started, first.provenance if first else None)
-    summary["actors"] = len(scheduler.slots)  # actor slots used (0 when every shard was already committed)
+    run = summarize(records, shards, time.time() - started, first.provenance if first else None)
     checked = verify_on_ray.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
-    summary["verify"] = checked and {"passed": checked.passed, "failures": checked.failures,
-                                     "rows_sampled": checked.rows_sampled, "report": checked.report}
-    writer.write_summary(out_dir, summary)
+    brief = None if checked is None else VerifyBrief(passed=checked.passed, failures=checked.failures,
+                                                     rows_sampled=checked.rows_sampled, report=checked.report)
+    summary = JobSummary.of(run, len(scheduler.slots), brief)
+    writer.write_summary(out_dir, summary.to_json())
     return summary

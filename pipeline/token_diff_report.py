@@ -10,8 +10,8 @@ import html
 import json
 import os
 
-from .token_diff import DiffResult
 from .html_report import CSS, Raw, fmt, json_ready, table
+from .token_diff import DiffResult
 
 
 def write_diff_report(directory: str, result: DiffResult, max_keys: int = 500) -> dict:

@@ -7,6 +7,8 @@ as the way to check rows on actors (used when a sample is large, or `use_ray="ra
 
 from __future__ import annotations
 
+from codec import ModelProvenance
+
 from .config import JobConfig, VerifyConfig
 from .engine.placement import ActorRequest, capacity, unplaceable
 from .engine.ray_backend import alive_nodes, connect_ray, run_on_actors
@@ -19,7 +21,7 @@ from .verify.summary import VerifySummary
 
 
 def check_with_ray(rows: list[dict], settings: CheckSettings, num_actors: int = 0,
-                   placement_timeout_s: float = 120.0) -> tuple[list[CheckResult], dict]:
+                   placement_timeout_s: float = 120.0) -> tuple[list[CheckResult], ModelProvenance | None]:
     """Results of `Checker.check` for `rows` (any order) and the actors' model provenance.
 
     Each actor re-reads whole source shards, so rows are grouped by `source` and the groups are
@@ -31,7 +33,7 @@ def check_with_ray(rows: list[dict], settings: CheckSettings, num_actors: int = 
     for row in rows:
         groups.setdefault(row["source"], []).append(row)
     if not groups:
-        return [], {}
+        return [], None
     # the same rules as the job's actors: GPUs are a requirement, and an actor that cannot start fails
     # the check after placement_timeout_s instead of waiting forever
     request = ActorRequest(num_cpus=1.0, num_gpus=1.0 if settings.device == "cuda" else 0.0)

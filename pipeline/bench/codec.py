@@ -48,7 +48,7 @@ import torch
 from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebook_fitting import fit_codebooks
 from codec.precision import PrecisionError, check_precision
-from codec.runtime import dtype_for, resolve_device
+from codec.runtime import dtype_for
 
 AUDIO_DIRS = ("music", "speech", "env")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus")

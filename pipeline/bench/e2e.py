@@ -212,11 +212,11 @@ def ours(shards: list[str], cfg, out: Path, name: str = "ours") -> tuple[Run, Jo
     records = list(writer.committed_shards(str(out / name)).values())
     peak = [("actor", max((r.worker_peak_rss_mb for r in records), default=0)),
             ("decoder process", max((r.decoder_peak_rss_mb for r in records), default=0))]
-    gpus = summary["actors"] if cfg.device != "cpu" and cuda_devices() else 0
-    run = Run(f"audiotok job ({summary['actors']} actor(s))", wall, summary["audio_hours"] * 3600, summary["rows"],
-              summary["padding_waste"], monitor.usage, peak, startup_s=startup[0] if startup else None, gpus=gpus)
+    gpus = summary.actors if cfg.device != "cpu" and cuda_devices() else 0
+    run = Run(f"audiotok job ({summary.actors} actor(s))", wall, summary.audio_hours * 3600, summary.rows,
+              summary.padding_waste, monitor.usage, peak, startup_s=startup[0] if startup else None, gpus=gpus)
     stages = JobStages(sum(r.read_seconds for r in records),
-                       sum(r.encode_seconds for r in records), summary["actors"])
+                       sum(r.encode_seconds for r in records), summary.actors)
     return run, stages
 
 

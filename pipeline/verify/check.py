@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from codec import ModelProvenance, metrics
+
 from .. import audio as audio_prep
 from .. import sources
 from ..config import AudioConfig, SourceConfig
 from ..device_resample import batch_at_model_rate, encoder_batch
 from ..records import EncodeBatch, Segment, Shard
 from ..sources import ShardReadError, shard_id_for
-from codec import metrics
 from .result import BandwidthScores, CheckResult, Media
 
 STATUSES = ("ok", "missing_original", "length_mismatch", "bad_row")
@@ -196,8 +197,8 @@ class CheckWork:
     def __init__(self, context, settings: CheckSettings):  # context: where it runs (unused)
         self.checker = Checker(settings)
 
-    def describe(self) -> dict:
-        return dict(self.checker.model.provenance)
+    def describe(self) -> ModelProvenance:
+        return self.checker.model.provenance
 
     def run(self, rows: list[dict]) -> list[CheckResult]:
         return self.checker.check(rows, keep_audio=False)

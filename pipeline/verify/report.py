@@ -15,10 +15,8 @@ import dataclasses
 import hashlib
 import html
 import json
-import math
 import os
 import re
-from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from codec import ModelProvenance
+
 from .. import reader, writer
 from ..config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
 from ..provenance import Provenance
@@ -61,8 +63,9 @@ class VerifyOptions:
     num_actors: int = 0
 
 
-# runs Checker.check on rows elsewhere: (rows, settings, num_actors) -> (results in any order, model provenance)
-ActorRunner = Callable[[list[dict], CheckSettings, int], tuple[list[CheckResult], dict]]
+# runs Checker.check on rows elsewhere: (rows, settings, num_actors) -> (results in any order, the model's
+# provenance; None when there were no rows)
+ActorRunner = Callable[[list[dict], CheckSettings, int], tuple[list[CheckResult], ModelProvenance | None]]
 
 
 def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSettings:
@@ -116,7 +119,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     sample is checked inline."""
     started = time.time()
     options = options or VerifyOptions()
-    provenance = provenance or Provenance.from_json(reader.load_provenance(tokens))
+    provenance = provenance or reader.load_provenance(tokens)
     thresholds = thresholds or thresholds_from(provenance)
     settings = settings_for(provenance, options)
     keys = reader.arrow_dataset(tokens).to_table(columns=["key"]).column("key").to_pylist()
@@ -151,6 +154,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     for r in results[options.max_media_items:]:
         r.media = None
     failures = threshold_failures(results, thresholds)
+    model_sha256 = model_provenance.sha256 if model_provenance else None
     if not rows:
         failures.insert(0, f"no rows to verify ({len(keys)} committed rows, count={count}, "
                            f"fraction={options.fraction})")
@@ -158,9 +162,9 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         passed=not failures, failures=failures, tokens=str(tokens), path="inline" if not use_ray else "ray",
         rows_total=len(keys), rows_sampled=len(rows), seed=options.seed, sample_count=count,
         sample_fraction=options.fraction, status_counts={s: sum(r.status == s for r in results) for s in STATUSES},
-        model_source=settings.model, model_sha256=model_provenance.get("sha256"),
-        model_matches_provenance=model_provenance.get("sha256") == provenance.checkpoint_sha256,
-        random_weights=model_provenance.get("random_weights"), device=settings.device,
+        model_source=settings.model, model_sha256=model_sha256,
+        model_matches_provenance=model_sha256 == provenance.checkpoint_sha256,
+        random_weights=model_provenance.random_weights if model_provenance else None, device=settings.device,
         precision=settings.precision, threads=settings.threads, bandwidths=settings.bandwidths,
         thresholds=thresholds, report=os.path.abspath(report_dir),
     )
@@ -179,7 +183,7 @@ def verify_after_job(cfg: JobConfig, out_dir: str, log=log_stderr,
     v = cfg.verify
     if v.sample_count <= 0:
         return None
-    provenance = Provenance.from_json(reader.load_provenance(str(out_dir)))
+    provenance = reader.load_provenance(str(out_dir))
     options = VerifyOptions(count=v.sample_count, seed=v.seed, device=provenance.device,  # where the job's actors ran
                             storage_options=dict(cfg.source.storage_options))
     report_dir = v.report_dir or os.path.join(str(out_dir), "_verify")

@@ -103,7 +103,7 @@ def test_load_directory_written_by_transformers(tmp_path):
         fit_codebooks(ref.quantizer, ref.encoder(x[None])[0].t(), generator=torch.Generator().manual_seed(0))
     ref.save_pretrained(tmp_path)
     ours = load_model(tmp_path)
-    assert ours.provenance["sha256"] and not ours.provenance["random_weights"]
+    assert ours.provenance.sha256 and not ours.provenance.random_weights
     with torch.no_grad():
         expected = ref.encode(x[None], bandwidth=24.0).audio_codes[0, 0]
     assert len(torch.unique(expected[-1])) > 1

@@ -102,8 +102,8 @@ def test_killsession_kills_every_process_of_the_session(tmp_path):
     fault_injection.plant(tmp_path, "killsession@between_renames")
     env = {**os.environ, fault_injection.ENV: str(tmp_path), "PYTHONPATH": str(REPO)}
     script = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
-              "\"from pipeline import faults; fault_injection.maybe_fault('between_renames', 's')\"], process_group=0); "
-              "p.wait(); print('parent survived')")
+              "\"from pipeline import fault_injection; fault_injection.maybe_fault('between_renames', 's')\"], "
+              "process_group=0); p.wait(); print('parent survived')")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60, start_new_session=True, check=False)
     assert proc.returncode == -signal.SIGKILL and "survived" not in proc.stdout

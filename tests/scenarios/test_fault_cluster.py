@@ -73,5 +73,5 @@ def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
     assert row.ok, row.problems
     assert firings(fault_dir) == {(f"pause@after_decode:{victim}#1", victim): 1}
     assert len(removed) == 1 and any(victim in line for line in died), lines
-    assert summary["shards_committed"] == 8
+    assert summary.shards_committed == 8
     assert sum(n["Alive"] for n in ray.nodes()) == 3

@@ -93,7 +93,7 @@ def test_actor_killed_at_each_named_stage(fault_inputs, tmp_path, plant):
     assert row.ok, row.problems
     assert firings(root) == {(f"kill@{stage}:{victim}#1", victim): 1 for stage, victim in victims.items()}
     assert died == 3, lines
-    assert summary["shards_committed"] == 8
+    assert summary.shards_committed == 8
     # each victim is redone once; so is a shard in flight beside it (committing while the victim
     # encoded, or encoding while it committed), named in the same line: it was lost with the actor
     redone = {s: r.attempt for s, r in records(out).items() if r.attempt > 1}
@@ -229,7 +229,7 @@ def test_fatal_cuda_error_replaces_the_actor_and_retries_the_shard(fault_inputs,
     row = compare("fatal CUDA error (illegal address)", 1, read_outcome(out), want, "actor replaced, shard redone")
     assert row.ok, row.problems
     assert firings(root) == {(f"cudafatal@during_encode:{victim}#1", victim): 1}
-    assert summary["shards_committed"] == 8 and sum("actor died" in line for line in lines) == 1
+    assert summary.shards_committed == 8 and sum("actor died" in line for line in lines) == 1
     assert records(out)[victim].attempt == 2
 
 
@@ -248,5 +248,5 @@ def test_actor_killed_after_encoding_before_its_commit(fault_inputs, tmp_path, p
     assert row.ok, row.problems
     assert firings(root) == {(f"kill@before_commit:{victim}#1", victim): 1}
     assert len(died) == 1 and victim in died[0], lines
-    assert summary["shards_committed"] == 8 and records(out)[victim].attempt == 2
+    assert summary.shards_committed == 8 and records(out)[victim].attempt == 2
     assert_only_committed_parts_visible(out)

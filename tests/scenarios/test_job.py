@@ -92,12 +92,12 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
     tokens, rejects = keys_of(out)
     assert tokens == ["good"]
     assert {r["key"]: r["reason"] for r in rejects} == expected
-    assert summary["rows"] == 1 and summary["rejects"] == len(expected)
-    assert summary["rejects_by_reason"]["unsafe_member"] == 3
+    assert summary.rows == 1 and summary.rejects == len(expected)
+    assert summary.rejects_by_reason["unsafe_member"] == 3
     assert not (Path("/etc") / "passwd.flac").exists()
 
     summary = run_job(cfg, DEMO, str(out / "demo"), log=lambda m: None)
-    assert summary["rows"] == 7 and summary["rejects_by_reason"] == {"undecodable": 1}
+    assert summary.rows == 7 and summary.rejects_by_reason == {"undecodable": 1}
     # rows equal transformers encoding each item alone, on the same prepared audio and weights
     transformers = pytest.importorskip("transformers")
     model = random_model(cfg.model)
@@ -132,8 +132,8 @@ def test_second_run_skips_committed_shards(tmp_path):
     second = run_job(cfg, DEMO, f"file://{tmp_path}", log=lines.append)  # an output URL, not a path
     assert "2 already committed, 0 to do" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").iterdir()} == stamps
-    assert second["rows"] == first["rows"] == 7
-    assert json.loads((tmp_path / "_summary.json").read_text()) == json.loads(json.dumps(second))
+    assert second.rows == first.rows == 7
+    assert json.loads((tmp_path / "_summary.json").read_text()) == json.loads(json.dumps(second.to_json()))
     assert not Path("file:").exists()
 
 

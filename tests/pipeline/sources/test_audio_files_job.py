@@ -46,7 +46,7 @@ def test_folder_codes_equal_transformers_one_item_codes(tmp_path):
     cfg = load_config(REPO / "configs" / "test.yaml", ["source.manifest_rows_per_shard=3"])
     lines = []
     summary = run(cfg, f"{root}/", tmp_path / "out", lines)
-    assert (summary["shards"], summary["rows"], summary["rejects"]) == (2, 4, 0)
+    assert (summary.shards, summary.rows, summary.rejects) == (2, 4, 0)
     assert lines[0] == (f"[audiotok] {root}/: 0 tar files, 4 audio files, 3 other files (.json 1, .md 1, .txt 1); "
                         "tokenizing the audio files")
     found = rows(tmp_path / "out")

@@ -165,8 +165,8 @@ def test_arguments_are_checked(job, tmp_path, capsys):
 def test_ray_path_matches_inline(job, report, tmp_path):
     from pipeline import verify_on_ray
 
-    summary = verify_on_ray.run_verify(str(job), str(tmp_path / "r"), VerifyOptions(count=2, bandwidths=[6.0], use_ray="ray",
-                                                                     max_media_items=1), log=lambda m: None)
+    options = VerifyOptions(count=2, bandwidths=[6.0], use_ray="ray", max_media_items=1)
+    summary = verify_on_ray.run_verify(str(job), str(tmp_path / "r"), options, log=lambda m: None)
     assert summary.passed and summary.path == "ray" and summary.model_matches_provenance
     inline = {(r["key"], r["bandwidth_kbps"]): r for r in pq.read_table(report / "items.parquet").to_pylist()}
     for r in pq.read_table(tmp_path / "r" / "items.parquet").to_pylist():
@@ -185,7 +185,7 @@ def test_actor_path_goes_through_the_runner_handed_in(job, tmp_path):
         from pipeline.verify.check import Checker
 
         checker = Checker(settings)
-        return checker.check(rows), dict(checker.model.provenance)
+        return checker.check(rows), checker.model.provenance
 
     options = VerifyOptions(count=3, bandwidths=[6.0], ray_min_rows=2, num_actors=5, max_media_items=0)
     summary = run_verify(str(job), str(tmp_path / "r"), options, log=lambda m: None, on_actors=fake_runner)
