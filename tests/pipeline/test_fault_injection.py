@@ -76,7 +76,7 @@ def test_pattern_items_and_times(planted, tmp_path):
         fault_injection.maybe_fault("during_encode", "s-001")
 
 
-_CHILD = "from pipeline import faults; fault_injection.maybe_fault('after_decode', 's-7'); print('survived')"
+_CHILD = "from pipeline import fault_injection; fault_injection.maybe_fault('after_decode', 's-7'); print('survived')"
 
 
 def _child(env):
