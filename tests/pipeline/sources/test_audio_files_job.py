@@ -71,11 +71,11 @@ def test_folder_codes_equal_transformers_one_item_codes(tmp_path):
 
     # a re-run over the same folder, given as a glob this time into another output, or again into the same
     again = run(cfg, f"{root}/**/*.*", tmp_path / "out-glob")
-    assert (again["shards"], again["rows"], again["rejects"]) == (2, 4, 0)
+    assert (again.shards, again.rows, again.rejects) == (2, 4, 0)
     assert {k: r["codes"] for k, r in rows(tmp_path / "out-glob").items()} == {k: r["codes"] for k, r in found.items()}
     lines.clear()
     rerun = run(cfg, str(root), tmp_path / "out", lines)
-    assert "2 shards, 2 already committed, 0 to do" in lines[1] and rerun["rows"] == 4
+    assert "2 shards, 2 already committed, 0 to do" in lines[1] and rerun.rows == 4
     assert len(pads.dataset(tmp_path / "out" / "tokens").to_table()) == 4
 
 
