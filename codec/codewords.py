@@ -1,7 +1,7 @@
 """Nearest-codeword search and Lloyd (k-means) steps: the one copy used by the quantizer, the codebook
 fitting of random models and the training initialisation.
 
-Import-free of the model modules (`quantizer`, `codebooks` and `training` all import it), so it
+Import-free of the model modules (`quantizer`, `codebook_fitting` and `trainer.ema` all import it), so it
 closes no cycle.
 """
 

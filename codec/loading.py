@@ -10,7 +10,7 @@ Sources:
     reconstructions, for offline demos and pipeline checks;
   * `random:24khz` / `random:32khz` / `random:48khz` (optionally `random:24khz:seed=7`): seeded
     random weights with non-trivial codebooks, for tests and demos only;
-    `model.provenance["random_weights"]` is True.
+    `model.provenance.random_weights` is True.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoints import detect_preset, fold_weight_norm, original_to_transformers, unfold_weight_norm
-from .codebooks import fit_codebooks
+from .codebook_fitting import fit_codebooks
 from .config import PRESETS, EncodecConfig
-from .model import EncodecModel
+from .model import EncodecModel, ModelProvenance
 from .precision import check_precision
 
 TINY_MODELS = {"tiny:24khz": Path(__file__).resolve().parents[1] / "models" / "tiny-24khz"}
@@ -54,7 +54,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
             raise ValueError(f"tiny model {text!r} not found; shipped: "
                              f"{[k for k, v in TINY_MODELS.items() if v.is_dir()]} (in the repository's models/)")
         model = _load_directory(TINY_MODELS[text], name=text)
-        model.provenance["model_card"] = str(TINY_MODELS[text] / "MODEL_CARD.md")
+        model.provenance.model_card = str(TINY_MODELS[text] / "MODEL_CARD.md")
     else:
         path = Path(text).expanduser()
         if path.is_dir():
@@ -94,7 +94,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _build(config: EncodecConfig, state: dict[str, torch.Tensor], provenance: dict) -> EncodecModel:
+def _build(config: EncodecConfig, state: dict[str, torch.Tensor], provenance: ModelProvenance) -> EncodecModel:
     plain, pairs = fold_weight_norm(state)
     model = EncodecModel(config)
     expected = set(model.state_dict())
@@ -124,7 +124,7 @@ def _load_directory(path: Path, name: str | None = None) -> EncodecModel:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     else:
         raise ValueError(f"{path} has neither model.safetensors nor pytorch_model.bin")
-    return _build(config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False})
+    return _build(config, state, ModelProvenance(name or str(path), sha256_file(weights), False))
 
 
 def _load_original(path: Path) -> EncodecModel:
@@ -133,7 +133,7 @@ def _load_original(path: Path) -> EncodecModel:
         state = state["best_state"]
     preset = detect_preset(state, path.name)
     return _build(PRESETS[preset], original_to_transformers(state),
-                  {"source": str(path), "sha256": sha256_file(path), "random_weights": False})
+                  ModelProvenance(str(path), sha256_file(path), False))
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -183,8 +183,7 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
         fit_codebooks(model.quantizer, latents[0].t().contiguous(), iters=0, generator=gen)
     model.weight_norm_pairs = pairs
     state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
-    model.provenance = {"source": f"random:{preset}:seed={seed}", "sha256": hashlib.sha256(state_bytes).hexdigest(),
-                        "random_weights": True}
+    model.provenance = ModelProvenance(f"random:{preset}:seed={seed}", hashlib.sha256(state_bytes).hexdigest(), True)
     return model
 
 

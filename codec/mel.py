@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def hz_to_mel(f):
-    """HTK mel scale: 2595 log10(1 + f / 700)."""
-    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+def hz_to_mel(hz):
+    """HTK mel scale: 2595 log10(1 + hz / 700)."""
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
 
 
-def mel_to_hz(m):
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+def mel_to_hz(mel):
+    """The inverse of `hz_to_mel`."""
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,

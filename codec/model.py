@@ -49,6 +49,18 @@ class EncodedItem:
     num_samples: int
 
 
+@dataclass
+class ModelProvenance:
+    """Where a model's weights came from: source (as given to `load_model`, or random:<preset>:seed=N),
+    sha256 of the weights file (of the state for random models; None when unknown), whether the
+    weights are random (tests and demos only), and the model card of a shipped tiny model."""
+
+    source: str
+    sha256: str | None
+    random_weights: bool
+    model_card: str | None = None
+
+
 class EncodecModel(nn.Module):
     def __init__(self, config: EncodecConfig):
         super().__init__()
@@ -56,7 +68,7 @@ class EncodecModel(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.quantizer = ResidualVectorQuantizer(config.num_quantizers, config.codebook_size, config.codebook_dim)
-        self.provenance: dict = {"source": "unloaded", "sha256": None, "random_weights": True}
+        self.provenance = ModelProvenance("unloaded", None, True)
         self.batch_plan: str | None = None  # None: the plan of the device (`batch_plan.py`)
 
     @property

@@ -22,18 +22,6 @@ def usage() -> str:
             "mistake, 3 tokenize's own verify failed (docs/cli.md)")
 
 
-def fail(prog: str, exc: BaseException) -> int:
-    """Print a user-facing error in one line and return its exit status (pipeline.errors: 2 for a bad
-    configuration, input or argument, 1 for a job that failed)."""
-    from pipeline.errors import AudiotokError, ConfigError, InputError, JobFailed, one_line
-
-    status = exc.exit_status if isinstance(exc, AudiotokError) else 2
-    kinds = ((ConfigError, "bad configuration: "), (InputError, "bad input: "), (JobFailed, "job failed: "))
-    kind = next((name for cls, name in kinds if isinstance(exc, cls)), "")
-    print(f"{prog}: {kind}{one_line(exc)}", file=sys.stderr)
-    return status
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help", "help"):

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from jobs.cli import fail
+from pipeline.errors import fail
 
 
 def build_parser() -> argparse.ArgumentParser:

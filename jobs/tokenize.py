@@ -7,9 +7,8 @@ import argparse
 import json
 import sys
 
-from jobs.cli import fail
 from pipeline.config import load_config
-from pipeline.errors import AudiotokError
+from pipeline.errors import AudiotokError, fail
 from pipeline.preflight import preflight
 
 VERIFY_FAILED = 3  # exit status: the job's verify step failed; its tokens stay committed
@@ -58,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             import ray
 
             ray.shutdown()
-    print(json.dumps(summary, indent=2))
-    checked = summary.get("verify")
-    if checked and not checked["passed"]:
-        print(f"audiotok: verify FAILED on {len(checked['failures'])} check(s); the tokens are committed; report: "
-              f"{checked['report']}", file=sys.stderr)
+    print(json.dumps(summary.to_json(), indent=2))
+    checked = summary.verify
+    if checked is not None and not checked.passed:
+        print(f"audiotok: verify FAILED on {len(checked.failures)} check(s); the tokens are committed; report: "
+              f"{checked.report}", file=sys.stderr)
         return VERIFY_FAILED
     return 0
 

@@ -8,36 +8,22 @@ with `--split-seed`, falls in the `--holdout` fraction, so the segments of one f
 with `--holdout-glob`, only files whose key matches it can be held out (the others always train: e.g.
 extra training audio tokenized into the same dataset). The learning-rate schedule runs over `--steps`,
 so a run does not depend on the machine's load (`--minutes` only stops it early).
-An example, not a trainer: no checkpoints, one process.
+An example, not a trainer: no checkpoints, one process. The code is `pipeline.training.lm_check`.
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
-import hashlib
 import json
 import math
 import sys
 import time
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pipeline.training import PATTERNS, Pattern, RowIndex, TokenLoader, shift_right
-from pipeline.training.index import RowReader
+from pipeline.training import PATTERNS, Pattern, RowIndex, TokenLoader
+from pipeline.training.lm_check import evaluate, held_out, train_steps, unigram, windows
 from pipeline.training.tiny_lm import TinyCodebookLM
-
-
-def held_out(key: str, fraction: float, split_seed: int = 0, glob: str | None = None) -> bool:
-    """Whether the file of `key` is held out: its name (no directories, no `#segment`) hashed with the seed;
-    never when `glob` is given and the key (before `#segment`) does not match it."""
-    if glob is not None and not fnmatch.fnmatchcase(key.split("#", 1)[0], glob):
-        return False
-    name = key.split("#", 1)[0].rsplit("/", 1)[-1]
-    digest = hashlib.sha256(f"{split_seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,51 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", help="write the results here too")
     return p
-
-
-def masked_ce(model, pattern, codes, lengths, card) -> torch.Tensor:
-    """Summed cross-entropy per codebook [K] over the real codes of a padded batch, and their count."""
-    built = pattern.build(codes, lengths, empty_id=card)
-    logits = model(shift_right(built.sequence, card))
-    loss = F.cross_entropy(logits.permute(0, 3, 1, 2), built.sequence.clamp(max=card - 1), reduction="none")
-    return (loss * built.mask).sum(dim=(0, 2)), built.mask.sum(dim=(0, 2))
-
-
-def windows(index: RowIndex, size: int) -> list[torch.Tensor]:
-    """Every frame of the indexed rows, as consecutive windows of at most `size` frames: [n_q, <=size] each."""
-    rows = RowReader(index)
-    out = []
-    for row, frames in enumerate(index.frames.tolist()):
-        codes = rows.read(row, 0, frames)["codes"]
-        out.extend(codes[:, s : s + size] for s in range(0, frames, size))
-    return out
-
-
-def evaluate(model, pattern, pieces, card, batch=16) -> np.ndarray:
-    """Mean cross-entropy per codebook [K], nats per code, over `pieces`."""
-    total, count = torch.zeros(pattern.n_q, dtype=torch.float64), torch.zeros(pattern.n_q, dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(pieces), batch):
-            group = pieces[i : i + batch]
-            lengths = torch.tensor([p.shape[1] for p in group])
-            codes = torch.zeros(len(group), pattern.n_q, int(lengths.max()), dtype=torch.long)
-            for b, p in enumerate(group):
-                codes[b, :, : p.shape[1]] = p
-            s, n = masked_ce(model, pattern, codes, lengths, card)
-            total, count = total + s.double(), count + n.double()
-    model.train()
-    return (total / count).numpy()
-
-
-def unigram(train: list[torch.Tensor], test: list[torch.Tensor], card: int) -> np.ndarray:
-    """Cross-entropy per codebook [K] of the test codes under add-0.5 code frequencies of the training codes."""
-    out = []
-    for q in range(train[0].shape[0]):
-        counts = np.bincount(torch.cat([t[q] for t in train]).numpy(), minlength=card) + 0.5
-        logp = np.log(counts / counts.sum())
-        out.append(-logp[torch.cat([t[q] for t in test]).numpy()].mean())
-    return np.array(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,25 +79,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(test_index)} held-out rows ({int(test_index.frames.sum())} frames), {train.n_q} codebooks of "
           f"{card}, pattern {pattern.name} {list(pattern.delays)}, model {params:,} parameters", flush=True)
     print(f"[train_lm] {train.plan().report()}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    started, step = time.time(), 0
+    started = time.time()
     budget = math.inf if args.minutes is None else args.minutes * 60
-    while step < args.steps and time.time() - started < budget:
-        for batch in train:
-            for group in opt.param_groups:  # warm-up, then cosine decay over the steps
-                group["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-            s, n = masked_ce(model, pattern, batch["codes"], batch["num_frames"], card)
-            loss = s.sum() / n.sum()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            if step % 100 == 0:
-                print(f"[train_lm] step {step} epoch {train.epoch} loss {loss.item():.3f} "
-                      f"({time.time() - started:.0f} s)", flush=True)
-            if step >= args.steps or time.time() - started >= budget:
-                break
+    step = train_steps(model, pattern, train, card, args.steps, args.lr, args.weight_decay, budget,
+                       log=lambda line: print(line, flush=True))
     test = windows(test_index, args.max_frames)
     lm = evaluate(model, pattern, test, card)
     base = unigram(windows(train.index, 10**9), test, card)

@@ -16,7 +16,7 @@ import sys
 
 import yaml
 
-from jobs.cli import fail
+from pipeline.errors import fail
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline import reader
     from pipeline.config import VerifyConfig
-    from pipeline.provenance import Provenance
-    from pipeline.verify import VerifyOptions, run_verify
+    from pipeline.verify import VerifyOptions
     from pipeline.verify.thresholds import thresholds_from
+    from pipeline.verify_on_ray import run_verify
 
     try:
-        provenance = Provenance.from_json(reader.load_provenance(args.tokens))
+        provenance = reader.load_provenance(args.tokens)
         thresholds = dataclasses.asdict(thresholds_from(provenance))
         if args.config:
             with open(args.config) as f:

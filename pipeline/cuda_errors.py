@@ -7,7 +7,7 @@ assert, hardware stack error, illegal instruction, misaligned address, invalid a
 invalid PC, contained error, tensor memory leak, external device, MPS client terminated). An
 uncorrectable ECC or NVLink error, a lost GPU ("unknown error") and cuBLAS / cuDNN execution
 failures (a kernel of theirs hit one of the above) are treated alike. Such an error says nothing
-about the shard: the actor exits (`engine/ray_backend.py`), the driver replaces it and retries
+about the shard: the actor exits (`shard_actor.py`), the driver replaces it and retries
 the shard (within `max_shard_attempts`).
 
 PyTorch reports them as `torch.AcceleratorError` (a RuntimeError; before torch 2.8 a plain

@@ -21,7 +21,7 @@ Test hook, inert unless set: `AUDIOTOK_TEST_DECODER_FAULTS="segv:<key>,abort:<ke
 child do that instead of decoding the sample with that exact key. Modes: `segv` (a real SIGSEGV via
 ctypes), `abort` (os.abort), `segv-once` (SIGSEGV on the first try only), `hang` (sleep until
 killed), `raise` (a Python exception). Read by the child from its environment only. The named
-stage `decode` of `pipeline.faults` (`AUDIOTOK_TEST_FAULTS`) fires in the child too, before each
+stage `decode` of `pipeline.fault_injection` (`AUDIOTOK_TEST_FAULTS`) fires in the child too, before each
 sample.
 """
 
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_prep
-from . import faults as named_faults
+from . import fault_injection
 from .config import AudioConfig
 from .errors import AudiotokError
 from .records import Rejection, Sample, Segment
@@ -279,7 +279,7 @@ def _child(fd: int) -> None:
         try:
             if faults:
                 _planted_fault(faults, head["key"], head["try"])
-            named_faults.maybe_fault("decode", head["key"])
+            fault_injection.maybe_fault("decode", head["key"])
             sample = Sample(head["key"], head["source"], data, head["ext"])
             segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"])
         except MemoryError:

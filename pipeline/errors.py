@@ -16,6 +16,7 @@ Bad data inside an input is not an error: it is a recorded rejection (`pipeline.
 from __future__ import annotations
 
 import re
+import sys
 
 
 class AudiotokError(RuntimeError):
@@ -51,3 +52,13 @@ def one_line(exc: BaseException | str, limit: int = 600) -> str:
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Exit|Interrupt)\b[^:\s]*:")
+
+
+def fail(prog: str, exc: BaseException) -> int:
+    """Print a user-facing error in one line and return its exit status (2 for a bad configuration,
+    input or argument, 1 for a job that failed); the entry points of `jobs/` end with it."""
+    status = exc.exit_status if isinstance(exc, AudiotokError) else 2
+    kinds = ((ConfigError, "bad configuration: "), (InputError, "bad input: "), (JobFailed, "job failed: "))
+    kind = next((name for cls, name in kinds if isinstance(exc, cls)), "")
+    print(f"{prog}: {kind}{one_line(exc)}", file=sys.stderr)
+    return status

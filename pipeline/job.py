@@ -2,26 +2,51 @@
 
     sources.list_shards ─► writer.cleanup_uncommitted / committed_shards ─► to do
       ─► engine.placement (how many actors, what each asks) ─► engine.scheduler on engine.ray_backend
-      ─► each actor: shard_worker.ShardTokenizer (read, decode, encode, commit one shard)
-      ─► _summary.json, and verify.verify_after_job when `verify.sample_count` > 0
+      ─► each actor: shard_actor.ShardWork ─► shard_worker.ShardTokenizer (read, decode, encode, commit one shard)
+      ─► _summary.json, and verify_on_ray.verify_after_job when `verify.sample_count` > 0
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import uuid
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
-from . import sources, verify, writer
+from . import sources, verify_on_ray, writer
 from .config import JobConfig, to_dict
 from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
-from .engine.progress import summarize
+from .engine.progress import RunSummary, summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
 from .records import Shard
+from .shard_actor import ActorSetup, ShardWork
 from .sources.common import input_root, normalize
+
+
+@dataclass(kw_only=True)
+class VerifyBrief:
+    """The verify sample at the end of a job, as the run summary records it (the report has the rest)."""
+
+    passed: bool
+    failures: list[str]
+    rows_sampled: int
+    report: str
+
+
+@dataclass(kw_only=True)
+class JobSummary(RunSummary):
+    """The job's run summary (`_summary.json`, what `run_job` returns): the engine's, the actors used,
+    and the verify sample's outcome (None when verify.sample_count is 0)."""
+
+    actors: int  # actor slots used (0 when every shard was already committed)
+    verify: VerifyBrief | None = None
+
+    @classmethod
+    def of(cls, run: RunSummary, actors: int, verify: VerifyBrief | None) -> JobSummary:
+        return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(RunSummary)},
+                   actors=actors, verify=verify)
 
 
 def _stderr(message: str) -> None:
@@ -45,7 +70,7 @@ def _place(cfg: JobConfig, shards: int, log) -> Placement:
 
 
 def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
-            shards: list[Shard] | None = None) -> dict[str, Any]:
+            shards: list[Shard] | None = None) -> JobSummary:
     """Tokenize every shard of `input_spec` (or the `shards` listed from it by preflight.preflight)
     into `out_dir`; returns the run summary (also written)."""
     started = time.time()
@@ -65,8 +90,9 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
     run_id = uuid.uuid4().hex
     if todo:
         writer.write_run_marker(out_dir, run_id)
-    setup = ray_backend.ActorSetup(placement.request, run_id, input_root(shards))
-    backend = ray_backend.RayBackend(cfg, out_dir, setup)
+    setup = ActorSetup(placement.request, run_id, input_root(shards))
+    backend = ray_backend.RayBackend(ShardWork, (cfg, out_dir, setup), placement.request,
+                                     cfg.shards_in_flight_per_actor)
 
     def started_line(info: ActorInfo) -> None:
         prov = info.provenance
@@ -98,10 +124,10 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
         scheduler.stop()
 
     first = scheduler.first_info
-    summary = summarize(records, shards, time.time() - started, first.provenance if first else None)
-    summary["actors"] = len(scheduler.slots)  # actor slots used (0 when every shard was already committed)
-    checked = verify.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
-    summary["verify"] = checked and {"passed": checked.passed, "failures": checked.failures,
-                                     "rows_sampled": checked.rows_sampled, "report": checked.report}
-    writer.write_summary(out_dir, summary)
+    run = summarize(records, shards, time.time() - started, first.provenance if first else None)
+    checked = verify_on_ray.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
+    brief = None if checked is None else VerifyBrief(passed=checked.passed, failures=checked.failures,
+                                                     rows_sampled=checked.rows_sampled, report=checked.report)
+    summary = JobSummary.of(run, len(scheduler.slots), brief)
+    writer.write_summary(out_dir, summary.to_json())
     return summary

@@ -89,9 +89,9 @@ def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | No
         cuda_version=runtime.cuda_version, cudnn_version=runtime.cudnn_version, simulated_gpu=runtime.simulated_gpu)
     return Provenance(
         model_name=c.name,
-        model_source=model.provenance["source"],
-        checkpoint_sha256=model.provenance["sha256"],
-        random_weights=model.provenance["random_weights"],
+        model_source=model.provenance.source,
+        checkpoint_sha256=model.provenance.sha256,
+        random_weights=model.provenance.random_weights,
         codec_config=c.to_dict(),
         sample_rate=c.sampling_rate,
         channels=c.audio_channels,

@@ -34,12 +34,18 @@ from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import schema, writer
+from .provenance import Provenance
 
 ROW_COLUMNS = ("key", "codes", "num_frames", "num_samples", "pad_samples", "scales")
 
 
-def load_provenance(path: str) -> dict[str, Any]:
+def load_provenance(path: str) -> Provenance:
     """The dataset's provenance: `<path>/_provenance.json`, else the Parquet metadata of its first part."""
+    return Provenance.from_json(load_provenance_json(path))
+
+
+def load_provenance_json(path: str) -> dict[str, Any]:
+    """The dataset's provenance as written (every key, a newer writer's too); see `load_provenance`."""
     fs, root = fsspec.core.url_to_fs(str(path))
     sidecar = f"{root.rstrip('/')}/{writer.PROVENANCE}"
     if fs.exists(sidecar):
@@ -54,9 +60,9 @@ def load_provenance(path: str) -> dict[str, Any]:
     return meta
 
 
-def num_quantizers(provenance: dict, bandwidth: float | None) -> int:
+def num_quantizers(provenance: Provenance, bandwidth: float | None) -> int:
     """Codebooks for `bandwidth` kbps from the stored bandwidth -> n_q map; None: all stored codebooks."""
-    table = {float(k): int(v) for k, v in provenance["bandwidth_to_num_quantizers"].items()}
+    table = provenance.num_quantizers_by_bandwidth()
     if bandwidth is None:
         return max(table.values())
     if float(bandwidth) not in table:
@@ -206,7 +212,7 @@ def collate(items: list[dict[str, Any]], pad_value: int = 0) -> dict[str, Any]:
     return batch
 
 
-def to_transformers(row: dict, provenance: dict | None = None, n_q: int | None = None) -> dict[str, Any]:
+def to_transformers(row: dict, provenance: Provenance | None = None, n_q: int | None = None) -> dict[str, Any]:
     """One row -> kwargs of transformers' `EncodecModel.decode` for a batch of one.
 
     row: "codes" [n_q, F] (tensor, array or nested lists), "scales", "num_samples".
@@ -222,10 +228,10 @@ def to_transformers(row: dict, provenance: dict | None = None, n_q: int | None =
     if row.get("scales") is None:
         return {"audio_codes": codes[None, None], "audio_scales": [None], "last_frame_pad_length": 0,
                 "padding_mask": mask}
-    if provenance is None or not provenance.get("chunk_length"):
+    if provenance is None or not provenance.chunk_length:
         raise ValueError("a row with scales is chunked (48 kHz): pass the dataset's provenance "
                          "(reader.load_provenance) for hop_length, chunk_length and chunk_stride")
-    hop, length, stride = (int(provenance[k]) for k in ("hop_length", "chunk_length", "chunk_stride"))
+    hop, length, stride = int(provenance.hop_length), int(provenance.chunk_length), int(provenance.chunk_stride)
     frames = [math.ceil(min(length, num_samples - s) / hop) for s in range(0, num_samples, stride)]
     scales = list(row["scales"])
     if len(frames) != len(scales) or sum(frames) != codes.shape[-1]:

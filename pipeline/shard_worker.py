@@ -19,7 +19,7 @@ A commit that fails removes the shard's part files it already moved into place, 
 see a shard without its manifest record. A CUDA out-of-memory error on a batch halves its forward
 passes (the codec's `max_batch`) and encodes the batch again, down to one item (chunk) per pass;
 the smaller passes then hold for the rest of the shard. Codes do not depend on the pass size.
-Named fault stages (`pipeline.faults`): after_decode, during_encode, encode_oom, before_commit.
+Named fault stages (`pipeline.fault_injection`): after_decode, during_encode, encode_oom, before_commit.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 
 from codec import EncodecModel
 
-from . import buckets, faults, schema, sources, writer
+from . import buckets, fault_injection, schema, sources, writer
 from .config import JobConfig
 from .cuda_errors import is_out_of_memory
 from .decode_pool import DecodePool, default_processes
@@ -168,7 +168,7 @@ class ShardTokenizer:
                 del decode  # its future holds the decoded audio: freed before the commit
                 self.commit_slot.acquire()  # before the next shard may encode: commits stay in order
             try:
-                faults.maybe_fault("before_commit", shard.shard_id)
+                fault_injection.maybe_fault("before_commit", shard.shard_id)
                 return writer.commit_shard(
                     self.out_dir, shard.shard_id,
                     schema.tokens_table(tokens, list(self.cfg.source.metadata_columns)),
@@ -202,7 +202,7 @@ class ShardTokenizer:
             if self.cfg.strict and prepared.rejections:
                 first = prepared.rejections[0]
                 raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
-            faults.maybe_fault("after_decode", shard.shard_id)
+            fault_injection.maybe_fault("after_decode", shard.shard_id)
             encode_started = time.time()
             rows, stats = self._encode(prepared.segments, shard.shard_id)
             encode_seconds = time.time() - encode_started
@@ -268,7 +268,7 @@ class ShardTokenizer:
         plan: list[EncodeBatch] = []
         for number, batch in enumerate(batches):
             if number == 1:
-                faults.maybe_fault("during_encode", shard_id)
+                fault_injection.maybe_fault("during_encode", shard_id)
             x, batch_lengths = encoder_batch([segments[i] for i in batch], model)
             items, limit = self._encode_batch(x, batch_lengths, limit, shard_id)
             plan.append(EncodeBatch([segments[i].key for i in batch], limit))
@@ -289,7 +289,7 @@ class ShardTokenizer:
         while True:
             largest = self.model.largest_forward_pass(lengths, x.shape[-1], limit)
             try:
-                faults.maybe_fault("encode_oom", shard_id, items=largest)
+                fault_injection.maybe_fault("encode_oom", shard_id, items=largest)
                 items = self.model.encode(x, lengths, bandwidth=max(self.cfg.bandwidths), max_batch=limit)
                 return items, limit
             except Exception as exc:  # only out of memory is handled here; the rest is re-raised

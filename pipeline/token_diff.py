@@ -272,7 +272,7 @@ def diff_datasets(a: str, b: str, options: DiffOptions = DiffOptions()) -> DiffR
 
     Raises ValueError when either is not an audiotok output (no provenance and no committed parts).
     """
-    prov_a, prov_b = reader.load_provenance(a), reader.load_provenance(b)
+    prov_a, prov_b = reader.load_provenance_json(a), reader.load_provenance_json(b)
     result = DiffResult(a=str(a), b=str(b), options=options,
                         provenance_differences=provenance_differences(prov_a, prov_b))
     parts_a, parts_b = committed_shard_parts(a), committed_shard_parts(b)

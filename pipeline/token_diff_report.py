@@ -10,8 +10,8 @@ import html
 import json
 import os
 
+from .html_report import CSS, Raw, fmt, json_ready, table
 from .token_diff import DiffResult
-from .verify import report
 
 
 def write_diff_report(directory: str, result: DiffResult, max_keys: int = 500) -> dict:
@@ -19,7 +19,7 @@ def write_diff_report(directory: str, result: DiffResult, max_keys: int = 500) -
     os.makedirs(directory, exist_ok=True)
     summary = result.summary()
     with open(os.path.join(directory, "diff.json"), "w") as f:
-        json.dump(report._json_ready(summary), f, indent=1)
+        json.dump(json_ready(summary), f, indent=1)
     with open(os.path.join(directory, "index.html"), "w", encoding="utf-8") as f:
         f.write(render_html(result, max_keys))
     return summary
@@ -55,7 +55,7 @@ def _value(value) -> str:
 
 
 def _pair(a, b) -> str:
-    return report._fmt(a) if a == b else f"{report._fmt(a)} → {report._fmt(b)}"
+    return fmt(a) if a == b else f"{fmt(a)} → {fmt(b)}"
 
 
 def render_html(result: DiffResult, max_keys: int = 500) -> str:
@@ -63,7 +63,7 @@ def render_html(result: DiffResult, max_keys: int = 500) -> str:
     verdict = '<span class="pass">AGREE</span>' if r.passed else '<span class="fail">DIFFER</span>'
     title = f"audiotok diff: {e(r.a)} vs {e(r.b)}"
     head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-    out = [head + f"<style>{report._CSS}{_DIFF_CSS}</style></head><body><h1>audiotok diff {verdict}</h1>"]
+    out = [head + f"<style>{CSS}{_DIFF_CSS}</style></head><body><h1>audiotok diff {verdict}</h1>"]
     counts = [["A", r.a], ["B", r.b], ["rows in A", r.rows_a], ["rows in B", r.rows_b], ["paired keys", r.paired],
               ["identical keys", r.identical], ["keys only in A", r.only_a], ["keys only in B", r.only_b],
               ["duplicate keys", r.duplicates], ["keys whose codes differ", r.codes_differ],
@@ -74,25 +74,25 @@ def render_html(result: DiffResult, max_keys: int = 500) -> str:
     note = codebook_note(r)
     if note:
         out.append(f'<p class="note" id="codebook-note">{e(note)}</p>')
-    out.append("<h2>Summary</h2>" + report._table(["what", "value"], counts))
+    out.append("<h2>Summary</h2>" + table(["what", "value"], counts))
     if r.failures:
         out.append("<h2>Failures</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in r.failures) + "</ul>")
     body = [[i, a, p] for i, (a, p) in enumerate(zip(r.codebook_agreement, r.codebook_positions))]
-    out.append("<h2>Code agreement by codebook</h2>" + report._table(["codebook", "agreement", "positions"], body))
+    out.append("<h2>Code agreement by codebook</h2>" + table(["codebook", "agreement", "positions"], body))
     if r.provenance_differences:
-        body = [[k, report._Raw(_value(v[0])), report._Raw(_value(v[1]))]
+        body = [[k, Raw(_value(v[0])), Raw(_value(v[1]))]
                 for k, v in r.provenance_differences.items()]
-        out.append("<h2>Provenance fields that differ</h2>" + report._table(["field", "A", "B"], body, "prov"))
+        out.append("<h2>Provenance fields that differ</h2>" + table(["field", "A", "B"], body, "prov"))
     shown = r.keys[:max_keys]
     out.append(f"<h2>Keys that are not identical, worst first ({len(shown)} of {len(r.keys)})</h2>")
     body = []
     for rank, d in enumerate(shown):
-        per_q = " · ".join(report._fmt(x, 4) for x in d.codebook_agreement)
-        body.append([rank, d.key, d.status, d.agreement, report._Raw(e(per_q)), _pair(d.frames_a, d.frames_b),
+        per_q = " · ".join(fmt(x, 4) for x in d.codebook_agreement)
+        body.append([rank, d.key, d.status, d.agreement, Raw(e(per_q)), _pair(d.frames_a, d.frames_b),
                      d.frames_differing, d.first_differing_frame, _pair(d.num_samples_a, d.num_samples_b),
                      _pair(d.pad_samples_a, d.pad_samples_b), d.scales_differing, d.scale_max_abs_diff,
                      _pair(d.shard_a, d.shard_b)])
-    out.append(report._table(["rank", "key", "status", "agreement", "per codebook", "frames", "frames differing",
+    out.append(table(["rank", "key", "status", "agreement", "per codebook", "frames", "frames differing",
                               "first differing frame", "num_samples", "pad_samples", "scales differing",
                               "max |Δ scale|", "shard"], body, "items"))
     out.append("</body></html>")

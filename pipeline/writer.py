@@ -25,7 +25,7 @@ Guarantees by filesystem:
   memory, other  as the filesystem's `mv` allows; the record is still written last.
 Off the local disk, files are staged in a local temp directory (not fsynced: a crash loses only
 the staging) and uploaded next to their final name before the rename. Listings are never served
-from fsspec's listing cache. Named fault stage (`pipeline.faults`): between_renames, just before
+from fsspec's listing cache. Named fault stage (`pipeline.fault_injection`): between_renames, just before
 the manifest record's rename.
 """
 
@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from . import faults
+from . import fault_injection
 from .config import OutputConfig
 from .errors import InputError
 from .records import ShardRecord
@@ -151,7 +151,7 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
             _write_bytes(staged[MANIFEST], record_blob, sync=local)
             for kind in (*PARTS, MANIFEST):
                 if kind == MANIFEST:
-                    faults.maybe_fault("between_renames", shard_id)
+                    fault_injection.maybe_fault("between_renames", shard_id)
                 if local:
                     os.replace(temps[kind], finals[kind])
                     _fsync_dir(os.path.dirname(finals[kind]))

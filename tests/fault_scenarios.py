@@ -6,7 +6,7 @@ Every fault test compares a run's outputs with the reference (the same shards to
 the reject reasons, and the codes, bit for bit. Each test appends a `Row`; the table is printed at
 the end of the pytest session (tests/conftest.py) and by `python -m pytest -m faults`.
 
-Processes die at named stages (`pipeline.faults`, switch `AUDIOTOK_TEST_FAULTS`), never at random
+Processes die at named stages (`pipeline.fault_injection`, switch `AUDIOTOK_TEST_FAULTS`), never at random
 times: each test plants its rules, runs, and checks that every rule fired as often as it says.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 
-from pipeline import faults
+from pipeline import fault_injection
 from tests.conftest import REPO, corpus_file, torch_threads
 
 FAULTS_ENV = "AUDIOTOK_TEST_DECODER_FAULTS"
@@ -82,7 +82,7 @@ def reference(spec: str, cfg, out: Path) -> Outcome:
     from pipeline.sources import list_shards
 
     model = load_model(cfg.model)
-    planted = {name: os.environ.pop(name, None) for name in (FAULTS_ENV, faults.ENV)}
+    planted = {name: os.environ.pop(name, None) for name in (FAULTS_ENV, fault_injection.ENV)}
     worker = ShardTokenizer(model, cfg, str(out), build_provenance(model, cfg, "cpu"))
     try:
         with torch_threads(cfg.cpus_per_actor):  # as the actor does: codes depend on it
@@ -179,7 +179,7 @@ def shard_id(spec: str, index: int) -> str:
 
 def firings(directory) -> Counter:
     """{(rule, name): times fired} of the faults planted in `directory`."""
-    return Counter((f.rule, f.name) for f in faults.fired(directory))
+    return Counter((f.rule, f.name) for f in fault_injection.fired(directory))
 
 
 def demo_config(*overrides: str):

@@ -13,7 +13,7 @@ Rows (section: what; module):
   memory       peak memory at the preset configs' batch budgets (profile_rows.py)
   profile      host syncs per batch, cost of a new shape, forward passes per batch (profile_rows.py)
   e2e          transformers baseline vs our job on one GPU, also with resample_on: actor: × realtime,
-               start-up apart, GPU / CPU busy %, bound-by line (e2e_rows.py, through jobs.bench_e2e)
+               start-up apart, GPU / CPU busy %, bound-by line (e2e_rows.py, through pipeline.bench.e2e)
   verify       jobs.verify on our GPU output (e2e_rows.py)
   variants     bf16 / fp16 / compile with their agreement (codec_rows.py)
 Each row is guarded (table.py): an out-of-memory or an exception becomes that row's status and the

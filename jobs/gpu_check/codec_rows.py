@@ -1,6 +1,6 @@
 """Codec rows: agreement of the device's batched path with the CPU one-item reference, batch invariance,
 determinism, and the bf16 / fp16 / compile variants, on random models whose codebooks are fitted by
-k-means to real audio (jobs.bench_codec: random codebooks hide the near-ties where codes flip).
+k-means to real audio (pipeline.bench.codec: random codebooks hide the near-ties where codes flip).
 
 The reference is our fp32 codec on the CPU, one clip at a time (equal to transformers encoding each
 clip alone, tests/codec/test_codec_parity.py), at the highest bandwidth; a lower bandwidth's codes are its
@@ -18,7 +18,7 @@ import torch
 
 from codec import EncodecModel, random_model
 from codec.precision import PrecisionError
-from jobs import bench_codec
+from pipeline.bench import codec as bench_codec
 
 from .table import Check
 
@@ -52,7 +52,7 @@ def fit_preset(preset: str, sizes) -> Fitted:
 
 
 def load_audio(rate: int, channels: int, fit_s: float, held_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(fit, held-out) float32 [C, T] arrays as jobs.bench_codec.load_corpus splits the corpus files,
+    """(fit, held-out) float32 [C, T] arrays as pipeline.bench.codec.load_corpus splits the corpus files,
     converted and resampled as the job does, but only as much as needed: the first `fit_s` seconds of
     fit audio and `held_s` of held-out audio (files in name order; each read no further than needed)."""
     import soundfile as sf
@@ -105,12 +105,12 @@ def _agreement_check(section: str, name: str, codes, reference, detail: str, dat
                  {**data, "agreement_pct": agree, "q0_agreement_pct": first, "target_pct": TARGET})
 
 
-def agreement_rows(f: Fitted, device: str) -> list[Check]:
+def agreement_rows(fitted: Fitted, device: str) -> list[Check]:
     """Device path on all clips in one batch, at each of BANDWIDTHS, against the reference; with speed."""
     import time
 
-    model, max_batch = device_model(f.base, device)
-    x = f.clips.to(device)
+    model, max_batch = device_model(fitted.base, device)
+    x = fitted.clips.to(device)
     rows = []
     for bw in BANDWIDTHS:
         encode_codes(model, x, bw, max_batch)  # warm-up
@@ -119,10 +119,11 @@ def agreement_rows(f: Fitted, device: str) -> list[Check]:
         codes = encode_codes(model, x, bw, max_batch)
         _sync(device)
         seconds = time.perf_counter() - t
-        audio_s = x.shape[0] * x.shape[-1] / f.base.config.sampling_rate
-        rows.append(_agreement_check("agreement", f"{f.preset} {bw:g} kbps, batch {x.shape[0]}", codes, f.reference,
-                                     f"{audio_s / seconds:.0f}x realtime; {f.detail}",
-                                     {"preset": f.preset, "kbps": bw, "batch": x.shape[0],
+        audio_s = x.shape[0] * x.shape[-1] / fitted.base.config.sampling_rate
+        rows.append(_agreement_check("agreement", f"{fitted.preset} {bw:g} kbps, batch {x.shape[0]}", codes,
+                                     fitted.reference,
+                                     f"{audio_s / seconds:.0f}x realtime; {fitted.detail}",
+                                     {"preset": fitted.preset, "kbps": bw, "batch": x.shape[0],
                                       "realtime": audio_s / seconds}))
     return rows
 
@@ -142,29 +143,29 @@ def mixed_batch(clips: torch.Tensor, size: int, probe_at: int, seed: int = 0) ->
     return x, lengths
 
 
-def invariance_rows(f: Fitted, device: str, sizes) -> list[Check]:
+def invariance_rows(fitted: Fitted, device: str, sizes) -> list[Check]:
     """clips[0] alone vs inside mixed batches of sizes.batches items (highest bandwidth, device path)."""
-    model, max_batch = device_model(f.base, device)
+    model, max_batch = device_model(fitted.base, device)
     bw = max(BANDWIDTHS)
-    alone = encode_codes(model, f.clips[:1].to(device), bw, max_batch)[0]
+    alone = encode_codes(model, fitted.clips[:1].to(device), bw, max_batch)[0]
     rows = []
     for size in sizes.batches:
-        x, lengths = mixed_batch(f.clips, size, probe_at=size // 2)
+        x, lengths = mixed_batch(fitted.clips, size, probe_at=size // 2)
         inside = encode_codes(model, x.to(device), bw, max_batch, lengths)[size // 2]
         differ = int((inside != alone).sum())
-        vs_ref = bench_codec.agreement([inside], f.reference[:1])
-        rows.append(Check("invariance", f"{f.preset} alone vs batch {size}", "ok" if differ == 0 else "fail",
+        vs_ref = bench_codec.agreement([inside], fitted.reference[:1])
+        rows.append(Check("invariance", f"{fitted.preset} alone vs batch {size}", "ok" if differ == 0 else "fail",
                           f"{differ} codes differ", f"of {alone.numel()}; vs CPU reference {vs_ref:.3f} %",
-                          {"preset": f.preset, "batch": size, "codes_differing": differ, "codes": alone.numel(),
+                          {"preset": fitted.preset, "batch": size, "codes_differing": differ, "codes": alone.numel(),
                            "vs_reference_pct": vs_ref}))
     return rows
 
 
-def determinism_rows(f: Fitted, device: str, sizes) -> list[Check]:
+def determinism_rows(fitted: Fitted, device: str, sizes) -> list[Check]:
     """The same mixed batch twice; on CUDA once more with most of the free GPU memory taken."""
-    model, max_batch = device_model(f.base, device)
+    model, max_batch = device_model(fitted.base, device)
     size = min(64, max(sizes.batches))
-    x, lengths = mixed_batch(f.clips, size, probe_at=0, seed=1)
+    x, lengths = mixed_batch(fitted.clips, size, probe_at=0, seed=1)
     x = x.to(device)
     bw = max(BANDWIDTHS)
     if device == "cuda":
@@ -177,10 +178,10 @@ def determinism_rows(f: Fitted, device: str, sizes) -> list[Check]:
         return sum(int((a != b).sum()) for a, b in zip(first, other))
 
     d = differing(second)
-    rows = [Check("determinism", f"{f.preset} batch {size} twice", "ok" if d == 0 else "fail",
-                  f"{d} codes differ", f"of {total}", {"preset": f.preset, "codes_differing": d, "codes": total})]
+    rows = [Check("determinism", f"{fitted.preset} batch {size} twice", "ok" if d == 0 else "fail",
+                  f"{d} codes differ", f"of {total}", {"preset": fitted.preset, "codes_differing": d, "codes": total})]
     if device != "cuda":
-        rows.append(Check("determinism", f"{f.preset} with GPU memory taken", "skipped", "CUDA only"))
+        rows.append(Check("determinism", f"{fitted.preset} with GPU memory taken", "skipped", "CUDA only"))
         return rows
     peak = torch.cuda.max_memory_allocated()
     free, total_mem = torch.cuda.mem_get_info()
@@ -192,24 +193,24 @@ def determinism_rows(f: Fitted, device: str, sizes) -> list[Check]:
         del hog
         torch.cuda.empty_cache()
     d = differing(third)
-    rows.append(Check("determinism", f"{f.preset} with GPU memory taken", "ok" if d == 0 else "fail",
+    rows.append(Check("determinism", f"{fitted.preset} with GPU memory taken", "ok" if d == 0 else "fail",
                       f"{d} codes differ", f"{take / 2**30:.1f} GiB of {total_mem / 2**30:.1f} GiB taken; "
-                      f"batch peak {peak / 2**30:.2f} GiB", {"preset": f.preset, "codes_differing": d,
+                      f"batch peak {peak / 2**30:.2f} GiB", {"preset": fitted.preset, "codes_differing": d,
                                                              "taken_bytes": take, "batch_peak_bytes": peak}))
     return rows
 
 
-def variant_rows(f: Fitted, device: str, name: str) -> list[Check]:
-    """One jobs.bench_codec variant (bf16 / fp16 / compile / tf32) on all clips at each bandwidth."""
+def variant_rows(fitted: Fitted, device: str, name: str) -> list[Check]:
+    """One pipeline.bench.codec variant (bf16 / fp16 / compile / tf32) on all clips at each bandwidth."""
     import time
 
     if name in bench_codec.CUDA_ONLY and device != "cuda":
-        return [Check("variants", f"{f.preset} {name}", "skipped", "CUDA only")]
+        return [Check("variants", f"{fitted.preset} {name}", "skipped", "CUDA only")]
     try:
-        v = bench_codec.make_variant(name, f.base, device)
+        v = bench_codec.make_variant(name, fitted.base, device)
     except PrecisionError as exc:
-        return [Check("variants", f"{f.preset} {name}", "fail", "refused", f"precision check: {exc}")]
-    x = f.clips.to(device)
+        return [Check("variants", f"{fitted.preset} {name}", "fail", "refused", f"precision check: {exc}")]
+    x = fitted.clips.to(device)
     rows = []
     for bw in BANDWIDTHS:
         with bench_codec.backend_flags(**v.flags):
@@ -221,9 +222,9 @@ def variant_rows(f: Fitted, device: str, name: str) -> list[Check]:
             codes = encode_codes(v.model, x, bw, v.max_batch)
             _sync(device)
             seconds = time.perf_counter() - started
-        audio_s = x.shape[0] * x.shape[-1] / f.base.config.sampling_rate
-        rows.append(_agreement_check("variants", f"{f.preset} {name} {bw:g} kbps", codes, f.reference,
+        audio_s = x.shape[0] * x.shape[-1] / fitted.base.config.sampling_rate
+        rows.append(_agreement_check("variants", f"{fitted.preset} {name} {bw:g} kbps", codes, fitted.reference,
                                      f"{audio_s / seconds:.0f}x realtime (first call {first_s:.1f} s)",
-                                     {"preset": f.preset, "variant": name, "kbps": bw, "realtime": audio_s / seconds,
-                                      "first_call_s": first_s}))
+                                     {"preset": fitted.preset, "variant": name, "kbps": bw,
+                                      "realtime": audio_s / seconds, "first_call_s": first_s}))
     return rows

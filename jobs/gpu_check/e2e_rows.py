@@ -1,4 +1,4 @@
-"""End-to-end rows (jobs.bench_e2e on one GPU): the transformers baseline, our job with the preset
+"""End-to-end rows (pipeline.bench.e2e on one GPU): the transformers baseline, our job with the preset
 config limited to one actor (one GPU), again with `audio.resample_on: actor`, the ratio (whole run and
 steady state: start-up reported apart), GPU / CPU busy %, the bound-by line, and verify on our output.
 
@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import bench_e2e, stage_ceilings
+from pipeline.bench import e2e as bench_e2e
+from pipeline.bench import stage_ceilings
 
 from .table import Check
 
@@ -66,63 +67,64 @@ def _value(run: bench_e2e.Run) -> str:
     return f"{bench_e2e.rt(run.realtime)} rt, steady {bench_e2e.rt(run.steady_realtime)}"
 
 
-def corpus_row(s: E2E) -> Check:
-    files = bench_e2e.flac_sources(s.kind)
-    s.shards, items = bench_e2e.build_corpus(files, s.minutes, s.work / "shards", per_shard=8)
-    s.audio_s = sum(d for _, d in items)
-    rate, channels = s.rate_channels
+def corpus_row(e2e: E2E) -> Check:
+    files = bench_e2e.flac_sources(e2e.kind)
+    e2e.shards, items = bench_e2e.build_corpus(files, e2e.minutes, e2e.work / "shards", per_shard=8)
+    e2e.audio_s = sum(d for _, d in items)
+    rate, channels = e2e.rate_channels
     from pipeline.config import AudioConfig
 
-    s.ceilings = stage_ceilings.measure(files, rate, channels, AudioConfig())  # per-core rates: the unique files
+    e2e.ceilings = stage_ceilings.measure(files, rate, channels, AudioConfig())  # per-core rates: the unique files
     cores = os.cpu_count() or 1
-    return Check("e2e", f"{s.kind}: corpus + CPU ceilings", "ok", f"{s.audio_s / 60:.1f} min, {len(s.shards)} shards",
-                 f"per core: decode {bench_e2e.rt(s.ceilings.decode_rt)}, decode + resample "
-                 f"{bench_e2e.rt(s.ceilings.prepare_rt)}; x {cores} cores",
-                 {"audio_s": s.audio_s, "shards": len(s.shards), "decode_rt_per_core": s.ceilings.decode_rt,
-                  "prepare_rt_per_core": s.ceilings.prepare_rt, "cores": cores})
+    return Check("e2e", f"{e2e.kind}: corpus + CPU ceilings", "ok",
+                 f"{e2e.audio_s / 60:.1f} min, {len(e2e.shards)} shards",
+                 f"per core: decode {bench_e2e.rt(e2e.ceilings.decode_rt)}, decode + resample "
+                 f"{bench_e2e.rt(e2e.ceilings.prepare_rt)}; x {cores} cores",
+                 {"audio_s": e2e.audio_s, "shards": len(e2e.shards), "decode_rt_per_core": e2e.ceilings.decode_rt,
+                  "prepare_rt_per_core": e2e.ceilings.prepare_rt, "cores": cores})
 
 
-def baseline_row(s: E2E) -> Check:
-    s.base = bench_e2e.baseline(s.shards, f"random:{s.preset}", s.work)
-    return Check("e2e", f"{s.kind}: baseline (transformers, TF32 off)", "ok", _value(s.base), _usage(s.base),
-                 _run_data(s.base))
+def baseline_row(e2e: E2E) -> Check:
+    e2e.base = bench_e2e.baseline(e2e.shards, f"random:{e2e.preset}", e2e.work)
+    return Check("e2e", f"{e2e.kind}: baseline (transformers, TF32 off)", "ok", _value(e2e.base), _usage(e2e.base),
+                 _run_data(e2e.base))
 
 
-def ours_rows(s: E2E, resample_on: str, gpu: bool) -> list[Check]:
+def ours_rows(e2e: E2E, resample_on: str, gpu: bool) -> list[Check]:
     """Our job (one actor: the baseline's one GPU) with `audio.resample_on`; its ratio and bound line."""
     from pipeline.config import load_config
 
     cores = os.cpu_count() or 1
-    config = REPO / "configs" / f"encodec_{s.preset}.yaml"
+    config = REPO / "configs" / f"encodec_{e2e.preset}.yaml"
     cpus = min(load_config(str(config)).cpus_per_actor, cores)
-    cfg = load_config(str(config), [f"model=random:{s.preset}", f"cpus_per_actor={cpus}", "num_actors=1",
+    cfg = load_config(str(config), [f"model=random:{e2e.preset}", f"cpus_per_actor={cpus}", "num_actors=1",
                                     f"audio.resample_on={resample_on}", f"device={'cuda' if gpu else 'cpu'}"])
     name = f"ours-{resample_on}"
-    run, stages = bench_e2e.ours(s.shards, cfg, s.work, name)
-    s.outputs[resample_on] = s.work / name
-    label = f"{s.kind}: ours, resample_on {resample_on}"
-    base_rows = f" (baseline {s.base.rows}; ours splits items over max_duration_s)" if s.base else ""
+    run, stages = bench_e2e.ours(e2e.shards, cfg, e2e.work, name)
+    e2e.outputs[resample_on] = e2e.work / name
+    label = f"{e2e.kind}: ours, resample_on {resample_on}"
+    base_rows = f" (baseline {e2e.base.rows}; ours splits items over max_duration_s)" if e2e.base else ""
     rows = [Check("e2e", label, "ok", _value(run), _usage(run) + f"; {run.rows} rows{base_rows}", _run_data(run))]
-    if s.base is not None:
-        ratio = bench_e2e.ratio_line(run, s.base)
-        like = run.gpus == s.base.gpus
+    if e2e.base is not None:
+        ratio = bench_e2e.ratio_line(run, e2e.base)
+        like = run.gpus == e2e.base.gpus
         rows.append(Check("e2e", f"{label}: ratio", "ok" if like else "fail", ratio.split(": ", 1)[1][:30],
-                          ratio, {"whole": run.realtime / s.base.realtime, "steady": (
-                              run.steady_realtime / s.base.steady_realtime
-                              if run.steady_realtime and s.base.steady_realtime else None)}))
-    bound = bench_e2e.bound_line(run.realtime, stages, run.audio_s, s.ceilings, cores, resample_on == "decoder")
+                          ratio, {"whole": run.realtime / e2e.base.realtime, "steady": (
+                              run.steady_realtime / e2e.base.steady_realtime
+                              if run.steady_realtime and e2e.base.steady_realtime else None)}))
+    bound = bench_e2e.bound_line(run.realtime, stages, run.audio_s, e2e.ceilings, cores, resample_on == "decoder")
     rows.append(Check("e2e", f"{label}: bound by", "ok", bound.split(":", 1)[0][:30], bound))
     return rows
 
 
-def verify_row(s: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | None = None) -> Check:
+def verify_row(e2e: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | None = None) -> Check:
     """jobs.verify on our decoder-resampled output, re-encoding on the same device (inline)."""
-    from pipeline.verify import VerifyOptions, run_verify
+    from pipeline.verify import VerifyOptions, run_verify  # inline
 
-    out = s.outputs.get("decoder")
+    out = e2e.outputs.get("decoder")
     if out is None:
-        return Check("verify", f"{s.kind}: verify our output", "skipped", "no output", "our run did not finish")
-    summary = run_verify(str(out), str(s.work / f"verify-{s.kind}"),
+        return Check("verify", f"{e2e.kind}: verify our output", "skipped", "no output", "our run did not finish")
+    summary = run_verify(str(out), str(e2e.work / f"verify-{e2e.kind}"),
                          VerifyOptions(count=rows, device="cuda" if gpu else "cpu", use_ray="inline",
                                        max_media_items=0, bandwidths=list(bandwidths) if bandwidths else None),
                          log=lambda *a: None)
@@ -131,5 +133,5 @@ def verify_row(s: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | Non
     value = f"{'passed' if summary.passed else 'FAILED'}, {summary.rows_sampled} rows"
     detail = (f"code agreement mean {min(agree):.4f} (worst bandwidth)" if agree else "no agreement") + (
         f"; failures: {summary.failures[:3]}" if summary.failures else "")
-    return Check("verify", f"{s.kind}: verify our output", "ok" if summary.passed else "fail", value, detail,
+    return Check("verify", f"{e2e.kind}: verify our output", "ok" if summary.passed else "fail", value, detail,
                  {"passed": summary.passed, "failures": summary.failures, "code_agreement_means": agree})

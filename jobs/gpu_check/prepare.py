@@ -4,7 +4,7 @@ and the package bundle of ../shared/tools/gpu-bundle.sh (DIR/site.tar.xz: ray, s
 webdataset, datasets; the GPU image has torch, transformers, pyarrow, numpy, pandas, fsspec).
 
 No weights travel: the check uses seeded random models and fits their codebooks on the machine.
-Longer corpora are built there by repeating these clips (jobs.bench_e2e.build_corpus).
+Longer corpora are built there by repeating these clips (pipeline.bench.e2e.build_corpus).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from jobs import bench_codec, bench_e2e
+from pipeline.bench import codec as bench_codec
+from pipeline.bench import e2e as bench_e2e
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT_MIB = 64.0

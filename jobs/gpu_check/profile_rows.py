@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from codec.host_syncs import count_host_syncs, forward_passes
-from jobs import bench_codec
+from pipeline.bench import codec as bench_codec
 
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
 from .table import Check
@@ -61,17 +61,17 @@ def budget_shapes(preset: str, scale: float, max_item_s: float | None = None) ->
             (f"{max(1, budget // longest)} x {longest / rate:.0f} s", max(1, budget // longest), longest, max_chunks)]
 
 
-def memory_rows(f: Fitted, device: str, scale: float, max_item_s: float | None = None) -> list[Check]:
-    model, _ = device_model(f.base, device)
+def memory_rows(fitted: Fitted, device: str, scale: float, max_item_s: float | None = None) -> list[Check]:
+    model, _ = device_model(fitted.base, device)
     rows = []
-    for label, items, samples, max_batch in budget_shapes(f.preset, scale, max_item_s):
+    for label, items, samples, max_batch in budget_shapes(fitted.preset, scale, max_item_s):
         x = torch.randn(items, model.config.audio_channels, samples, device=device) * 0.1
         with bench_codec.PeakMemory(device) as mem:
             encode_codes(model, x, 24.0, max_batch)
         what = "CUDA max allocated" if device == "cuda" else "process RSS"
-        rows.append(Check("memory", f"{f.preset} budget: {label}", "ok", f"{mem.peak:.0f} MiB",
+        rows.append(Check("memory", f"{fitted.preset} budget: {label}", "ok", f"{mem.peak:.0f} MiB",
                           f"{what}; budget x {scale:g}" + ("" if max_batch is None else f", {max_batch} chunks/pass"),
-                          {"preset": f.preset, "items": items, "samples": samples, "peak_mib": mem.peak,
+                          {"preset": fitted.preset, "items": items, "samples": samples, "peak_mib": mem.peak,
                            "budget_scale": scale}))
         del x
     return rows
@@ -87,10 +87,10 @@ def _timed(fn, device: str) -> float:
     return time.perf_counter() - t
 
 
-def profile_rows(f: Fitted, device: str, batch: int) -> list[Check]:
+def profile_rows(fitted: Fitted, device: str, batch: int) -> list[Check]:
     """Syncs and forward passes of one mixed batch of `batch` items at 24 kbps; cost of a new shape."""
-    model, max_batch = device_model(f.base, device)
-    x, lengths = mixed_batch(f.clips, batch, probe_at=0, seed=2)
+    model, max_batch = device_model(fitted.base, device)
+    x, lengths = mixed_batch(fitted.clips, batch, probe_at=0, seed=2)
     x = x.to(device)
     encode_codes(model, x, 24.0, max_batch, lengths)  # warm-up
     with (count_host_syncs(device) as counts, forward_passes(model.encoder) as passes,
@@ -101,13 +101,13 @@ def profile_rows(f: Fitted, device: str, batch: int) -> list[Check]:
     distinct = len({n for length in lengths for _, n in model.chunk_spans(length)}) if chunk else 1
     cuda_note = f"; torch sync debug mode saw {len(cuda_warned)}" if device == "cuda" else ""
     rows = [
-        Check("profile", f"{f.preset} host syncs per batch of {batch}", "ok", f"{syncs} syncs",
+        Check("profile", f"{fitted.preset} host syncs per batch of {batch}", "ok", f"{syncs} syncs",
               f"{syncs / max(len(passes), 1):.1f} per forward pass; {dict(counts)}{cuda_note}",
-              {"preset": f.preset, "syncs": syncs, "by_method": dict(counts), "forward_passes": len(passes),
+              {"preset": fitted.preset, "syncs": syncs, "by_method": dict(counts), "forward_passes": len(passes),
                "cuda_sync_warnings": len(cuda_warned)}),
-        Check("profile", f"{f.preset} forward passes per batch of {batch}", "ok", f"{len(passes)} passes",
+        Check("profile", f"{fitted.preset} forward passes per batch of {batch}", "ok", f"{len(passes)} passes",
               f"{distinct} distinct chunk lengths" if chunk else "whole items, one length per batch",
-              {"preset": f.preset, "forward_passes": len(passes), "distinct_chunk_lengths": distinct}),
+              {"preset": fitted.preset, "forward_passes": len(passes), "distinct_chunk_lengths": distinct}),
     ]
     n = x.shape[-1]
     same = [_timed(lambda: encode_codes(model, x, 24.0, max_batch, lengths), device) for _ in range(2)]
@@ -118,8 +118,8 @@ def profile_rows(f: Fitted, device: str, batch: int) -> list[Check]:
                                                          [min(v, cut) for v in lengths]), device))
     extra = statistics.median(fresh) - min(same)
     benchmark = torch.backends.cudnn.benchmark
-    rows.append(Check("profile", f"{f.preset} cost of a new shape", "ok", f"{1000 * extra:+.0f} ms",
+    rows.append(Check("profile", f"{fitted.preset} cost of a new shape", "ok", f"{1000 * extra:+.0f} ms",
                       f"first call of a new length {1000 * statistics.median(fresh):.0f} ms vs repeat "
                       f"{1000 * min(same):.0f} ms (cudnn.benchmark={benchmark})",
-                      {"preset": f.preset, "new_shape_s": fresh, "same_shape_s": same, "extra_s": extra}))
+                      {"preset": fitted.preset, "new_shape_s": fresh, "same_shape_s": same, "extra_s": extra}))
     return rows

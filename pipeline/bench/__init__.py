@@ -1,5 +1,9 @@
 """Benchmarks as library code (thin entry points in jobs/): what they build, run and measure.
 
+    e2e.py               the transformers baseline vs our job on the same shards (runs, ratio, bound line)
+    codec.py             our codec's variants vs transformers: speed and code agreement; corpus loading, k-means
+    stage_ceilings.py    decode and resample rates per core, timed in this process
+    resource_monitor.py  GPU and CPU busy % and GPU memory while a run is timed
     scale.py             bookkeeping at N shards: job start, row index, fragments, listing, scheduler (jobs.bench_scale)
     synthetic_output.py  an N-shard committed output and input listing from a few real template shards
     object_store.py      fakes3://, a fake object store charging each request on a simulated clock

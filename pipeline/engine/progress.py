@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..provenance import Provenance
@@ -45,8 +47,28 @@ class Progress:
                  f"{rate:,.1f}x realtime  ETA {eta:,.0f} s  rejects {self.rejects}{waiting}")
 
 
+@dataclass(kw_only=True)
+class RunSummary:
+    """The run summary over the shards of one input (`_summary.json`; the job adds its own fields)."""
+
+    shards: int
+    shards_committed: int
+    rows: int
+    rejects: int
+    rejects_by_reason: dict[str, int]
+    audio_hours: float
+    wall_seconds: float
+    realtime_factor: float | None  # audio seconds per wall second; None for a run of no time
+    padding_waste: float  # share of padded samples that are padding
+    model_source: str | None  # None when no actor started (every shard was already committed)
+    random_weights: bool | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def summarize(records: dict[str, ShardRecord], shards: list[Shard], wall: float,
-              provenance: Provenance | None) -> dict[str, Any]:
+              provenance: Provenance | None) -> RunSummary:
     """The run summary over the shards of this input (records of other inputs are left out)."""
     wanted = {s.shard_id for s in shards}
     mine = [r for k, r in records.items() if k in wanted]
@@ -57,16 +79,16 @@ def summarize(records: dict[str, ShardRecord], shards: list[Shard], wall: float,
     audio = sum(r.audio_seconds for r in mine)
     padded = sum(r.padded_samples for r in mine)
     true = sum(r.true_samples for r in mine)
-    return {
-        "shards": len(shards),
-        "shards_committed": len(mine),
-        "rows": sum(r.rows for r in mine),
-        "rejects": sum(r.rejects for r in mine),
-        "rejects_by_reason": by_reason,
-        "audio_hours": audio / 3600,
-        "wall_seconds": wall,
-        "realtime_factor": audio / wall if wall > 0 else None,
-        "padding_waste": (padded - true) / padded if padded else 0.0,
-        "model_source": provenance.model_source if provenance else None,
-        "random_weights": provenance.random_weights if provenance else None,
-    }
+    return RunSummary(
+        shards=len(shards),
+        shards_committed=len(mine),
+        rows=sum(r.rows for r in mine),
+        rejects=sum(r.rejects for r in mine),
+        rejects_by_reason=by_reason,
+        audio_hours=audio / 3600,
+        wall_seconds=wall,
+        realtime_factor=audio / wall if wall > 0 else None,
+        padding_waste=(padded - true) / padded if padded else 0.0,
+        model_source=provenance.model_source if provenance else None,
+        random_weights=provenance.random_weights if provenance else None,
+    )

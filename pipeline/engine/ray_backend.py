@@ -1,40 +1,33 @@
-"""The Ray adapter: the only pipeline module that imports `ray`.
+"""The Ray adapter: the only pipeline module that imports `ray`. It knows no stage.
 
-`TokenizerActor` holds one model and a `ShardTokenizer`; `RayBackend` starts those actors and turns
-Ray's outcomes into the scheduler's events (`engine.scheduler`). The actors are threaded, with
-`shards_in_flight_per_actor` calls running at once, so that a shard encodes while the one before it
-commits (`ShardTokenizer.run` orders them); each call still returns its shard's committed record.
-An actor ending after a fatal CUDA error first lets a commit in flight end (it needs no CUDA).
-`VerifyActor` and `check_with_ray` run verify's checks on actors. `connect_ray` joins a named cluster or
-starts a local Ray (`engine.ray_connect`). Ray never restarts an actor or retries a task by itself here:
-the scheduler decides.
+Work runs on *placed actors*: Ray actors that each hold one object of a plain class the caller hands
+over (`work_cls(context, *args)`, built inside the actor: models load there only), named by its
+`actor_name` in Ray. The object answers `describe()` once started and `run(...)` per call.
+`RayBackend` is the scheduler's `Backend` on such actors (the job hands it `shard_actor.ShardWork`);
+`run_on_actors` deals batches of items to a few of them and gathers the results (verify hands it its
+checker, `pipeline.verify_on_ray`). `connect_ray` joins a named cluster or starts a
+local Ray of its own (`engine.ray_connect`). Ray never
+restarts an actor or retries a task by itself here: the scheduler decides.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 import ray.exceptions
 from ray.util.state import get_actor
 
-from ..config import JobConfig
-from ..cuda_errors import is_fatal_cuda_error
 from ..errors import JobFailed, one_line
-from ..records import Shard, ShardRecord
-from .actor_env import check_storage, resolve_runtime
-from .placement import ActorRequest, Node, capacity, decoder_processes, unplaceable
+from ..records import Shard
+from .placement import ActorRequest, Node, capacity, unplaceable
 from .ray_connect import CONNECT_TIMEOUT_S, choose_target, probe
-from .scheduler import ActorInfo, ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
-
-if TYPE_CHECKING:  # torch and the codec load in verify actors only
-    from ..verify.check import CheckSettings
-    from ..verify.result import CheckResult
+from .scheduler import ActorLost, ActorStarted, Event, ShardFailed, ShardFinished
 
 
 def connect_ray(num_cpus: int | None = None, address: str | None = None, log_to_driver: bool = True,
@@ -66,76 +59,60 @@ def alive_nodes() -> list[Node]:
 
 
 @dataclass(frozen=True)
-class ActorSetup:
-    """What the driver decided for every actor of a run."""
+class PlacedContext:
+    """Where a placed actor runs, handed to its work object first."""
 
-    request: ActorRequest
-    run_id: str  # the output directory's run marker
-    input_root: str | None
+    node_id: str
+    gpu_ids: list
+    nodes: list[Node]  # the cluster's alive nodes when the actor started
+
+    def node(self, cpus: float) -> Node:
+        """This actor's node (a node of `cpus` CPUs when Ray no longer lists it)."""
+        return next((n for n in self.nodes if n.node_id == self.node_id), Node(self.node_id, cpus))
 
 
-COMMIT_WAIT_S = 60.0  # how long an actor ending after a fatal CUDA error lets its commit in flight run
+class PlacedActor:
+    """The body of every placed actor: one `work_cls(context, *args)`, its describe() and run()."""
+
+    def __init__(self, work_cls: type, *args):
+        context = PlacedContext(ray.get_runtime_context().get_node_id(), ray.get_gpu_ids(), alive_nodes())
+        self.work = work_cls(context, *args)
+
+    def describe(self) -> Any:
+        return self.work.describe()
+
+    def run(self, *args) -> Any:
+        return self.work.run(*args)
 
 
-@ray.remote
-class TokenizerActor:
-    """One model per actor; `run(shard, next_shards, attempt, after)` commits `shard`, after encoding the
-    shards `after` (calls in flight before it), and starts decoding `next_shards`. Up to
-    `shards_in_flight_per_actor` calls run at once, on threads of the actor."""
+_remote_classes: dict[type, Any] = {}
 
-    def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
-        # torch and the codec load in the actor only: the driver never needs them
-        from codec import load_first
-        from codec.runtime import dtype_for
 
-        from ..provenance import build_provenance, check_sha256
-        from ..shard_worker import ShardTokenizer
-
-        node_id = ray.get_runtime_context().get_node_id()
-        check_storage(out_dir, setup.run_id, setup.input_root, cfg.source.storage_options, node_id)
-        runtime = resolve_runtime(setup.request.device, ray.get_gpu_ids(), setup.request.torch_threads)
-        dtype = dtype_for(cfg.precision)
-        sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
-        self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
-        self.model.set_batch_plan(cfg.batch_plan)
-        self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime)
-        check_sha256(self.provenance, cfg)
-        node = next((n for n in alive_nodes() if n.node_id == node_id), Node(node_id, setup.request.num_cpus))
-        decoders = decoder_processes(cfg, setup.request, node)
-        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.provenance, decoders=decoders)
-        self.worker.node_id = node_id
-
-    def describe(self) -> ActorInfo:
-        return ActorInfo(self.provenance, ray.get_runtime_context().get_node_id(), os.getpid(),
-                         self.worker.decoder_processes)
-
-    def run(self, shard: Shard, next_shards: list[Shard], attempt: int, after: list[Shard]) -> ShardRecord:
-        try:  # forgets shards the driver gave to other actors since, and decodes the next ones
-            return self.worker.run(shard, attempt, ahead=next_shards, after=after)
-        except Exception as exc:
-            if is_fatal_cuda_error(exc):  # this process's CUDA context is unusable: end it, the driver
-                print(f"[audiotok] fatal CUDA error on shard {shard.shard_id}, ending this actor: {exc}",
-                      file=sys.stderr, flush=True)  # replaces the actor and retries its shards
-                self.worker.wait_for_commit(COMMIT_WAIT_S)  # a commit in flight needs no CUDA: let it end
-                os._exit(70)
-            raise
+def placed_actor(work_cls: type):
+    """The Ray actor class for `work_cls`, named by its `actor_name` (default `<work class name>Actor`):
+    Ray shows that name for its processes (`ray::<name>`) and in its state API."""
+    if work_cls not in _remote_classes:
+        name = getattr(work_cls, "actor_name", f"{work_cls.__name__}Actor")
+        _remote_classes[work_cls] = ray.remote(type(name, (PlacedActor,), {}))
+    return _remote_classes[work_cls]
 
 
 class RayBackend:
-    """`engine.scheduler.Backend` on Ray core actors."""
+    """`engine.scheduler.Backend` on placed actors holding `work_cls(context, *work_args)`, whose
+    `run(shard, ahead, attempt, after)` returns the shard's record; up to `concurrency` calls run at
+    once on threads of each actor."""
 
-    def __init__(self, cfg: JobConfig, out_dir: str, setup: ActorSetup):
-        self.cfg, self.out_dir, self.setup = cfg, out_dir, setup
-        self.actor_cls = TokenizerActor.options(max_restarts=0, max_task_retries=0,
-                                                max_concurrency=cfg.shards_in_flight_per_actor,
-                                                **setup.request.options())
+    def __init__(self, work_cls: type, work_args: Sequence, request: ActorRequest, concurrency: int = 1):
+        self.work_cls, self.work_args, self.request = work_cls, tuple(work_args), request
+        self.actor_cls = placed_actor(work_cls).options(max_restarts=0, max_task_retries=0,
+                                                        max_concurrency=concurrency, **request.options())
         self.actors: dict[int, Any] = {}
         self.waiting: dict[Any, tuple[int, str | None]] = {}  # ref -> (actor id, shard id or None: start)
         self.ids = itertools.count()
 
     def start_actor(self) -> int:
         actor_id = next(self.ids)
-        handle = self.actors[actor_id] = self.actor_cls.remote(self.cfg, self.out_dir, self.setup)
+        handle = self.actors[actor_id] = self.actor_cls.remote(self.work_cls, *self.work_args)
         self.waiting[handle.describe.remote()] = (actor_id, None)
         return actor_id
 
@@ -192,62 +169,33 @@ class RayBackend:
                         "is not run elsewhere, so that no two actors write it at once")
 
     def capacity(self) -> int:
-        return capacity(self.setup.request, alive_nodes())
+        return capacity(self.request, alive_nodes())
 
     def why_not_started(self) -> str:
         free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
-        return f"{unplaceable(self.setup.request, alive_nodes())}; free now: {free or 'nothing'}"
+        return f"{unplaceable(self.request, alive_nodes())}; free now: {free or 'nothing'}"
 
 
-# ----- verify on actors ---------------------------------------------------------------------------
-@ray.remote
-class VerifyActor:
-    def __init__(self, settings):
-        from ..verify.check import Checker  # torch and the codec load in the actor only
-
-        self.checker = Checker(settings)
-
-    def model_provenance(self) -> dict:
-        return dict(self.checker.model.provenance)
-
-    def check(self, rows: list[dict]) -> list[CheckResult]:
-        return self.checker.check(rows, keep_audio=False)
-
-
-def check_with_ray(rows: list[dict], settings: CheckSettings, num_actors: int = 0,
-                   placement_timeout_s: float = 120.0,
-                   ray_address: str | None = None) -> tuple[list[CheckResult], dict]:
-    """Results of `Checker.check` for `rows` (any order) and the actors' model provenance.
-
-    Each actor re-reads whole source shards, so rows are grouped by `source` and the groups are
-    dealt to actors largest first. num_actors 0: one per GPU when settings.device is cuda, else one
-    per 2 CPUs (at least 1), never more than there are sources. Joins `ray_address` or
-    RAY_ADDRESS, else starts a local Ray (`connect_ray`).
-    """
-    connect_ray(address=ray_address)
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["source"], []).append(row)
-    if not groups:
-        return [], {}
-    # the same rules as the job's actors: GPUs are a requirement, and an actor that cannot start fails
-    # the check after placement_timeout_s instead of waiting forever
-    request = ActorRequest(num_cpus=1.0, num_gpus=1.0 if settings.device == "cuda" else 0.0)
-    nodes = alive_nodes()
-    fits = capacity(request, nodes) if settings.device == "cuda" else max(1, sum(int(n.cpus) for n in nodes) // 2)
-    if not fits:
-        raise JobFailed(f"verify on {settings.device}: no node can hold a verify actor: {unplaceable(request, nodes)}")
-    count = max(1, min(num_actors or fits, fits, len(groups)))
-    actors = [VerifyActor.options(max_restarts=1, **request.options()).remote(settings) for _ in range(count)]
-    ready, _ = ray.wait([a.model_provenance.remote() for a in actors[:1]], timeout=placement_timeout_s)
-    if not ready:
+# ----- batches of items on a few actors ----------------------------------------------------------
+def run_on_actors(work_cls: type, work_args: Sequence, batches: list[list], request: ActorRequest, count: int,
+                  placement_timeout_s: float = 120.0, what: str = "work") -> tuple[list, Any]:
+    """Start `count` placed actors holding `work_cls(context, *work_args)`, deal `batches` to them in
+    turn (each batch one `run(batch)` call, returning a list) and return (the results of all batches,
+    in batch order, concatenated; the first actor's describe()). An actor that cannot start within
+    placement_timeout_s fails the call (JobFailed) instead of waiting forever; the actors are killed
+    at the end. Actors may be restarted once by Ray (a lost actor re-runs its batch)."""
+    if not batches:
+        return [], None
+    actor_cls = placed_actor(work_cls).options(max_restarts=1, **request.options())
+    actors = [actor_cls.remote(work_cls, *work_args) for _ in range(max(1, count))]
+    try:
+        ready, _ = ray.wait([a.describe.remote() for a in actors[:1]], timeout=placement_timeout_s)
+        if not ready:
+            raise JobFailed(f"no {what} actor started within {placement_timeout_s:g} s: "
+                            f"{unplaceable(request, alive_nodes())}")
+        described = ray.get(ready[0])
+        refs = [actors[i % len(actors)].run.remote(batch) for i, batch in enumerate(batches)]
+        return [r for part in ray.get(refs) for r in part], described
+    finally:
         for actor in actors:
             ray.kill(actor)
-        raise JobFailed(f"no verify actor started within {placement_timeout_s:g} s: {unplaceable(request, nodes)}")
-    provenance = ray.get(ready[0])
-    ordered = sorted(groups.values(), key=len, reverse=True)
-    refs = [actors[i % count].check.remote(group) for i, group in enumerate(ordered)]
-    results = [r for part in ray.get(refs) for r in part]
-    for actor in actors:
-        ray.kill(actor)
-    return results, provenance

@@ -1,4 +1,6 @@
-"""Training on the tokens: codebook patterns, token-budget batches, distributed and resumable loading."""
+"""Training on the tokens: codebook patterns, token-budget batches, distributed and resumable loading
+(and `lm_check`, the small language-model check of `jobs.train_lm`). Training the codec itself is
+`codec.trainer`."""
 
 from .index import RowIndex
 from .loader import TokenLoader, collate_crops

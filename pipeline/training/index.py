@@ -52,7 +52,7 @@ class RowIndex:
         keep_key: index only the rows whose key it accepts (e.g. a train / held-out split)."""
         provenance = reader.load_provenance(str(path))
         n_q = reader.num_quantizers(provenance, bandwidth)
-        card = (provenance.get("codec_config") or {}).get("codebook_size")
+        card = (provenance.codec_config or {}).get("codebook_size")
         files = tuple(reader.writer.committed_parts(str(path)))
         file_of, row_in_file, frames, keys, starts = [], [], [], [], []
         for i, part in enumerate(files):

@@ -1,8 +1,8 @@
 """Measure token rows against their originals: re-read, decode per bandwidth, re-encode, compare.
 
-`Checker` holds one model and runs inline (`verify.run`) or inside a Ray actor
-(pipeline.engine.ray_backend); `CheckSettings` is the plain data both need; each row gives a
-`result.CheckResult`.
+`Checker` holds one model and runs inline (`verify.run`) or, as `CheckWork`, inside an actor that
+`pipeline.verify_on_ray` places with the engine's Ray backend; `CheckSettings` is the plain data
+both need; each row gives a `result.CheckResult`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from codec import ModelProvenance, metrics
+
 from .. import audio as audio_prep
 from .. import sources
 from ..config import AudioConfig, SourceConfig
 from ..device_resample import batch_at_model_rate, encoder_batch
 from ..records import EncodeBatch, Segment, Shard
 from ..sources import ShardReadError, shard_id_for
-from . import metrics
 from .result import BandwidthScores, CheckResult, Media
 
 STATUSES = ("ok", "missing_original", "length_mismatch", "bad_row")
@@ -185,3 +186,19 @@ class Checker:
         if keep_audio:
             result.media = media
         return result
+
+
+class CheckWork:
+    """A checker as work for a placed actor (the engine builds it as `CheckWork(context, settings)`):
+    describe() is the model's provenance, run(rows) the rows' results without their audio."""
+
+    actor_name = "VerifyActor"  # as Ray shows verify's actor processes
+
+    def __init__(self, context, settings: CheckSettings):  # context: where it runs (unused)
+        self.checker = Checker(settings)
+
+    def describe(self) -> ModelProvenance:
+        return self.checker.model.provenance
+
+    def run(self, rows: list[dict]) -> list[CheckResult]:
+        return self.checker.check(rows, keep_audio=False)

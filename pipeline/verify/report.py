@@ -15,15 +15,14 @@ import dataclasses
 import hashlib
 import html
 import json
-import math
 import os
 import re
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..html_report import CSS, Raw, fmt, json_ready, table
 from . import report_media
 from .job_context import JobContext
 from .report_parts import (
@@ -117,16 +116,6 @@ def write_media(directory: str, rank: int, result: CheckResult, sample_rate: int
     return out
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float):
-        return finite_or_none(value)
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def write_report(directory: str, results: list[CheckResult], summary: VerifySummary,
                  sample_rate: int, context: JobContext | None = None) -> VerifySummary:
     """Write every report file for `results` (sorted worst first; those with media get pictures and
@@ -139,40 +128,14 @@ def write_report(directory: str, results: list[CheckResult], summary: VerifySumm
     agg_table = pa.Table.from_pylist(aggs) if aggs else pa.table({"group": pa.array([], pa.string())})
     pq.write_table(agg_table, os.path.join(directory, "aggregates.parquet"))
     with open(os.path.join(directory, "items.json"), "w") as f:
-        json.dump(_json_ready(rows), f, indent=1)
+        json.dump(json_ready(rows), f, indent=1)
     with open(os.path.join(directory, "summary.json"), "w") as f:
-        json.dump(_json_ready(summary.to_json()), f, indent=2, default=str)
+        json.dump(json_ready(summary.to_json()), f, indent=2, default=str)
     media = {r.key: write_media(directory, rank, r, sample_rate) for rank, r in enumerate(results, start=1)
              if r.media is not None}
     with open(os.path.join(directory, "index.html"), "w", encoding="utf-8") as f:
         f.write(render_html(results, rows, aggs, summary, media, sample_rate, context))
     return summary
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    return f"{v:.{digits}g}" if isinstance(v, float) else html.escape(str(v))
-
-
-def _table(header: list[str], body: list[list[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    lines = ["<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else _fmt(c)}</td>" for c in row) + "</tr>"
-             for row in body]
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'
-
-
-class _Raw(str):
-    """Already-escaped HTML for a table cell."""
-
-
-_CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}td:nth-child(2){text-align:left}
-th{max-width:16em}
-.pass{color:#fff;background:#2a7d2a;padding:4px 10px}.fail{color:#fff;background:#b22;padding:4px 10px}
-.warn{background:#fff3cd;border:1px solid #e0c36a;padding:6px}.card{border:1px solid #ccc;margin:16px 0;padding:8px}
-.media{display:flex;flex-wrap:wrap;gap:12px}.media figure{margin:0}.media img{display:block;border:1px solid #999}
-.hist{margin-right:12px}.bad td{background:#fde8e8}"""
 
 
 def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], summary: VerifySummary,
@@ -183,30 +146,30 @@ def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], 
     context = context or JobContext()
     verdict = '<span class="pass">PASSED</span>' if summary.passed else '<span class="fail">FAILED</span>'
     title = f"audiotok verify: {e(str(summary.tokens))}"
-    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_CSS}{EXTRA_CSS}</style>"
+    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}{EXTRA_CSS}</style>"
     out = [head + "</head>", f"<body><h1>audiotok verify {verdict}</h1>"]
     if summary.random_weights:
         out.append('<p class="warn" id="random-weights">The model has RANDOM weights: decoded audio is noise-like, '
                    "so only code agreement is judged; SI-SNR and mel distance are reported, not judged.</p>")
-    info = [[k, v if isinstance(v := s.get(k), str) else _Raw(e(json.dumps(_json_ready(v), default=str)))] for k in
+    info = [[k, v if isinstance(v := s.get(k), str) else Raw(e(json.dumps(json_ready(v), default=str)))] for k in
             ("tokens", "rows_total", "rows_sampled", "seed", "model_source", "model_sha256",
              "model_matches_provenance", "device", "threads", "bandwidths")]
     info.insert(3, ["sample", sample_text(summary)])
-    info += [["thresholds", _Raw(thresholds_text(summary))], ["path", path_text(summary.path)]]
-    out.append("<h2>Summary</h2>" + _table(["setting", "value"], info))
+    info += [["thresholds", Raw(thresholds_text(summary))], ["path", path_text(summary.path)]]
+    out.append("<h2>Summary</h2>" + table(["setting", "value"], info))
     if summary.failures:
         out.append("<h2>Failures</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary.failures) + "</ul>")
     header = ["kbps", "source", "n"] + [f"{m}: mean · p5 · median · p95" for m in METRICS]
     for group, title in (("bandwidth", "By bandwidth"), ("source", "By source")):
         body = [[a["bandwidth_kbps"], (a["source"] or "all").rsplit("/", 1)[-1], a["n"]]
-                + [_Raw(" · ".join(_fmt(a[f"{m}_{st}"], 3) for st in _STATS)) for m in METRICS]
+                + [Raw(" · ".join(fmt(a[f"{m}_{st}"], 3) for st in _STATS)) for m in METRICS]
                 for a in aggs if a["group"] == group]
-        out.append(f"<h2>{title}</h2>" + _table(header, body))
+        out.append(f"<h2>{title}</h2>" + table(header, body))
     top = max((r["bandwidth_kbps"] for r in rows if r["bandwidth_kbps"] is not None), default=None)
     th = summary.thresholds
     limits = {"si_snr_db": th.min_si_snr_db, "mel_distance_db": th.max_mel_distance,
               "code_agreement": th.min_code_agreement}
-    out.append(f"<h2>Histograms at {_fmt(top)} kbps</h2><div>")
+    out.append(f"<h2>Histograms at {fmt(top)} kbps</h2><div>")
     for m in METRICS:
         values = [r[m] for r in rows if r["bandwidth_kbps"] == top]
         out.append(report_media.histogram_svg(values, m, limits.get(m)))
@@ -214,11 +177,11 @@ def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], 
     by_key = {r.key: r for r in results}
     body = []
     for r in rows:
-        key = _Raw(f'<a href="#item-{r["rank"]}">{e(r["key"])}</a>' if r["key"] in media else e(r["key"]))
-        body.append([r["rank"], key, r["source"].rsplit("/", 1)[-1], _Raw(verdict_cell(by_key[r["key"]], summary)),
+        key = Raw(f'<a href="#item-{r["rank"]}">{e(r["key"])}</a>' if r["key"] in media else e(r["key"]))
+        body.append([r["rank"], key, r["source"].rsplit("/", 1)[-1], Raw(verdict_cell(by_key[r["key"]], summary)),
                      r["bandwidth_kbps"], r["n_q"], r["duration_s"], r["si_snr_db"], r["mel_distance_db"], r["lsd_db"],
-                     r["code_agreement"], _Raw(e(r["detail"])) if r["detail"] else ""])
-    out.append(_table(["rank", "key", "source", "status", "kbps", "n_q", "seconds", "SI-SNR dB", "mel dB",
+                     r["code_agreement"], Raw(e(r["detail"])) if r["detail"] else ""])
+    out.append(table(["rank", "key", "source", "status", "kbps", "n_q", "seconds", "SI-SNR dB", "mel dB",
                        "LSD dB", "code agreement", "detail"], body, "items"))
     for rank, r in enumerate(results, start=1):
         if r.key not in media:
@@ -228,12 +191,12 @@ def render_html(results: list[CheckResult], rows: list[dict], aggs: list[dict], 
         out.append(f'<div class="card" id="item-{rank}"><h3>#{rank} {e(r.key)}</h3>'
                    f'<p>{e(context.item_paths.get(r.key, r.source))} · {r.duration_s:.2f} s from {r.start_s:.2f} s · '
                    f'code agreement '
-                   f'{_fmt(r.code_agreement_all)}</p>{transcript}<div class="media">')
+                   f'{fmt(r.code_agreement_all)}</p>{transcript}<div class="media">')
         for label, stem in media[r.key].items():
             out.append(f'<figure><figcaption>{e(label)}</figcaption>'
                        f'{spectrogram_html(stem, label, r.duration_s, sample_rate)}'
                        f'<audio controls preload="auto" src="{stem}.wav"></audio></figure>')
         out.append("</div></div>")
-    out.append(rejects_html(context.rejects, _table))
+    out.append(rejects_html(context.rejects, table))
     out.append("</body></html>")
     return "\n".join(out)

@@ -17,7 +17,8 @@ import zlib
 import numpy as np
 import soundfile as sf
 
-from .metrics import mel_filterbank, stft_magnitude
+from codec.mel import mel_filterbank
+from codec.metrics import stft_magnitude
 
 # magma-like colour ramp: (position, r, g, b)
 _RAMP = np.array([

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import Scores
+from codec.metrics import Scores
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -2,7 +2,7 @@
 
     tokens ─► sample_keys (sha256 of seed + key) ─► rows (codes, scales, num_samples, source)
       ─► original: sources.read_shard(row.source) ─► audio.prepare with the job's AudioConfig ─► key / key#n
-      ─► decode codes[:n_q(b)] per bandwidth b ─► metrics vs the original (`verify/metrics.py`)
+      ─► decode codes[:n_q(b)] per bandwidth b ─► metrics vs the original (`codec/metrics.py`)
       ─► encode the original now at the stored bandwidth ─► code agreement with the stored codes
          (CUDA batch plan: together with the rows of its batch, as the manifest records the job did)
       ─► `verify/report.py` (JSON, Parquet, HTML) ─► threshold failures (VerifyConfig)
@@ -12,7 +12,8 @@ Re-encoding reproduces the job exactly only with the same model, precision, devi
 torch thread count (float reductions depend on it; README, "Verifying a run"). So
 the check runs with the job's `cpus_per_actor` threads unless told otherwise; agreement then drops
 only for corrupted codes, a changed model or drifted numerics.
-Small samples run inline; large ones (or `use_ray="ray"`) on Ray actors (`engine/ray_backend.py`).
+Small samples run inline; large ones (or `use_ray="ray"`) on actors, through the `on_actors` runner
+the caller hands in (`pipeline.verify_on_ray` passes Ray's; verify itself knows no engine).
 The sample is drawn in `sampling.py`, the pass/fail rules live in `thresholds.py`.
 """
 
@@ -22,8 +23,11 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from codec import ModelProvenance
 
 from .. import reader, writer
 from ..config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
@@ -32,6 +36,7 @@ from ..records import EncodeBatch
 from . import report
 from .check import STATUSES, Checker, CheckSettings
 from .job_context import column_by_key, job_rejects, transcripts
+from .result import CheckResult
 from .sampling import read_rows, sample_keys
 from .summary import VerifySummary
 from .thresholds import badness, judged, threshold_failures, thresholds_from
@@ -58,6 +63,11 @@ class VerifyOptions:
     ray_min_rows: int = 64
     num_actors: int = 0
     ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray (engine.ray_connect)
+
+
+# runs Checker.check on rows elsewhere: (rows, settings, num_actors) -> (results in any order, the model's
+# provenance; None when there were no rows)
+ActorRunner = Callable[[list[dict], CheckSettings, int], tuple[list[CheckResult], ModelProvenance | None]]
 
 
 def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSettings:
@@ -97,19 +107,21 @@ def job_batches(tokens: str, keys: set[str]) -> dict[str, EncodeBatch]:
     return found
 
 
-def _stderr(message: str) -> None:
+def log_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = None,
-               thresholds: VerifyConfig | None = None, log=_stderr,
-               provenance: Provenance | None = None) -> VerifySummary:
+               thresholds: VerifyConfig | None = None, log=log_stderr,
+               provenance: Provenance | None = None, on_actors: ActorRunner | None = None) -> VerifySummary:
     """Verify a sample of `tokens` (an audiotok output dir or URL), write the report to `report_dir`
     (local), and return the summary (passed, failures, aggregates, ...). provenance: the dataset's, when
-    the caller has read it already (else read here)."""
+    the caller has read it already (else read here). on_actors: how to check rows on actors, used when
+    options.use_ray asks for it (`pipeline.verify_on_ray.run_verify` passes Ray's); without it every
+    sample is checked inline."""
     started = time.time()
     options = options or VerifyOptions()
-    provenance = provenance or Provenance.from_json(reader.load_provenance(tokens))
+    provenance = provenance or reader.load_provenance(tokens)
     thresholds = thresholds or thresholds_from(provenance)
     settings = settings_for(provenance, options)
     keys = reader.arrow_dataset(tokens).to_table(columns=["key"]).column("key").to_pylist()
@@ -119,15 +131,17 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     rows = sorted(read_rows(tokens, chosen), key=lambda r: order[r["key"]]) if chosen else []
     if settings.batch_plan == "cuda":  # codes depend on the batch: re-encode each row in the job's batch
         settings = dataclasses.replace(settings, batches=job_batches(tokens, {r["key"] for r in rows}))
-    use_ray = options.use_ray == "ray" or (options.use_ray == "auto" and len(rows) > options.ray_min_rows)
+    if options.use_ray not in ("auto", "inline", "ray"):
+        raise ValueError(f"use_ray must be auto, inline or ray, not {options.use_ray!r}")
+    if options.use_ray == "ray" and on_actors is None:
+        raise ValueError("use_ray='ray' needs an actor runner: call pipeline.verify_on_ray.run_verify")
+    use_ray = on_actors is not None and (
+        options.use_ray == "ray" or (options.use_ray == "auto" and len(rows) > options.ray_min_rows))
     log(f"[audiotok verify] {len(rows)} of {len(keys)} rows, bandwidths {settings.bandwidths} kbps, "
         f"{'Ray actors' if use_ray else 'inline'}, model {settings.model}, {settings.threads or 'default'} threads")
     checker = None
     if use_ray:
-        from ..engine.ray_backend import check_with_ray  # Ray is imported only when it is used
-
-        results, model_provenance = check_with_ray(rows, settings, options.num_actors,
-                                                     ray_address=options.ray_address)
+        results, model_provenance = on_actors(rows, settings, options.num_actors)
     else:
         checker = Checker(settings)
         model_provenance = checker.model.provenance
@@ -141,8 +155,9 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         results = [again.get(r.key, r) if i < len(shown) else r for i, r in enumerate(results)]
     for r in results[options.max_media_items:]:
         r.media = None
-    random_weights = bool(model_provenance.get("random_weights") or provenance.random_weights)
+    random_weights = bool((model_provenance and model_provenance.random_weights) or provenance.random_weights)
     failures = threshold_failures(results, judged(thresholds, random_weights))
+    model_sha256 = model_provenance.sha256 if model_provenance else None
     if not rows:
         failures.insert(0, f"no rows to verify ({len(keys)} committed rows, count={count}, "
                            f"fraction={options.fraction})")
@@ -150,8 +165,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         passed=not failures, failures=failures, tokens=str(tokens), path="inline" if not use_ray else "ray",
         rows_total=len(keys), rows_sampled=len(rows), seed=options.seed, sample_count=count,
         sample_fraction=options.fraction, status_counts={s: sum(r.status == s for r in results) for s in STATUSES},
-        model_source=settings.model, model_sha256=model_provenance.get("sha256"),
-        model_matches_provenance=model_provenance.get("sha256") == provenance.checkpoint_sha256,
+        model_source=settings.model, model_sha256=model_sha256,
+        model_matches_provenance=model_sha256 == provenance.checkpoint_sha256,
         random_weights=random_weights, device=settings.device,
         precision=settings.precision, threads=settings.threads, bandwidths=settings.bandwidths,
         thresholds=thresholds, report=os.path.abspath(report_dir),
@@ -167,14 +182,15 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     return summary
 
 
-def verify_after_job(cfg: JobConfig, out_dir: str, log=_stderr) -> VerifySummary | None:
+def verify_after_job(cfg: JobConfig, out_dir: str, log=log_stderr,
+                     on_actors: ActorRunner | None = None) -> VerifySummary | None:
     """The sample at the end of `jobs.tokenize`: None when cfg.verify.sample_count is 0, else the
     verify summary (report in cfg.verify.report_dir or <out_dir>/_verify, which Parquet readers skip)."""
     v = cfg.verify
     if v.sample_count <= 0:
         return None
-    provenance = Provenance.from_json(reader.load_provenance(str(out_dir)))
+    provenance = reader.load_provenance(str(out_dir))
     options = VerifyOptions(count=v.sample_count, seed=v.seed, device=provenance.device,  # where the job's actors ran
                             storage_options=dict(cfg.source.storage_options))
     report_dir = v.report_dir or os.path.join(str(out_dir), "_verify")
-    return run_verify(str(out_dir), report_dir, options, v, log, provenance)
+    return run_verify(str(out_dir), report_dir, options, v, log, provenance, on_actors)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from codec import random_model
-from codec.codebooks import fit_codebooks
+from codec.codebook_fitting import fit_codebooks
 from codec.host_syncs import forward_passes
 from codec.norm import LengthGroupNorm
 from tests.conftest import batch_independent_kernels, excerpts_batch, real_audio

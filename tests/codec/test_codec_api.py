@@ -26,8 +26,8 @@ def test_preset_derived_numbers():
 
 def test_random_model_is_seeded_and_labelled():
     a, b, c = random_model("random:24khz"), random_model("random:24khz"), random_model("random:24khz:seed=1")
-    assert a.provenance["random_weights"] and a.provenance["source"].startswith("random:24khz")
-    assert a.provenance["sha256"] == b.provenance["sha256"] != c.provenance["sha256"]
+    assert a.provenance.random_weights and a.provenance.source.startswith("random:24khz")
+    assert a.provenance.sha256 == b.provenance.sha256 != c.provenance.sha256
 
 
 def test_true_lengths_and_frames(m24):
@@ -104,7 +104,7 @@ def test_original_checkpoint_file(tmp_path, preset):
     torch.save(state, path)
     loaded = load_model(path)
     assert loaded.config.sampling_rate == model.config.sampling_rate
-    assert len(loaded.provenance["sha256"]) == 64
+    assert len(loaded.provenance.sha256) == 64
     x = torch.randn(1, model.config.audio_channels, 5000) * 0.1
     assert torch.equal(loaded.encode(x)[0].codes, model.encode(x)[0].codes)
 

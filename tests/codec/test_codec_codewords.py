@@ -3,9 +3,9 @@ to work out by hand."""
 
 import torch
 
-import codec.codebooks
+import codec.codebook_fitting
 import codec.quantizer
-import codec.training
+import codec.trainer.trainable
 from codec.codewords import lloyd, nearest
 
 
@@ -33,6 +33,6 @@ def test_quantizer_fitting_and_training_share_the_one_copy():
     book = codec.quantizer.Codebook(3, 2)
     book.embed.data.copy_(torch.tensor([[0.0, 0.0], [2.0, 2.0], [3.0, 1.0]]))
     assert book.nearest(torch.tensor([[1.0, 1.0], [3.0, 0.0]])).tolist() == [0, 2]
-    assert codec.codebooks.nearest is nearest and codec.codebooks.lloyd is lloyd
-    assert codec.training.nearest is nearest and codec.training.lloyd is lloyd
-    assert not hasattr(codec.codebooks, "_nearest") and not hasattr(codec.training, "_nearest")
+    assert codec.codebook_fitting.nearest is nearest and codec.codebook_fitting.lloyd is lloyd
+    assert codec.trainer.trainable.nearest is nearest and codec.trainer.trainable.lloyd is lloyd
+    assert not hasattr(codec.codebook_fitting, "_nearest") and not hasattr(codec.trainer.trainable, "_nearest")

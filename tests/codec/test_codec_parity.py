@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codec import load_model, random_model, save_model
-from codec.codebooks import fit_codebooks
+from codec.codebook_fitting import fit_codebooks
 from tests.conftest import batch_independent_kernels, excerpts_batch, real_audio, transformers_codes
 
 transformers = pytest.importorskip("transformers")
@@ -103,7 +103,7 @@ def test_load_directory_written_by_transformers(tmp_path):
         fit_codebooks(ref.quantizer, ref.encoder(x[None])[0].t(), generator=torch.Generator().manual_seed(0))
     ref.save_pretrained(tmp_path)
     ours = load_model(tmp_path)
-    assert ours.provenance["sha256"] and not ours.provenance["random_weights"]
+    assert ours.provenance.sha256 and not ours.provenance.random_weights
     with torch.no_grad():
         expected = ref.encode(x[None], bandwidth=24.0).audio_codes[0, 0]
     assert len(torch.unique(expected[-1])) > 1

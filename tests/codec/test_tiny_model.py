@@ -10,7 +10,7 @@ import torch
 
 from codec import EncodecConfig, load_model, save_model
 from codec.losses import MultiScaleMelLoss, mel_filterbank, waveform_l1
-from codec.training import TrainableEncodec
+from codec.trainer import TrainableEncodec
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "tiny-24khz"
 
@@ -26,7 +26,7 @@ def test_shipped_files_and_size():
 
 def test_load_model_reports_trained_weights():
     model = load_model(MODEL_DIR)
-    assert model.provenance["random_weights"] is False
+    assert model.provenance.random_weights is False
     assert model.config.hop_length == 320 and model.config.frame_rate == 75
     assert model.config.bandwidth_to_num_quantizers == {1.5: 2, 3.0: 5, 6.0: 10}
 
@@ -47,11 +47,11 @@ def test_transformers_loads_it_and_gives_our_codes():
 def test_training_config_matches_the_shipped_model():
     import yaml
 
-    from jobs.train_codec import build_config
+    from codec.trainer.loop import build_config
 
     cfg = yaml.safe_load((MODEL_DIR.parents[1] / "configs" / "train_tiny.yaml").read_text())
     shipped = EncodecConfig.from_dict(json.loads((MODEL_DIR / "config.json").read_text()))
-    assert build_config(cfg).to_dict() == shipped.to_dict()
+    assert build_config(cfg["model"]).to_dict() == shipped.to_dict()
     assert all(entry["licence"] for split in ("train", "valid", "heldout") for entry in cfg["data"][split])
 
 
@@ -121,7 +121,7 @@ def test_straight_through_gradient_reaches_the_encoder():
 
 
 def test_mel_filterbank_equals_the_metrics_one():
-    from pipeline.verify.metrics import mel_filterbank as reference
+    from codec.metrics import mel_filterbank as reference
 
     bank = mel_filterbank(24000, 512, 64)
     assert bank.shape == (64, 257)
@@ -134,12 +134,12 @@ def test_tiny_source_alias_and_fallback():
     from codec import load_first
 
     model = load_model("tiny:24khz")
-    assert model.provenance["source"] == "tiny:24khz" and model.provenance["random_weights"] is False
-    assert model.provenance["model_card"].endswith("MODEL_CARD.md")
+    assert model.provenance.source == "tiny:24khz" and model.provenance.random_weights is False
+    assert model.provenance.model_card.endswith("MODEL_CARD.md")
     with pytest.raises(ValueError, match="tiny:24khz"):
         load_model("tiny:48khz")
     first, skipped = load_first(["/nonexistent/model", "tiny:24khz"])
-    assert first.provenance["source"] == "tiny:24khz"
+    assert first.provenance.source == "tiny:24khz"
     assert len(skipped) == 1 and skipped[0].startswith("/nonexistent/model: ")
     with pytest.raises(ValueError, match="no model source"):
         load_first(["/nonexistent/a", "tiny:96khz"])

@@ -27,8 +27,8 @@ import torch
 import yaml
 
 from codec import load_model
+from codec.metrics import mel_distance_db, si_snr_db
 from pipeline.audio import convert_channels, resample
-from pipeline.verify.metrics import mel_distance_db, si_snr_db
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "tiny-24khz"

@@ -1,4 +1,5 @@
-"""jobs.train_codec_data resolves a training config's file list; jobs.train_codec's loss and schedule."""
+"""codec.trainer.data resolves a training config's file list (jobs.train_codec_data prints it); the codec
+training loop's loss, schedule and config."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from jobs.train_codec import lr_at, neg_si_snr_db
-from jobs.train_codec_data import AudioFile, load_mono, main, packages, resolve
-from pipeline.verify.metrics import si_snr_db
+from codec.losses import neg_si_snr_db
+from codec.metrics import si_snr_db
+from codec.trainer.data import AudioFile, load_mono, packages, resolve
+from codec.trainer.loop import lr_at
+from jobs.train_codec_data import main
 
 
 @pytest.fixture()
@@ -107,7 +110,8 @@ def test_lr_warmup_then_cosine():
 
 
 def test_band_limit_and_stage_config(tmp_path):
-    from jobs.train_codec import band_limit, load_config
+    from codec.trainer.config import load_config
+    from codec.trainer.loop import band_limit
 
     x = torch.randn(2400, generator=torch.Generator().manual_seed(1))
     y = band_limit(x, 4000.0, 24000)

@@ -1,6 +1,6 @@
 """CUDA out of memory on a batch: its forward passes are halved and it is encoded again; the committed
 rows equal those of the run that never ran out of memory. The error is injected on the CPU through
-the `encode_oom` stage of pipeline.faults, only for passes larger than N items, so the split succeeds."""
+the `encode_oom` stage of pipeline.fault_injection, only for passes larger than N items, so the split succeeds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline import faults
+from pipeline import fault_injection
 from tests.conftest import batch_independent_kernels, corpus_file, torch_threads
 from tests.fault_scenarios import demo_config
 
@@ -74,8 +74,8 @@ def unsplit(worker, shard, tmp_path_factory):
 
 @pytest.fixture
 def planted(tmp_path, monkeypatch):
-    monkeypatch.setenv(faults.ENV, str(tmp_path / "faults"))
-    return lambda rule: faults.plant(tmp_path / "faults", rule)
+    monkeypatch.setenv(fault_injection.ENV, str(tmp_path / "faults"))
+    return lambda rule: fault_injection.plant(tmp_path / "faults", rule)
 
 
 def test_the_unsplit_run_batches_several_items_and_equals_one_by_one(worker, shard, unsplit, tmp_path):
@@ -89,7 +89,7 @@ def test_oom_halves_the_passes_and_the_rows_equal_the_unsplit_run(worker, shard,
                                                                   above):
     root = planted(f"oom@encode_oom:*>{above}#all")
     record, table = tokenize(worker, shard, tmp_path, 4)
-    sizes = [f.items for f in faults.fired(root)]
+    sizes = [f.items for f in fault_injection.fired(root)]
     assert sizes and all(s > above for s in sizes) and max(sizes) > 2, sizes  # it fired, on big passes only
     assert table.equals(unsplit), "rows of the split run differ from the unsplit run"
     assert record.rows == unsplit.num_rows
@@ -115,14 +115,14 @@ def test_oom_on_one_item_fails_as_before(worker, shard, tmp_path, planted):
     root = planted("oom@encode_oom#all")
     with pytest.raises(torch.cuda.OutOfMemoryError, match="planted fault"):
         tokenize(worker, shard, tmp_path, 4)
-    sizes = [f.items for f in faults.fired(root)]
+    sizes = [f.items for f in fault_injection.fired(root)]
     assert sizes[-1] == 1 and sizes == sorted(sizes, reverse=True) and sizes[0] > 2, sizes
     assert not (tmp_path / "_manifest").exists()
 
 
 def test_other_errors_are_not_retried(worker, shard, tmp_path, planted):
     root = planted("raise@encode_oom#all")
-    with pytest.raises(faults.PlantedError):
+    with pytest.raises(fault_injection.PlantedError):
         tokenize(worker, shard, tmp_path, 4)
-    assert len(faults.fired(root)) == 1
+    assert len(fault_injection.fired(root)) == 1
     assert not (tmp_path / "_manifest").exists()

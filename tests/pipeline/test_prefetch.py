@@ -85,7 +85,7 @@ def test_rows_do_not_depend_on_prefetch_depth(tmp_path):
     for depth in (0, 3):
         cfg = demo_config(f"prefetch_shards={depth}", "decode_threads=0")
         summary = run_job(cfg, spec, str(tmp_path / f"out{depth}"), log=lambda m: None)
-        assert summary["rows"] == 10
+        assert summary.rows == 10
         table = pads.dataset(str(tmp_path / f"out{depth}" / "tokens")).to_table().sort_by("key")
         tables[depth] = table.select(["key", "codes", "num_samples"]).to_pylist()
     assert tables[0] == tables[3]

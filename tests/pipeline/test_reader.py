@@ -31,6 +31,7 @@ def provenance(model=None):
         "chunk_stride": c.chunk_stride if c else None, "bandwidths": [1.5, 6.0],
         "bandwidth_to_num_quantizers": N_Q if c is None or c.chunk_length is None else {"3.0": 2, "6.0": 4},
         "precision": "fp32", "pipeline_version": "test", "resampler": {}, "random_weights": True,
+        "num_quantizers": 8 if c is None or c.chunk_length is None else 4, "device": "cpu", "segment_max_s": 60.0,
     }
 
 

@@ -52,7 +52,7 @@ def test_preset_on_a_node_smaller_than_it_asks_runs(cluster, tmp_path):
     cfg = load_config(REPO / "configs" / "encodec_24khz.yaml", ["model=random:24khz", "placement_timeout_s=60"])
     lines: list[str] = []
     summary = run(cfg, DEMO, tmp_path / "out", lines)
-    assert summary["rows"] > 0 and summary["shards_committed"] == 1
+    assert summary.rows > 0 and summary.shards_committed == 1
     assert any("cpus_per_actor 4 capped at 2" in line for line in lines)
     assert any("no node has a GPU: running on CPUs" in line for line in lines)
     assert any("2 torch thread(s)" in line for line in lines)
@@ -81,7 +81,7 @@ def test_gpu_actor_without_cuda_fails_unless_simulated(cluster, tmp_path):
     cluster(head_cpus=2, head_gpus=1, env={"AUDIOTOK_TEST_SIMULATED_GPUS": "1"})
     lines: list[str] = []
     summary = run(cfg, DEMO, tmp_path / "simulated", lines)
-    assert summary["rows"] > 0
+    assert summary.rows > 0
     import json
 
     prov = json.loads((tmp_path / "simulated" / "_provenance.json").read_text())
@@ -116,7 +116,7 @@ def test_node_added_mid_run_gets_an_actor_and_shards(cluster, tmp_path):
     worker.join(600)
     assert "error" not in result, result.get("error")
     summary = result["summary"]
-    assert summary["rows"] == 60 and summary["actors"] == 2
+    assert summary.rows == 60 and summary.actors == 2
     assert any("the cluster grew: 1 more actor(s)" in line for line in lines)
     nodes = {r.node_id for r in writer.committed_shards(str(out)).values()}
     assert len(nodes) == 2, "the new node ran no shard"
@@ -133,8 +133,10 @@ def test_unreachable_actor_is_confirmed_dead_before_its_shard_moves(cluster, mon
         def run(self):
             return "done, but the driver lost sight of the actor"
 
-    backend = ray_backend.RayBackend(load_config(REPO / "configs" / "test.yaml"), "/nonexistent",
-                                     ray_backend.ActorSetup(ActorRequest(1.0), "run", None))
+    from pipeline.shard_actor import ActorSetup, ShardWork
+
+    backend = ray_backend.RayBackend(ShardWork, (load_config(REPO / "configs" / "test.yaml"), "/nonexistent",
+                                                 ActorSetup(ActorRequest(1.0), "run", None)), ActorRequest(1.0))
     handle = Sleeper.remote()
     ref = handle.run.remote()
     backend.actors[7], backend.waiting[ref] = handle, (7, "s0")

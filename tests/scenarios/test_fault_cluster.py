@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import faults
+from pipeline import fault_injection
 from tests.fault_scenarios import compare, demo_config, descendants, firings, read_outcome, shard_id
 
 ray = pytest.importorskip("ray")
@@ -21,8 +21,8 @@ def cluster(tmp_path_factory):
 
     fault_dir = tmp_path_factory.mktemp("planted")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    old = os.environ.get(faults.ENV)
-    os.environ[faults.ENV] = str(fault_dir)  # the nodes' workers inherit it
+    old = os.environ.get(fault_injection.ENV)
+    os.environ[fault_injection.ENV] = str(fault_dir)  # the nodes' workers inherit it
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [c.add_node(num_cpus=1) for _ in range(3)]
     c.wait_for_nodes()
@@ -31,9 +31,9 @@ def cluster(tmp_path_factory):
     ray.shutdown()
     c.shutdown()
     if old is None:
-        os.environ.pop(faults.ENV, None)
+        os.environ.pop(fault_injection.ENV, None)
     else:
-        os.environ[faults.ENV] = old
+        os.environ[fault_injection.ENV] = old
 
 
 def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
@@ -44,15 +44,15 @@ def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
     c, workers, fault_dir = cluster
     spec, want = fault_inputs
     victim = shard_id(spec, 2)
-    faults.plant(fault_dir, f"pause@after_decode:{victim}")  # once: the retry elsewhere goes through
+    fault_injection.plant(fault_dir, f"pause@after_decode:{victim}")  # once: the retry elsewhere goes through
     out, lines, removed, done = tmp_path / "out", [], [], threading.Event()
 
     def remove_node_of_paused_actor() -> None:
-        while not done.is_set() and not faults.fired(fault_dir):
+        while not done.is_set() and not fault_injection.fired(fault_dir):
             time.sleep(0.05)
         if done.is_set():
             return
-        pid = faults.fired(fault_dir)[0].pid
+        pid = fault_injection.fired(fault_dir)[0].pid
         for node in workers:
             raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
             if pid in descendants(raylet, "ray::TokenizerActor"):
@@ -73,5 +73,5 @@ def test_node_removed_mid_run(cluster, fault_inputs, tmp_path):
     assert row.ok, row.problems
     assert firings(fault_dir) == {(f"pause@after_decode:{victim}#1", victim): 1}
     assert len(removed) == 1 and any(victim in line for line in died), lines
-    assert summary["shards_committed"] == 8
+    assert summary.shards_committed == 8
     assert sum(n["Alive"] for n in ray.nodes()) == 3

@@ -6,7 +6,7 @@ prints at the end of the session.
 Two test switches are set for this module's Ray (its workers inherit them when it starts): the
 decoder fault hook (`AUDIOTOK_TEST_DECODER_FAULTS`, pipeline/decode_pool.py), which only acts on
 the keys crash-segv, crash-once, crash-hang and crash-raise, and the named-stage faults
-(`AUDIOTOK_TEST_FAULTS`, pipeline/faults.py), whose rules each test plants in the directory it names.
+(`AUDIOTOK_TEST_FAULTS`, pipeline/fault_injection.py), whose rules each test plants in the directory it names.
 """
 
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import faults, writer
+from pipeline import fault_injection, writer
 from tests.fault_scenarios import (
     DECODER_FAULTS,
     FAULTS_ENV,
@@ -40,9 +40,9 @@ def fault_dir(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def local_ray(fault_dir):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    old = {name: os.environ.get(name) for name in (FAULTS_ENV, faults.ENV)}
+    old = {name: os.environ.get(name) for name in (FAULTS_ENV, fault_injection.ENV)}
     os.environ[FAULTS_ENV] = DECODER_FAULTS  # Ray's workers inherit them from here
-    os.environ[faults.ENV] = str(fault_dir)
+    os.environ[fault_injection.ENV] = str(fault_dir)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -56,9 +56,9 @@ def local_ray(fault_dir):
 @pytest.fixture(autouse=True)
 def plant(fault_dir):
     """plant(*rules): the rules of this test (none unless it plants some); returns the directory."""
-    faults.plant(fault_dir, [])
-    yield lambda *rules: faults.plant(fault_dir, list(rules))
-    faults.plant(fault_dir, [])
+    fault_injection.plant(fault_dir, [])
+    yield lambda *rules: fault_injection.plant(fault_dir, list(rules))
+    fault_injection.plant(fault_dir, [])
 
 
 def run(cfg, spec, out, lines):
@@ -93,7 +93,7 @@ def test_actor_killed_at_each_named_stage(fault_inputs, tmp_path, plant):
     assert row.ok, row.problems
     assert firings(root) == {(f"kill@{stage}:{victim}#1", victim): 1 for stage, victim in victims.items()}
     assert died == 3, lines
-    assert summary["shards_committed"] == 8
+    assert summary.shards_committed == 8
     # each victim is redone once; so is a shard in flight beside it (committing while the victim
     # encoded, or encoding while it committed), named in the same line: it was lost with the actor
     redone = {s: r.attempt for s, r in records(out).items() if r.attempt > 1}
@@ -229,7 +229,7 @@ def test_fatal_cuda_error_replaces_the_actor_and_retries_the_shard(fault_inputs,
     row = compare("fatal CUDA error (illegal address)", 1, read_outcome(out), want, "actor replaced, shard redone")
     assert row.ok, row.problems
     assert firings(root) == {(f"cudafatal@during_encode:{victim}#1", victim): 1}
-    assert summary["shards_committed"] == 8 and sum("actor died" in line for line in lines) == 1
+    assert summary.shards_committed == 8 and sum("actor died" in line for line in lines) == 1
     assert records(out)[victim].attempt == 2
 
 
@@ -248,5 +248,5 @@ def test_actor_killed_after_encoding_before_its_commit(fault_inputs, tmp_path, p
     assert row.ok, row.problems
     assert firings(root) == {(f"kill@before_commit:{victim}#1", victim): 1}
     assert len(died) == 1 and victim in died[0], lines
-    assert summary["shards_committed"] == 8 and records(out)[victim].attempt == 2
+    assert summary.shards_committed == 8 and records(out)[victim].attempt == 2
     assert_only_committed_parts_visible(out)

@@ -92,12 +92,12 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
     tokens, rejects = keys_of(out)
     assert tokens == ["good"]
     assert {r["key"]: r["reason"] for r in rejects} == expected
-    assert summary["rows"] == 1 and summary["rejects"] == len(expected)
-    assert summary["rejects_by_reason"]["unsafe_member"] == 3
+    assert summary.rows == 1 and summary.rejects == len(expected)
+    assert summary.rejects_by_reason["unsafe_member"] == 3
     assert not (Path("/etc") / "passwd.flac").exists()
 
     summary = run_job(cfg, DEMO, str(out / "demo"), log=lambda m: None)
-    assert summary["rows"] == 7 and summary["rejects_by_reason"] == {"undecodable": 1}
+    assert summary.rows == 7 and summary.rejects_by_reason == {"undecodable": 1}
     # rows equal transformers encoding each item alone, on the same prepared audio and weights
     transformers = pytest.importorskip("transformers")
     model = random_model(cfg.model)
@@ -132,8 +132,8 @@ def test_second_run_skips_committed_shards(tmp_path):
     second = run_job(cfg, DEMO, f"file://{tmp_path}", log=lines.append)  # an output URL, not a path
     assert "2 already committed, 0 to do" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tokens").iterdir()} == stamps
-    assert second["rows"] == first["rows"] == 7
-    assert json.loads((tmp_path / "_summary.json").read_text()) == json.loads(json.dumps(second))
+    assert second.rows == first.rows == 7
+    assert json.loads((tmp_path / "_summary.json").read_text()) == json.loads(json.dumps(second.to_json()))
     assert not Path("file:").exists()
 
 
@@ -164,19 +164,19 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
     """SIGKILL the whole job (driver, its local Ray, actors, decoders) twice, at named stages: between
     the renames of shard 2's commit (its parts in place, its record not), then after decoding shard 5;
     then re-run the same command to the end: the rows equal the uninterrupted reference exactly."""
-    from pipeline import faults
+    from pipeline import fault_injection
     from tests.fault_scenarios import commits, compare, firings, read_outcome, shard_id
 
     spec, want = fault_inputs
     out, planted = tmp_path / "out", tmp_path / "planted"
     cmd = [sys.executable, "-m", "jobs.tokenize", "--config", "configs/test.yaml", "--input", spec,
            "--output", str(out)]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: str(planted)}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", fault_injection.ENV: str(planted)}
     env.pop("RAY_ADDRESS", None)
     part = out / "tokens" / f"part-{shard_id(spec, 2)}.parquet"
     for index, stage, committed in ((2, "between_renames", 2), (5, "after_decode", 5)):
         victim = shard_id(spec, index)
-        faults.plant(planted, f"killsession@{stage}:{victim}")
+        fault_injection.plant(planted, f"killsession@{stage}:{victim}")
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,  # its own session
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -190,7 +190,7 @@ def test_killed_driver_then_rerun_gives_exact_rows(fault_inputs, tmp_path):
         assert commits(out) == committed if stage == "between_renames" else commits(out) in (committed - 1, committed)
         if stage == "between_renames":  # a complete part without its record, until the next run
             assert part.exists() and not (out / "_manifest" / f"{victim}.json").exists()
-    faults.plant(planted, [])
+    fault_injection.plant(planted, [])
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
     row = compare("driver SIGKILLed at named stages, then re-run", 3, read_outcome(out), want,
                   "killed between renames of shard 2, after decoding shard 5")

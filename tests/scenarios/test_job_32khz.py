@@ -56,7 +56,7 @@ def test_preset_is_musicgens_tokenizer():
     cfg = load_config(REPO / "configs" / "encodec_32khz.yaml")
     assert (cfg.model, cfg.bandwidths) == ("facebook/encodec_32khz", [2.2])
     model = random_model("random:32khz")
-    assert model.config == c and model.provenance["random_weights"]
+    assert model.config == c and model.provenance.random_weights
     codes = model.encode(torch.randn(1, 1, 32000) * 0.1)[0].codes
     assert codes.shape == (4, 50) and len(codes.unique()) > 20  # non-trivial codebooks
     with pytest.raises(ValueError, match="random:32khz"):

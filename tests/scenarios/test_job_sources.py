@@ -67,7 +67,7 @@ def test_manifest_source_with_metadata(tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     cfg = load_config(REPO / "configs" / "test.yaml", ["source.manifest_rows_per_shard=2"])
     summary = run(cfg, str(manifest), tmp_path / "out")
-    assert summary["shards"] == 2 and summary["rows"] == 4 and summary["rejects"] == 0
+    assert summary.shards == 2 and summary.rows == 4 and summary.rejects == 0
     found = rows(tmp_path / "out")
     # manifest keys are the path as written, minus the extension
     assert {k.rsplit("/", 1)[-1] for k in found} == {os.path.splitext(os.path.basename(r))[0] for r in FILES.values()}
@@ -82,7 +82,7 @@ def test_hf_saved_dataset_source(tmp_path):
     ds.save_to_disk(str(tmp_path / "saved"), num_shards=2)
     cfg = load_config(REPO / "configs" / "test.yaml", ["source.key_column=key"])
     summary = run(cfg, f"hf:{tmp_path / 'saved'}", tmp_path / "out")
-    assert summary["shards"] == 2 and summary["rows"] == 4
+    assert summary.shards == 2 and summary.rows == 4
     assert_rows_match_transformers(cfg, tmp_path / "out", tmp_path, meta=("text", {k: f"t-{k}" for k in FILES}))
 
 
@@ -99,7 +99,7 @@ def test_file_url_brace_pattern_and_48khz_model(tmp_path):
                 sink.write({"__key__": key, rel.rsplit(".", 1)[1]: corpus_file(rel).read_bytes()})
     cfg = load_config(REPO / "configs" / "test.yaml", ["model=random:48khz", "bandwidths=[6.0,24.0]"])
     summary = run(cfg, f"file://{shards}/part-{{00..01}}.tar", tmp_path / "out")
-    assert summary["shards"] == 2 and summary["rows"] == 4
+    assert summary.shards == 2 and summary.rows == 4
     assert_rows_match_transformers(cfg, tmp_path / "out", tmp_path)
     first = rows(tmp_path / "out")["elvish"]
     assert len(first["codes"]) == 16 and len(first["scales"]) == 7  # 288000 samples: ceil(288000 / 47520) chunks

@@ -46,7 +46,7 @@ def test_folder_codes_equal_transformers_one_item_codes(tmp_path):
     cfg = load_config(REPO / "configs" / "test.yaml", ["source.manifest_rows_per_shard=3"])
     lines = []
     summary = run(cfg, f"{root}/", tmp_path / "out", lines)
-    assert (summary["shards"], summary["rows"], summary["rejects"]) == (2, 4, 0)
+    assert (summary.shards, summary.rows, summary.rejects) == (2, 4, 0)
     assert lines[0] == (f"[audiotok] {root}/: 0 tar files, 4 audio files, 3 other files (.json 1, .md 1, .txt 1); "
                         "tokenizing the audio files")
     found = rows(tmp_path / "out")
@@ -71,11 +71,11 @@ def test_folder_codes_equal_transformers_one_item_codes(tmp_path):
 
     # a re-run over the same folder, given as a glob this time into another output, or again into the same
     again = run(cfg, f"{root}/**/*.*", tmp_path / "out-glob")
-    assert (again["shards"], again["rows"], again["rejects"]) == (2, 4, 0)
+    assert (again.shards, again.rows, again.rejects) == (2, 4, 0)
     assert {k: r["codes"] for k, r in rows(tmp_path / "out-glob").items()} == {k: r["codes"] for k, r in found.items()}
     lines.clear()
     rerun = run(cfg, str(root), tmp_path / "out", lines)
-    assert "2 shards, 2 already committed, 0 to do" in lines[1] and rerun["rows"] == 4
+    assert "2 shards, 2 already committed, 0 to do" in lines[1] and rerun.rows == 4
     assert len(pads.dataset(tmp_path / "out" / "tokens").to_table()) == 4
 
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from jobs.train_lm import held_out, main
+from jobs.train_lm import main
+from pipeline.training.lm_check import held_out
 from tests.pipeline.training.token_corpus import write_markov_tokens
 
 

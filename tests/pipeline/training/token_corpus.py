@@ -14,7 +14,8 @@ def provenance() -> dict:
         "model_name": "test", "model_source": "random:24khz", "checkpoint_sha256": "0" * 64, "codec_config": {},
         "sample_rate": 24000, "channels": 1, "frame_rate": 75, "hop_length": 320, "chunk_length": None,
         "chunk_stride": None, "bandwidths": [1.5, 6.0], "bandwidth_to_num_quantizers": N_Q, "precision": "fp32",
-        "pipeline_version": "test", "resampler": {}, "random_weights": True,
+        "pipeline_version": "test", "resampler": {}, "random_weights": True, "num_quantizers": max(N_Q.values()),
+        "device": "cpu", "segment_max_s": 60.0,
     }
 
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from pipeline.verify import metrics
+from codec import metrics
 from pipeline.verify.result import BandwidthScores, CheckResult, Media
 
 

@@ -163,8 +163,10 @@ def test_arguments_are_checked(job, tmp_path, capsys):
 
 
 def test_ray_path_matches_inline(job, report, tmp_path):
-    summary = run_verify(str(job), str(tmp_path / "r"), VerifyOptions(count=2, bandwidths=[6.0], use_ray="ray",
-                                                                     max_media_items=1), log=lambda m: None)
+    from pipeline import verify_on_ray
+
+    options = VerifyOptions(count=2, bandwidths=[6.0], use_ray="ray", max_media_items=1)
+    summary = verify_on_ray.run_verify(str(job), str(tmp_path / "r"), options, log=lambda m: None)
     assert summary.passed and summary.path == "ray" and summary.model_matches_provenance
     inline = {(r["key"], r["bandwidth_kbps"]): r for r in pq.read_table(report / "items.parquet").to_pylist()}
     for r in pq.read_table(tmp_path / "r" / "items.parquet").to_pylist():
@@ -172,6 +174,27 @@ def test_ray_path_matches_inline(job, report, tmp_path):
         for name in ("si_snr_db", "mel_distance_db", "lsd_db", "code_agreement_all"):
             assert r[name] == pytest.approx(ref[name], abs=1e-9), name
     assert len(list((tmp_path / "r" / "media").glob("*.png"))) == 2  # worst item only: original + 6 kbps
+
+
+def test_actor_path_goes_through_the_runner_handed_in(job, tmp_path):
+    """verify imports no engine: rows reach actors only through `on_actors`, which a fake stands in for."""
+    calls = []
+
+    def fake_runner(rows, settings, num_actors):
+        calls.append((sorted(r["key"] for r in rows), num_actors))
+        from pipeline.verify.check import Checker
+
+        checker = Checker(settings)
+        return checker.check(rows), checker.model.provenance
+
+    options = VerifyOptions(count=3, bandwidths=[6.0], ray_min_rows=2, num_actors=5, max_media_items=0)
+    summary = run_verify(str(job), str(tmp_path / "r"), options, log=lambda m: None, on_actors=fake_runner)
+    assert summary.path == "ray" and len(calls) == 1 and len(calls[0][0]) == 3 and calls[0][1] == 5
+    assert summary.passed and summary.model_matches_provenance
+    # without a runner: inline for "auto", a clear error for "ray"
+    assert run_verify(str(job), str(tmp_path / "i"), options, log=lambda m: None).path == "inline"
+    with pytest.raises(ValueError, match="verify_on_ray"):
+        run_verify(str(job), str(tmp_path / "x"), VerifyOptions(count=1, use_ray="ray"), log=lambda m: None)
 
 
 def test_verify_after_job_hook(job, monkeypatch):

@@ -8,7 +8,7 @@ the same shape, [T] or [C, T] samples at `sample_rate` Hz.
   lsd_db            log-spectral distance in dB, lower is better; 0 for identical signals
   all_metrics       the three above as one `Scores` record
 
-Known answers (tested in tests/pipeline/verify/test_metrics.py):
+Known answers (tested in tests/codec/test_metrics.py):
   * estimate = reference + white noise at S dB SNR  ->  si_snr_db ≈ S (exactly S when the noise is
     orthogonal to the reference).
   * estimate = g * reference: si_snr_db is unchanged (gain invariant, any g != 0); mel_distance_db and
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec.mel import mel_filterbank
+from .mel import mel_filterbank
 
 TOP_DB = 80.0  # dynamic range kept below the reference's loudest bin
 MAX_SI_SNR_DB = 100.0

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from .checkpoints import fold_weight_norm
-from .codewords import lloyd, nearest
-from .config import EncodecConfig
-from .model import EncodecModel
-from .seanet import LSTM
+from ..checkpoints import fold_weight_norm
+from ..codewords import lloyd, nearest
+from ..config import EncodecConfig
+from ..model import EncodecModel
+from ..seanet import LSTM
 
 
 class EMAQuantizer(nn.Module):

@@ -1,4 +1,4 @@
-"""Pieces of jobs.bench_codec: the agreement measure, k-means codebooks from real latents, variants."""
+"""Pieces of pipeline.bench.codec: the agreement measure, k-means codebooks from real latents, variants."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 from codec import random_model
 from codec.precision import PrecisionError
 from codec.seanet import LSTM
-from jobs import bench_codec
+from pipeline.bench import codec as bench_codec
 from tests.conftest import real_audio
 
 

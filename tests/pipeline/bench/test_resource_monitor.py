@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from jobs.resource_monitor import GpuSampler, ResourceMonitor, busy_pct, read_cpu_times
+from pipeline.bench.resource_monitor import GpuSampler, ResourceMonitor, busy_pct, read_cpu_times
 
 FAKE_SMI = """#!/bin/sh
 echo "$@" > "$(dirname "$0")/args"

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from codec import metrics as M
 from codec.mel import hz_to_mel, mel_to_hz
-from pipeline.verify import metrics as M
 
 RATE = 24000
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

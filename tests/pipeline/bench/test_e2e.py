@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jobs import stage_ceilings
-from jobs.bench_e2e import JobStages, Run, bound_line, build_corpus, run_lines
-from jobs.resource_monitor import GpuUsage, Usage
-from jobs.stage_ceilings import Ceilings
+from pipeline.bench import stage_ceilings
+from pipeline.bench.e2e import JobStages, Run, bound_line, build_corpus, run_lines
+from pipeline.bench.resource_monitor import GpuUsage, Usage
+from pipeline.bench.stage_ceilings import Ceilings
 from pipeline.config import AudioConfig
 
 
@@ -80,7 +80,7 @@ def test_stage_ceilings_reject_undecodable_bytes():
 
 
 def test_startup_is_reported_apart_and_ratio_says_when_gpu_counts_differ():
-    from jobs.bench_e2e import ratio_line
+    from pipeline.bench.e2e import ratio_line
 
     usage = Usage(cpu_busy_pct=50.0, gpu=None, gpu_missing="no GPU")
     base = Run("baseline", wall_s=12.0, audio_s=600.0, rows=10, padding_waste=0.3, usage=usage, startup_s=2.0, gpus=1)
