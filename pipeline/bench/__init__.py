@@ -1,0 +1,1 @@
+"""Benchmarks as library code (thin entry points in jobs/): what they build, run and measure."""
