@@ -168,7 +168,10 @@ def report(result: BenchResult) -> str:
 def to_json(result: BenchResult) -> dict:
     import dataclasses
 
-    return {"settings": dataclasses.asdict(result.settings), "audio_s": result.audio_s, "wall_s": result.wall_s,
+    import pipeline
+
+    return {"pipeline": str(Path(pipeline.__file__).parent), "settings": dataclasses.asdict(result.settings),
+            "audio_s": result.audio_s, "wall_s": result.wall_s,
             "rows": result.rows, "shards": result.shards, "realtime": result.realtime,
             "cpu_s_per_audio_h": {role: result.per_hour(role) for role in result.roles()},
             "processes": [dataclasses.asdict(p) for p in result.processes]}
