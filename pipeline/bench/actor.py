@@ -93,7 +93,10 @@ def run(settings: BenchSettings, work: Path) -> BenchResult:
     import torch
 
     from codec import load_model
-    from pipeline.provenance import build_provenance
+    if (REPO / "pipeline" / "provenance.py").exists():
+        from pipeline.provenance import build_provenance
+    else:  # trees before pipeline/provenance.py (an A/B against 99d7744)
+        from pipeline.runner import model_info as build_provenance
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
 
@@ -109,23 +112,36 @@ def run(settings: BenchSettings, work: Path) -> BenchResult:
     shutil.rmtree(out, ignore_errors=True)
     torch.set_num_threads(settings.torch_threads)
     model = load_model(cfg.model)
-    model.set_batch_plan(cfg.batch_plan)
+    if hasattr(model, "set_batch_plan"):  # (trees before batch plans: an A/B against 99d7744)
+        model.set_batch_plan(cfg.batch_plan)
     if settings.stand_in:
         model = StandInModel(model, seed=settings.seed)
     worker = ShardTokenizer(model, cfg, str(out), build_provenance(model, cfg, "cpu"), decoders=settings.decoders)
     try:
-        for shard in list_shards(str(work / "warmup"), cfg.source) if warm else []:
+        for shard in list_shards(str(work / "warmup" / "*.tar"), cfg.source) if warm else []:
             worker.run(shard)
-        todo = list_shards(str(work / "shards"), cfg.source)
+        todo = list_shards(str(work / "shards" / "*.tar"), cfg.source)
         before, started = proc_cpu.snapshot(), time.perf_counter()
         records = (_as_actor if settings.stand_in else _one_at_a_time)(worker, todo, cfg)
         wall = time.perf_counter() - started
         after = proc_cpu.snapshot()
     finally:
         worker.close()
+    _check_one_tree()
     records = [r if isinstance(r, dict) else r.to_json() for r in records]
     return BenchResult(settings, sum(r["audio_seconds"] for r in records), wall, sum(r["rows"] for r in records),
                        len(records), proc_cpu.cpu_between(before, after))
+
+
+def _check_one_tree() -> None:
+    """Every pipeline and codec module this run used came from this tree (an editable install of another
+    tree can serve modules this one lacks: an A/B would then mix two trees)."""
+    import sys
+
+    strays = [m.__file__ for name, m in list(sys.modules.items()) if name.split(".")[0] in ("pipeline", "codec")
+              and getattr(m, "__file__", None) and not Path(m.__file__).resolve().is_relative_to(REPO)]
+    if strays:
+        raise RuntimeError(f"modules from outside {REPO}: {strays[:5]}")
 
 
 def _as_actor(worker, todo, cfg) -> list:

@@ -74,6 +74,9 @@ def write_shards(clips: list[Clip], seconds: float, out: Path, per_shard: int = 
 
     if not clips or seconds <= 0 or per_shard < 1:
         raise ValueError("write_shards needs clips, seconds > 0 and per_shard >= 1")
+    if out.exists():  # shards of an earlier build would be listed with these
+        for old in out.glob("bench-*.tar"):
+            old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     total = 0.0
@@ -87,8 +90,6 @@ def write_shards(clips: list[Clip], seconds: float, out: Path, per_shard: int = 
         start = (first_clip + first) % len(clips)
         path = out / f"bench-{len(shards):05d}.tar"
         same = written.get((start, size))  # a shard of the same clips in the same order: linked
-        if path.exists():
-            path.unlink()
         if same is None or len(written) < distinct:
             with wds.TarWriter(str(path), encoder=False, mtime=0) as sink:
                 for i in range(size):
