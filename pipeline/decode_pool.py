@@ -67,6 +67,16 @@ def default_processes(node_cpus: int | None = None, actors_on_node: int = 1, res
     return max(1, int(cpus) // max(1, actors_on_node) - reserve)
 
 
+def child_env() -> dict[str, str]:
+    """The environment of our helper processes: one BLAS/OpenMP thread, this package importable, and
+    glibc's malloc keeping freed memory for reuse (allocations up to 32 MiB from the heap, up to 64 MiB
+    of free heap kept) instead of returning it to the kernel after each file, so a decoder stops
+    faulting in fresh pages for every file (docs/actor_bench.md)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+            "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+
+
 class DecoderError(AudiotokError):
     """Our decoding code failed (a Python exception in a worker, or a worker that cannot start)."""
 
@@ -74,8 +84,7 @@ class DecoderError(AudiotokError):
 class _Worker:
     def __init__(self, init: bytes):
         parent, child = socket.socketpair()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        env = child_env()
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_pool", str(child.fileno())],
                                          pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
@@ -241,7 +250,8 @@ class DecodePool:
 
 
 # ----- the child process ------------------------------------------------------------------------
-def _watch_parent(parent: int) -> None:
+def watch_parent(parent: int) -> None:
+    """Exit this (child) process once `parent` is gone."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
@@ -266,7 +276,7 @@ def _planted_fault(spec: str, key: str, attempt: int) -> None:
 
 
 def _child(fd: int) -> None:
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     sock = socket.socket(fileno=os.dup(fd))  # the same socket, for passing descriptors
     outbox = shared_audio.Outbox()
     conn = Connection(fd)
