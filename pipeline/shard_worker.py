@@ -18,8 +18,9 @@ and the driver runs the shard again.
 The commit's Parquet files are built and compressed in a helper process (`parquet_process`); its
 renames and manifest record stay here. A commit that fails removes the shard's part files it
 already moved into place, so readers never see a shard without its manifest record. A CUDA
-out-of-memory error on a batch halves its forward passes (the codec's `max_batch`) and encodes the batch again, down to one item (chunk) per pass;
-the smaller passes then hold for the rest of the shard. Codes do not depend on the pass size.
+out-of-memory error on a batch halves its forward passes (the codec's `max_batch`) and encodes
+the batch again, down to one item (chunk) per pass; the smaller passes then hold for the rest of
+the shard. Codes do not depend on the pass size.
 Named fault stages (`pipeline.faults`): after_decode, during_encode, encode_oom, before_commit.
 """
 
