@@ -3,11 +3,13 @@
 libsndfile is C code fed hostile bytes: a segfault, an abort or a hang in it must cost one file,
 not the actor. Each worker is `python -m pipeline.decode_pool <fd>`, a fresh interpreter (no fork
 of the threaded Ray worker) that talks to its parent over a socketpair with length-prefixed byte
-messages only (JSON headers and raw float32 arrays; nothing is pickled in either direction):
+messages only (JSON headers and raw bytes; nothing is pickled in either direction), the decoded
+audio in shared memory (`shared_audio`: an arena per decoder, its memfd passed on the socket):
 
     parent ─► child   {"key", "source", "ext", "try"}  then the encoded bytes
     child  ─► parent  {"segments": [{key, start_s, duration_s, shape, rate}], "rejections": [...], "rss_mb"}
-                      then one float32 [C, T] buffer per segment;  or {"error": traceback}
+                      with "audio": where in shared memory the float32 [C, T] segments are
+                      (then the arena's descriptor when it is new);  or {"error": traceback}
 
 A worker that dies (EOF on its socket: segfault, abort, out of memory, killed from outside) is
 replaced; its file is tried again up to `AudioConfig.decoder_crash_retries` more times, then
@@ -44,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_prep
-from . import fault_injection
+from . import fault_injection, shared_audio
 from .config import AudioConfig
 from .errors import AudiotokError
 from .records import Rejection, Sample, Segment
@@ -64,6 +66,16 @@ def default_processes(node_cpus: int | None = None, actors_on_node: int = 1, res
     return max(1, int(cpus) // max(1, actors_on_node) - reserve)
 
 
+def child_env() -> dict[str, str]:
+    """The environment of our helper processes: one BLAS/OpenMP thread, this package importable, and
+    glibc's malloc keeping freed memory for reuse (allocations up to 32 MiB from the heap, up to 64 MiB
+    of free heap kept) instead of returning it to the kernel after each file, so a decoder stops
+    faulting in fresh pages for every file (docs/actor_bench.md)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+            "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+
+
 class DecoderError(AudiotokError):
     """Our decoding code failed (a Python exception in a worker, or a worker that cannot start)."""
 
@@ -71,13 +83,14 @@ class DecoderError(AudiotokError):
 class _Worker:
     def __init__(self, init: bytes):
         parent, child = socket.socketpair()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        env = child_env()
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_pool", str(child.fileno())],
                                          pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
         finally:
             child.close()
+        self.sock = socket.socket(fileno=os.dup(parent.fileno()))  # the same socket, for passing descriptors
+        self.inbox = shared_audio.Inbox()
         self.conn = Connection(parent.detach())
         self.task: tuple[int, float] | None = None  # (sample index, deadline)
         try:
@@ -95,6 +108,8 @@ class _Worker:
         except OSError:
             pass
         self.conn.close()
+        self.sock.close()
+        self.inbox.close()
         return self.proc.wait()
 
 
@@ -204,12 +219,9 @@ class DecodePool:
             for w in self.workers:  # the others' decode time went on while this one waited
                 if w is not None and w.task is not None and w is not worker:
                     w.task = (w.task[0], w.task[1] + waited)
-        segments = []
-        for s in reply["segments"]:
-            audio = np.empty(s["shape"], dtype=np.float32)
-            worker.conn.recv_bytes_into(audio.reshape(-1).view(np.uint8))
-            segments.append(Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta),
-                                    s.get("rate"), sample.path))
+        arrays = worker.inbox.take(worker.sock, reply["audio"], [tuple(s["shape"]) for s in reply["segments"]])
+        segments = [Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta),
+                            s.get("rate"), sample.path) for s, audio in zip(reply["segments"], arrays)]
         rejections = [Rejection(r["key"], sample.source, check_reason(r["reason"]), r["detail"])
                       for r in reply["rejections"]]
         return (segments, rejections), reply["rss_mb"]
@@ -237,7 +249,8 @@ class DecodePool:
 
 
 # ----- the child process ------------------------------------------------------------------------
-def _watch_parent(parent: int) -> None:
+def watch_parent(parent: int) -> None:
+    """Exit this (child) process once `parent` is gone."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
@@ -262,7 +275,9 @@ def _planted_fault(spec: str, key: str, attempt: int) -> None:
 
 
 def _child(fd: int) -> None:
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+    sock = socket.socket(fileno=os.dup(fd))  # the same socket, for passing descriptors
+    outbox = shared_audio.Outbox()
     conn = Connection(fd)
     init = json.loads(conn.recv_bytes())
     limit = init["memory_limit"]
@@ -290,13 +305,16 @@ def _child(fd: int) -> None:
             conn.send_bytes(json.dumps({"error": traceback.format_exc()[-4000:]}).encode())
             continue
         del data, sample
-        reply = {"segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
+        try:
+            audio, handover = outbox.put([s.audio for s in segments])
+        except (MemoryError, OSError):  # no shared memory to be had: as out of memory
+            os._exit(_OOM_EXIT)
+        reply = {"audio": audio,"segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
                                "shape": list(s.audio.shape), "rate": s.rate} for s in segments],
                  "rejections": [dataclasses.asdict(r) for r in rejections],
                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         conn.send_bytes(json.dumps(reply).encode())
-        for s in segments:
-            conn.send_bytes(np.ascontiguousarray(s.audio, dtype=np.float32).reshape(-1).view(np.uint8))
+        shared_audio.send_fd(sock, handover)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ before it, `after`, and takes the lock only once they have); before it lets the 
 the one *commit slot*, so at most one commit is in flight and commits keep the order of the encodes.
 `run` returns only once its shard is committed: a process that dies before that loses the call,
 and the driver runs the shard again.
-A commit that fails removes the shard's part files it already moved into place, so readers never
-see a shard without its manifest record. A CUDA out-of-memory error on a batch halves its forward
-passes (the codec's `max_batch`) and encodes the batch again, down to one item (chunk) per pass;
-the smaller passes then hold for the rest of the shard. Codes do not depend on the pass size.
+The commit's Parquet files are built and compressed in a helper process (`parquet_process`); its
+renames and manifest record stay here. A commit that fails removes the shard's part files it
+already moved into place, so readers never see a shard without its manifest record. A CUDA
+out-of-memory error on a batch halves its forward passes (the codec's `max_batch`) and encodes
+the batch again, down to one item (chunk) per pass; the smaller passes then hold for the rest of
+the shard. Codes do not depend on the pass size.
 Named fault stages (`pipeline.fault_injection`): after_decode, during_encode, encode_oom, before_commit.
 """
 
@@ -45,6 +47,7 @@ from .decode_pool import DecodePool, default_processes
 from .decoded_budget import DecodedBudget, Dropped, Ticket
 from .device_resample import encoder_batch, model_length
 from .errors import BadInputError
+from .parquet_process import ParquetProcess
 from .provenance import Provenance
 from .records import EncodeBatch, Rejection, Segment, Shard, ShardRecord
 from .sources import ShardReadError
@@ -109,6 +112,7 @@ class ShardTokenizer:
         self.turns = threading.Condition()  # guards turned
         self.turned: set[str] = set()  # shards whose `run` has taken the encode lock (or ended)
         self.commit_slot = threading.Semaphore(1)  # at most one commit in flight
+        self.parquet = ParquetProcess()  # builds the commits' Parquet files off this interpreter
         self.node_id: str | None = None  # recorded in every manifest record (the Ray node)
         # most items (chunks) per forward pass at the start of each shard; None: the codec's
         # default (CPU: 1; CUDA: an element budget, or for chunked models the batch budget)
@@ -174,6 +178,7 @@ class ShardTokenizer:
                     schema.tokens_table(tokens, list(self.cfg.source.metadata_columns)),
                     schema.rejects_table(rejections),
                     record, schema.file_metadata(self.provenance.to_json()), self.cfg.output,
+                    write_parquet=self.parquet.write,
                 )
             finally:
                 self.commit_slot.release()
@@ -306,6 +311,7 @@ class ShardTokenizer:
         self.reader.shutdown(wait=False, cancel_futures=True)
         for pool in self.all_pools:  # also those a prefetch still holds
             pool.close()
+        self.parquet.close()
 
 
 def _read_with_retries(shard: Shard, cfg: JobConfig):

@@ -74,7 +74,11 @@ def part_name(kind: str, shard_id: str) -> str:
 
 
 def _write_parquet(path: str, table: pa.Table, metadata: dict, cfg: OutputConfig, sync: bool) -> None:
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    write_parquet_file(path, table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), cfg, sync)
+
+
+def write_parquet_file(path: str, table: pa.Table, cfg: OutputConfig, sync: bool) -> None:
+    """`table` (its schema metadata included) as a Parquet file at `path` with `cfg`'s compression."""
     level = cfg.compression_level if cfg.compression in _LEVELED else None
     with open(path, "wb") as f:
         pq.write_table(table, f, compression=cfg.compression, compression_level=level,
@@ -121,10 +125,12 @@ def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: Sh
 
 
 def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: ShardRecord,
-                 metadata: dict, cfg: OutputConfig) -> ShardRecord:
+                 metadata: dict, cfg: OutputConfig, write_parquet=None) -> ShardRecord:
     """Write a shard's tokens, rejects and manifest record so that it is committed all at once.
 
     metadata: Parquet key/value metadata for both files (see `schema.file_metadata`).
+    write_parquet(path, table, metadata, cfg, sync): writes one Parquet file (default: in this
+    process; `parquet_process.ParquetProcess.write` builds it in a helper process).
     record: `rows`/`rejects` equal to the tables' row counts; the committed record adds
     `finished_at` (unix seconds, unless given), `format_version` and `files` ({kind: {"path":
     relative path, "bytes": size}}). Returns the committed record. A commit that fails removes
@@ -143,7 +149,7 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
         staged = temps if local else {kind: os.path.join(spool, kind) for kind in temps}
         try:
             for kind, table in zip(PARTS, (tokens, rejects)):
-                _write_parquet(staged[kind], table, metadata, cfg, sync=local)
+                (write_parquet or _write_parquet)(staged[kind], table, metadata, cfg, local)
             files = {k: {"path": part_name(k, shard_id), "bytes": os.path.getsize(staged[k])} for k in PARTS}
             committed = dataclasses.replace(record, finished_at=record.finished_at or time.time(),
                                             format_version=FORMAT_VERSION, files=files)

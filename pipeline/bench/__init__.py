@@ -9,4 +9,9 @@
     object_store.py      fakes3://, a fake object store charging each request on a simulated clock
     sim_clock.py         that clock: requests on 10 connections, in simulated seconds
     cluster.py           a simulated cluster for engine.scheduler: actors finishing shards on a virtual clock
+    corpus.py            FLAC tar shards of ≥ N minutes from copies of corpus clips (hard links for repeats)
+    stand_in.py          a model with EncodecModel.encode's signature returning seeded random codes at no cost
+    proc_cpu.py          CPU seconds of this process and its children, from the OS
+    actor.py             ShardTokenizer without Ray: CPU-s per audio-hour of every process, steady × realtime
+    ab.py                alternating A/B runs of the actor bench in git worktrees of other refs
 """

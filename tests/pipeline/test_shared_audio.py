@@ -1,0 +1,93 @@
+"""Decoded audio through shared memory (pipeline/shared_audio.py) and recycled huge-page host memory
+(pipeline/host_memory.py): what goes in comes out bit for bit, the arena grows and is reused, a large
+file gets a memory file of its own, and a broken hand-over is an EOF or OSError, never wrong audio."""
+
+import gc
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from pipeline import host_memory, shared_audio
+
+
+def arrays(rng, *lengths, channels=1):
+    return [rng.standard_normal((channels, n)).astype(np.float32) for n in lengths]
+
+
+def hand_over(outbox, inbox, parts):
+    child, parent = socket.socketpair()
+    try:
+        meta, fd = outbox.put(parts)
+        shared_audio.send_fd(child, fd)
+        return meta, inbox.take(parent, meta, [p.shape for p in parts])
+    finally:
+        child.close()
+        parent.close()
+
+
+def test_arrays_round_trip_through_the_arena_and_it_is_reused():
+    rng = np.random.default_rng(0)
+    outbox, inbox = shared_audio.Outbox(keep_bytes=1 << 20), shared_audio.Inbox()
+    kept = []
+    for i, parts in enumerate([arrays(rng, 1000, 7), arrays(rng, 5, channels=2), arrays(rng, 100_000, 3)]):
+        meta, got = hand_over(outbox, inbox, parts)
+        assert meta["via"] == "arena" and meta["new"] == (i == 0)  # one arena, passed once
+        assert all(np.array_equal(a, b) and b.flags.writeable for a, b in zip(parts, got))
+        kept.append((parts, got))
+    for parts, got in kept:  # the arena was written again since: the arrays taken are the parent's own
+        assert all(np.array_equal(a, b) for a, b in zip(parts, got))
+    outbox.close()
+    inbox.close()
+
+
+def test_a_file_larger_than_the_arena_gets_its_own_memory_file():
+    rng = np.random.default_rng(1)
+    outbox, inbox = shared_audio.Outbox(keep_bytes=1 << 16), shared_audio.Inbox()
+    parts = arrays(rng, 40_000, 9, channels=2)
+    meta, got = hand_over(outbox, inbox, parts)
+    assert meta["via"] == "own"
+    assert all(np.array_equal(a, b) for a, b in zip(parts, got))
+    meta, got = hand_over(outbox, inbox, [])
+    assert meta == {"via": "none"} and got == []
+
+
+def test_a_missing_or_wrong_hand_over_is_an_error():
+    outbox, inbox = shared_audio.Outbox(), shared_audio.Inbox()
+    child, parent = socket.socketpair()
+    meta, fd = outbox.put(arrays(np.random.default_rng(2), 10))
+    child.close()  # the child died before passing its arena
+    with pytest.raises(EOFError):
+        inbox.take(parent, meta, [(1, 10)])
+    parent.close()
+    with pytest.raises(OSError):  # says more audio than it holds
+        inbox.take(socket.socketpair()[1], {"via": "arena", "size": 64, "new": False}, [(1, 1000)])
+    with pytest.raises(OSError):
+        inbox.take(socket.socketpair()[1], {"via": "pickle"}, [(1, 10)])
+    os.close(fd)
+
+
+def test_host_memory_is_recycled_and_slabs_are_shared():
+    recycler = host_memory._RECYCLER
+    a = host_memory.empty((3, 1, 1 << 20))
+    a[...] = 1.5
+    view = a[1:]
+    del a
+    gc.collect()
+    held = recycler.held
+    del view  # the last array looking at the mapping: it goes back to the free list
+    gc.collect()
+    assert recycler.held == held + (12 << 20)
+    b = host_memory.empty((3, 1, (1 << 20) - 5))  # fits the freed mapping: it is taken again
+    assert b.shape == (3, 1, (1 << 20) - 5) and recycler.held == held
+    small = host_memory.empty((10,))
+    assert isinstance(small, np.ndarray) and small.shape == (10,)
+    slabs = host_memory.Slabs(slab_bytes=1 << 20)
+    x, y = slabs.take((2, 100)), slabs.take((1, 50))
+    assert x.shape == (2, 100) and y.shape == (1, 50) and x.base.base is y.base.base  # one slab
+    x[...] = 1.0
+    y[...] = 2.0
+    assert x.sum() == 200 and y.sum() == 100
+    big = slabs.take((1, 1 << 18))  # over a quarter slab: memory of its own
+    assert big.shape == (1, 1 << 18) and not np.shares_memory(big, x) and not np.shares_memory(big, y)
