@@ -45,7 +45,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
 
     dtype bfloat16 / float16: weights and activations in that type, the quantizer in fp32; the
     model must first pass `check_precision` on `device` (PrecisionError otherwise, which
-    `load_first` does not swallow: no silent fallback to another model)."""
+    `registry.load_first` does not swallow: no silent fallback to another model)."""
     text = str(source)
     if text.startswith("random:"):
         model = random_model(text)
@@ -72,18 +72,6 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
     if reference is not None:
         check_precision(reference, model)  # raises on a wrong reduced-precision kernel
     return model
-
-
-def load_first(sources: list[str], **kwargs) -> tuple[EncodecModel, list[str]]:
-    """The first of `sources` that loads (e.g. ["facebook/encodec_24khz", "tiny:24khz"]), and one
-    line per source skipped before it, saying why; raises ValueError naming every failure if none loads."""
-    skipped = []
-    for source in sources:
-        try:
-            return load_model(source, **kwargs), skipped
-        except ValueError as exc:
-            skipped.append(f"{source}: {exc}")
-    raise ValueError("no model source could be loaded:\n  " + "\n  ".join(skipped))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
