@@ -144,7 +144,8 @@ class Decoder(nn.Module):
         width = config.decoder_hidden_size
         self.conv1 = nn.Conv1d(config.hidden_size, width, kernel_size=7, padding=3)
         self.block = nn.ModuleList(
-            DecoderBlock(width // 2**i, width // 2 ** (i + 1), stride) for i, stride in enumerate(config.upsampling_ratios)
+            DecoderBlock(width // 2**i, width // 2 ** (i + 1), stride)
+            for i, stride in enumerate(config.upsampling_ratios)
         )
         out = width // 2 ** len(config.upsampling_ratios)
         self.snake1 = Snake1d(out)
