@@ -13,13 +13,14 @@ from pipeline.errors import AudiotokError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize an audio corpus into EnCodec Parquet.")
+    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize an audio corpus into codec-token Parquet.")
     p.add_argument("--config", help="YAML config (configs/*.yaml)")
     p.add_argument("--input", required=True,
                    help="directory, glob (**) or brace pattern of audio files or of tars (shard-{000..009}.tar), "
                         "local or fsspec URL; manifest .jsonl/.csv; or hf:<name|dir>")
-    p.add_argument("--model", help="model dir, original .th file, hub id, or random:24khz / random:32khz / "
-                                   "random:48khz (overrides config)")
+    p.add_argument("--model", help="model dir, original .th (EnCodec) or .pth (DAC) file, hub id, or random:24khz / "
+                                   "random:32khz / random:48khz / random:dac_44khz / random:dac_24khz / "
+                                   "random:dac_16khz (overrides config; docs/codecs.md)")
     p.add_argument("--output", required=True, help="output directory or fsspec URL")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. bandwidths=[1.5,6] buckets.num_buckets=4")
     return p
