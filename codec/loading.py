@@ -99,19 +99,25 @@ def _build(config: EncodecConfig, state: dict[str, torch.Tensor], provenance: di
     return model
 
 
+def read_directory_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """(state dict, the file read) of a transformers directory: `model.safetensors`, else
+    `pytorch_model.bin` read with `torch.load(weights_only=True)`."""
+    if (path / "model.safetensors").is_file():
+        weights = path / "model.safetensors"
+        return load_file(str(weights)), weights
+    elif (path / "pytorch_model.bin").is_file():
+        weights = path / "pytorch_model.bin"
+        return torch.load(weights, map_location="cpu", weights_only=True), weights
+    else:
+        raise ValueError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+
+
 def _load_directory(path: Path, name: str | None = None) -> EncodecModel:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{path} has no config.json; expected {_ALTERNATIVES}")
     config = EncodecConfig.from_dict(json.loads(config_path.read_text()), name=name or path.name)
-    if (path / "model.safetensors").is_file():
-        weights = path / "model.safetensors"
-        state = load_file(str(weights))
-    elif (path / "pytorch_model.bin").is_file():
-        weights = path / "pytorch_model.bin"
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    else:
-        raise ValueError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+    state, weights = read_directory_weights(path)
     return _build(config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False})
 
 
@@ -170,10 +176,14 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
             torch.set_num_threads(threads)
         fit_codebooks(model.quantizer, latents[0].t().contiguous(), iters=0, generator=gen)
     model.weight_norm_pairs = pairs
-    state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
-    model.provenance = {"source": f"random:{preset}:seed={seed}", "sha256": hashlib.sha256(state_bytes).hexdigest(),
-                        "random_weights": True}
+    model.provenance = random_provenance(model, f"random:{preset}:seed={seed}")
     return model
+
+
+def random_provenance(model: torch.nn.Module, source: str) -> dict:
+    """Provenance of seeded random weights: the sha256 of the state dict's bytes stands for a checkpoint's."""
+    state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
+    return {"source": source, "sha256": hashlib.sha256(state_bytes).hexdigest(), "random_weights": True}
 
 
 def save_model(model: EncodecModel, directory: str | os.PathLike) -> Path:

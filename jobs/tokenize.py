@@ -13,7 +13,7 @@ from pipeline.errors import AudiotokError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize an audio corpus into codec-token Parquet.")
+    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize audio into codec tokens in Parquet.")
     p.add_argument("--config", help="YAML config (configs/*.yaml)")
     p.add_argument("--input", required=True,
                    help="directory, glob (**) or brace pattern of audio files or of tars (shard-{000..009}.tar), "

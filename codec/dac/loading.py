@@ -12,16 +12,15 @@ Sources:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..checkpoints import fold_weight_norm
-from ..loading import sha256_file
+from ..loading import random_provenance, read_directory_weights, sha256_file
 from .checkpoints import original_to_ours
 from .codebooks import fit_codebooks
 from .config import PRESETS, DacConfig
@@ -39,14 +38,7 @@ def is_dac_directory(path: Path) -> bool:
 def load_dac_directory(path: Path, name: str | None = None) -> DacModel:
     data = json.loads((path / "config.json").read_text())
     config = DacConfig.from_dict(data, name=name or _preset_name(data) or path.name)
-    if (path / "model.safetensors").is_file():
-        weights = path / "model.safetensors"
-        state = load_file(str(weights))
-    elif (path / "pytorch_model.bin").is_file():
-        weights = path / "pytorch_model.bin"
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    else:
-        raise ValueError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+    state, weights = read_directory_weights(path)
     return build(config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False})
 
 
@@ -112,9 +104,7 @@ def random_from_config(config: DacConfig, seed: int = 0, fit_audio: torch.Tensor
             fit_codebooks(model.quantizer, latents, generator=gen)
         finally:
             torch.set_num_threads(threads)
-    state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
-    model.provenance = {"source": f"random:{config.name}:seed={seed}",
-                        "sha256": hashlib.sha256(state_bytes).hexdigest(), "random_weights": True}
+    model.provenance = random_provenance(model, f"random:{config.name}:seed={seed}")
     return model
 
 

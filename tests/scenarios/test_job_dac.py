@@ -104,6 +104,22 @@ def test_metadata_records_the_codec(job):
     assert len(items) == 4 and all(it["codes"].shape[0] == 9 for it in items)
 
 
+def test_training_loader_reads_dac_rows(job):
+    from pipeline.training.loader import TokenLoader
+
+    loader = TokenLoader(str(job / "out"), max_tokens=20000, bandwidth=7.752)
+    assert loader.pad_id == 1024 and loader.n_q == 9  # the first id that is not a DAC code
+    stored = {it["key"]: it["codes"] for it in TokenDataset(str(job / "out"))}
+    seen = 0
+    for batch in loader:
+        for b, key in enumerate(batch["key"]):
+            n, start = int(batch["num_frames"][b]), int(batch["start_frame"][b])
+            assert torch.equal(batch["codes"][b, :, :n], stored[key][:, start : start + n])
+            assert (batch["codes"][b, :, n:] == 1024).all()
+            seen += 1
+    assert seen == 4
+
+
 def test_verify_and_diff_on_dac_output(job, tmp_path, capsys):
     from jobs.diff import main as diff_main
     from jobs.verify import main as verify_main
