@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 from .checkpoints import detect_preset, fold_weight_norm, original_to_transformers, unfold_weight_norm
 from .codebook_fitting import fit_codebooks
 from .config import PRESETS, EncodecConfig
-from .model import EncodecModel, ModelProvenance
+from .interface import ModelProvenance
+from .model import EncodecModel
 from .precision import check_precision
 
 TINY_MODELS = {"tiny:24khz": Path(__file__).resolve().parents[1] / "models" / "tiny-24khz"}
@@ -45,7 +46,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
 
     dtype bfloat16 / float16: weights and activations in that type, the quantizer in fp32; the
     model must first pass `check_precision` on `device` (PrecisionError otherwise, which
-    `load_first` does not swallow: no silent fallback to another model)."""
+    `registry.load_first` does not swallow: no silent fallback to another model)."""
     text = str(source)
     if text.startswith("random:"):
         model = random_model(text)
@@ -74,18 +75,6 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu",
     return model
 
 
-def load_first(sources: list[str], **kwargs) -> tuple[EncodecModel, list[str]]:
-    """The first of `sources` that loads (e.g. ["facebook/encodec_24khz", "tiny:24khz"]), and one
-    line per source skipped before it, saying why; raises ValueError naming every failure if none loads."""
-    skipped = []
-    for source in sources:
-        try:
-            return load_model(source, **kwargs), skipped
-        except ValueError as exc:
-            skipped.append(f"{source}: {exc}")
-    raise ValueError("no model source could be loaded:\n  " + "\n  ".join(skipped))
-
-
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -111,19 +100,25 @@ def _build(config: EncodecConfig, state: dict[str, torch.Tensor], provenance: Mo
     return model
 
 
+def read_directory_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """(state dict, the file read) of a transformers directory: `model.safetensors`, else
+    `pytorch_model.bin` read with `torch.load(weights_only=True)`."""
+    if (path / "model.safetensors").is_file():
+        weights = path / "model.safetensors"
+        return load_file(str(weights)), weights
+    elif (path / "pytorch_model.bin").is_file():
+        weights = path / "pytorch_model.bin"
+        return torch.load(weights, map_location="cpu", weights_only=True), weights
+    else:
+        raise ValueError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+
+
 def _load_directory(path: Path, name: str | None = None) -> EncodecModel:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{path} has no config.json; expected {_ALTERNATIVES}")
     config = EncodecConfig.from_dict(json.loads(config_path.read_text()), name=name or path.name)
-    if (path / "model.safetensors").is_file():
-        weights = path / "model.safetensors"
-        state = load_file(str(weights))
-    elif (path / "pytorch_model.bin").is_file():
-        weights = path / "pytorch_model.bin"
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    else:
-        raise ValueError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+    state, weights = read_directory_weights(path)
     return _build(config, state, ModelProvenance(name or str(path), sha256_file(weights), False))
 
 
@@ -182,9 +177,14 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
             torch.set_num_threads(threads)
         fit_codebooks(model.quantizer, latents[0].t().contiguous(), iters=0, generator=gen)
     model.weight_norm_pairs = pairs
-    state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
-    model.provenance = ModelProvenance(f"random:{preset}:seed={seed}", hashlib.sha256(state_bytes).hexdigest(), True)
+    model.provenance = random_provenance(model, f"random:{preset}:seed={seed}")
     return model
+
+
+def random_provenance(model: torch.nn.Module, source: str) -> ModelProvenance:
+    """Provenance of seeded random weights: the sha256 of the state dict's bytes stands for a checkpoint's."""
+    state_bytes = b"".join(t.numpy().tobytes() for t in model.state_dict().values())
+    return ModelProvenance(source, hashlib.sha256(state_bytes).hexdigest(), True)
 
 
 def save_model(model: EncodecModel, directory: str | os.PathLike) -> Path:

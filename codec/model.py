@@ -20,48 +20,25 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .batch_plan import grid_length, resolve_plan, to_device, valid_mask
 from .config import EncodecConfig
+from .interface import EncodedItem, ModelProvenance
 from .norm import equal_length_runs
 from .quantizer import ResidualVectorQuantizer
 from .seanet import LSTM, Decoder, Encoder
+from .validation import check_audio, check_codes
 
 # cuDNN and some CPU kernels index with 32 bits: keep activations of one call under this many elements.
 _MAX_ELEMENTS = 2**31 - 1
 
 
-@dataclass
-class EncodedItem:
-    """One item's tokens.
-
-    codes: int64 [n_q, num_frames]; 48 kHz: the chunks' frames concatenated in order.
-    scales: one float per chunk (48 kHz), None for models without normalisation.
-    num_samples: true length in samples at the model rate; decode returns exactly this many.
-    """
-
-    codes: torch.Tensor
-    scales: list[float] | None
-    num_samples: int
-
-
-@dataclass
-class ModelProvenance:
-    """Where a model's weights came from: source (as given to `load_model`, or random:<preset>:seed=N),
-    sha256 of the weights file (of the state for random models; None when unknown), whether the
-    weights are random (tests and demos only), and the model card of a shipped tiny model."""
-
-    source: str
-    sha256: str | None
-    random_weights: bool
-    model_card: str | None = None
-
-
 class EncodecModel(nn.Module):
+    family = "encodec"
+
     def __init__(self, config: EncodecConfig):
         super().__init__()
         self.config = config
@@ -83,6 +60,23 @@ class EncodecModel(nn.Module):
             if isinstance(module, LSTM):  # batched on the CUDA plan, item by item on the CPU plan
                 module.per_item = None if self.batch_plan is None else self.batch_plan == "cpu"
         return self
+
+    # ----- the Codec interface's numbers (codec/interface.py) ----------------------------------
+    name = property(lambda self: self.config.name)
+    sample_rate = property(lambda self: self.config.sampling_rate)
+    channels = property(lambda self: self.config.audio_channels)
+    hop_length = property(lambda self: self.config.hop_length)
+    frame_rate = property(lambda self: self.config.frame_rate)
+    chunk_length = property(lambda self: self.config.chunk_length)
+    chunk_stride = property(lambda self: self.config.chunk_stride)
+    codebook_size = property(lambda self: self.config.codebook_size)
+    target_bandwidths = property(lambda self: self.config.target_bandwidths)
+
+    def num_quantizers_for(self, bandwidth: float) -> int:
+        return self.config.num_quantizers_for(bandwidth)
+
+    def config_dict(self) -> dict:
+        return self.config.to_dict()
 
     # ----- layout helpers -------------------------------------------------------------------
     def chunk_spans(self, num_samples: int) -> list[tuple[int, int]]:
@@ -106,33 +100,7 @@ class EncodecModel(nn.Module):
 
     # ----- validation -------------------------------------------------------------------------
     def _check_audio(self, audio, lengths, sample_rate):
-        cfg = self.config
-        if sample_rate is not None and sample_rate != cfg.sampling_rate:
-            raise ValueError(f"audio declared at {sample_rate} Hz; this model expects {cfg.sampling_rate} Hz")
-        if not isinstance(audio, torch.Tensor) or not audio.is_floating_point():
-            got = audio.dtype if isinstance(audio, torch.Tensor) else type(audio).__name__
-            raise ValueError(f"audio must be a floating-point torch.Tensor [B, C, T], got {got}")
-        if audio.ndim != 3:
-            raise ValueError(f"audio must have shape [B, C, T], got {tuple(audio.shape)}")
-        batch, channels, total = audio.shape
-        if channels != cfg.audio_channels:
-            raise ValueError(f"audio has {channels} channels; this model expects {cfg.audio_channels}")
-        if batch == 0 or total == 0:
-            raise ValueError(f"audio is empty (shape {tuple(audio.shape)}); need B >= 1 and T >= 1")
-        if lengths is None:
-            lengths = [total] * batch
-        else:
-            lengths = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
-            if len(lengths) != batch:
-                raise ValueError(f"lengths has {len(lengths)} entries for a batch of {batch}")
-            bad = [n for n in lengths if not 1 <= n <= total]
-            if bad:
-                raise ValueError(f"lengths must lie in [1, T={total}]; got {bad[:5]}")
-        valid = valid_mask(lengths, total, audio.device)
-        bad = (~torch.isfinite(audio).all(dim=1) & valid).any(dim=-1)
-        if bad.any():  # the one host sync of the check
-            raise ValueError(f"audio item {int(bad.nonzero()[0, 0])} contains NaN or Inf samples")
-        return lengths
+        return check_audio(audio, lengths, sample_rate, self.config.sampling_rate, self.config.audio_channels)
 
     def _num_quantizers(self, bandwidth):
         return self.config.num_quantizers_for(self.config.target_bandwidths[-1] if bandwidth is None else bandwidth)
@@ -264,23 +232,7 @@ class EncodecModel(nn.Module):
         """
         if not items:
             return []
-        size = self.config.codebook_size
-        for i, item in enumerate(items):
-            expected = self.frames_for(item.num_samples)
-            if item.codes.ndim != 2 or item.codes.shape[1] != expected:
-                raise ValueError(
-                    f"item {i}: codes must be [n_q, {expected}] for {item.num_samples} samples, "
-                    f"got {tuple(item.codes.shape)}"
-                )
-            if not 1 <= item.codes.shape[0] <= self.config.num_quantizers:
-                raise ValueError(f"item {i}: n_q must be in [1, {self.config.num_quantizers}]")
-        if len({item.codes.shape[0] for item in items}) != 1:
-            raise ValueError("all items in one decode call must have the same number of codebooks")
-        low, high = torch.aminmax(torch.cat([item.codes.reshape(-1) for item in items]).cpu())
-        if int(low) < 0 or int(high) >= size:  # one check for the call; the message names the first bad item
-            i = next(i for i, item in enumerate(items) if ((item.codes < 0) | (item.codes >= size)).any())
-            raise ValueError(f"item {i}: codes must lie in [0, {size}); got values in "
-                             f"[{int(items[i].codes.min())}, {int(items[i].codes.max())}]")
+        check_codes(items, self.frames_for, self.config.num_quantizers, self.config.codebook_size)
         if self.config.chunk_length is None:
             return self._decode_whole(items)
         return self._decode_chunked(items)

@@ -15,13 +15,14 @@ VERIFY_FAILED = 3  # exit status: the job's verify step failed; its tokens stay 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize an audio corpus into EnCodec Parquet.")
+    p = argparse.ArgumentParser(prog="audiotok tokenize", description="Tokenize audio into codec tokens in Parquet.")
     p.add_argument("--config", help="YAML config (configs/*.yaml)")
     p.add_argument("--input", required=True,
                    help="directory, glob (**) or brace pattern of audio files or of tars (shard-{000..009}.tar), "
                         "local or fsspec URL; manifest .jsonl/.csv; or hf:<name|dir>")
-    p.add_argument("--model", help="model dir, original .th file, hub id, or random:24khz / random:32khz / "
-                                   "random:48khz (overrides config)")
+    p.add_argument("--model", help="model dir, original .th (EnCodec) or .pth (DAC) file, hub id, or random:24khz / "
+                                   "random:32khz / random:48khz / random:dac_44khz / random:dac_24khz / "
+                                   "random:dac_16khz (overrides config; docs/codecs.md)")
     p.add_argument("--output", required=True, help="output directory or fsspec URL")
     p.add_argument("--ray-address", help="Ray cluster to join, e.g. host:6379 or auto (the one `ray start` "
                                          "started here); default: RAY_ADDRESS, else a local Ray of this job's own")

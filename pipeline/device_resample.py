@@ -121,10 +121,10 @@ def batch_at_model_rate(segments: list[Segment], model_rate: int, device: torch.
 
 
 def encoder_batch(segments: list[Segment], model) -> tuple[torch.Tensor, list[int]]:
-    """`batch_at_model_rate` for `model` (a codec.EncodecModel) as the job encodes a batch: on its device,
+    """`batch_at_model_rate` for `model` (a codec.Codec) as the job encodes a batch: on its device,
     padded as its batch plan pads whole items (chunked models cut chunks out of the items instead)."""
-    rate = model.config.sampling_rate
+    rate = model.sample_rate
     padded = None
-    if model.config.chunk_length is None:
+    if model.chunk_length is None:
         padded = model.padded_length(max(model_length(s, rate) for s in segments))
     return batch_at_model_rate(segments, rate, model.device, padded=padded)

@@ -130,16 +130,17 @@ def _tiny_models() -> dict[str, Path]:
     return {f"tiny:{p.name.removeprefix('tiny-')}": p for p in sorted(models.glob("tiny-*"))}
 
 
-def _codec_config_module():
-    """codec.config, without importing torch (codec/__init__ does) when the package is not loaded yet:
-    the checks stay within seconds on a loaded machine. codec/config.py imports only the standard library."""
-    if "codec.config" in sys.modules:
-        return sys.modules["codec.config"]
+def _codec_module(name: str):
+    """codec.<name> (a module that imports only the standard library: config, families), without
+    importing torch (codec/__init__ does) when the package is not loaded yet: the checks stay within
+    seconds on a loaded machine."""
+    if f"codec.{name}" in sys.modules:
+        return sys.modules[f"codec.{name}"]
     spec = importlib.util.find_spec("codec")
-    path = Path(spec.origin).with_name("config.py") if spec and spec.origin else None
+    path = Path(spec.origin).with_name(f"{name}.py") if spec and spec.origin else None
     if path is None or not path.is_file():
-        return importlib.import_module("codec.config")
-    module_spec = importlib.util.spec_from_file_location("_audiotok_preflight_codec_config", path)
+        return importlib.import_module(f"codec.{name}")
+    module_spec = importlib.util.spec_from_file_location(f"_audiotok_preflight_codec_{name}", path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = module  # dataclasses look their module up
     module_spec.loader.exec_module(module)
@@ -149,16 +150,21 @@ def _codec_config_module():
 def _codec_config(source: str, timeout_s: float) -> dict | None:
     """The codec config (transformers' config.json) `source` names; ConfigError when `source` names
     nothing loadable."""
-    presets = _codec_config_module().PRESETS
+    presets = _codec_module("config").PRESETS
+    families = _codec_module("families")
     tiny = _tiny_models()
 
     if source.startswith("random:"):
         parts = source.split(":")
-        if len(parts) < 2 or parts[1] not in presets or len(parts) > 3 or (
-                len(parts) == 3 and not parts[2].removeprefix("seed=").isdigit()):
+        if len(parts) < 2 or len(parts) > 3 or (len(parts) == 3 and not parts[2].removeprefix("seed=").isdigit()):
             raise ConfigError(f"model {source!r}: unknown random model; choose one of "
-                              f"{['random:' + p for p in presets]} (optionally :seed=N)")
-        return presets[parts[1]].to_dict()
+                              f"{families.random_choices()} (optionally :seed=N)")
+        try:
+            family = families.family_of_random(source)
+        except ValueError:
+            raise ConfigError(f"model {source!r}: unknown random model; choose one of "
+                              f"{families.random_choices()} (optionally :seed=N)") from None
+        return presets[parts[1]].to_dict() if family is families.ENCODEC else {"model_type": family.model_type}
     if source.startswith("tiny:"):
         if source not in tiny or not tiny[source].is_dir():
             raise ConfigError(f"model {source!r}: no such tiny model; shipped: "
@@ -175,17 +181,18 @@ def _codec_config(source: str, timeout_s: float) -> dict | None:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model {source!r}: cannot read its config.json ({exc})") from exc
     if path.is_file():  # an original checkpoint: only loading it tells (a few seconds for EnCodec's sizes)
-        from codec.loading import load_model
+        from codec.registry import load_codec
 
         try:
-            return load_model(path).config.to_dict()
+            model = load_codec(path)
+            return model.config_dict() if model.family == "encodec" else {"model_type": model.family}
         except Exception as exc:  # torch.load and the key maps raise many types for a file that is not one
             raise ConfigError(f"model {source!r} is not a checkpoint that loads ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]})") from None
     if is_hub_id(source):
         return _hub_config(source, timeout_s)
     raise ConfigError(f"model {source!r} not found: not a local directory or file, not a hub id (org/name), "
-                      "not tiny:24khz or random:24khz / random:32khz / random:48khz")
+                      f"not tiny:24khz or one of {_codec_module('families').random_choices()}")
 
 
 def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
@@ -193,7 +200,7 @@ def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
 
     A config's `model` may fail when it has a `model_fallback` (the fallback is then checked, and the
     returned line says why the first was skipped); an explicit --model has no fallback (jobs.tokenize)."""
-    config_cls = _codec_config_module().EncodecConfig
+    config_cls = _codec_module("config").EncodecConfig
 
     sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
     skipped = []
@@ -205,7 +212,8 @@ def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
                 skipped.append(str(exc))
                 continue
             raise ConfigError("; ".join([*skipped, str(exc)])) from None
-        if config is not None:
+        if config is not None and config.get("model_type", "encodec") == "encodec":
+            # other families' bandwidths are checked when the model loads in the actor
             have = config_cls.from_dict(config).target_bandwidths
             wrong = [b for b in cfg.bandwidths if float(b) not in have]
             if wrong:

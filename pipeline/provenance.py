@@ -31,6 +31,7 @@ class Provenance:
     """What produced a dataset. Fields in the order they are written."""
 
     format_version: int = 1
+    codec_family: str = "encodec"  # codec/registry.py's family name; datasets written before it were EnCodec
     model_name: str
     model_source: str
     checkpoint_sha256: str
@@ -81,27 +82,27 @@ class Provenance:
 
 def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | None = None,
                      runtime=None) -> Provenance:
-    """The provenance of a job running `model` (a loaded codec.EncodecModel) with `cfg` on `device`;
+    """The provenance of a job running `model` (a loaded `codec.Codec`) with `cfg` on `device`;
     `runtime` (engine.actor_env.Runtime) adds the torch threads, GPU and versions."""
-    c = model.config
     extra = {} if runtime is None else dict(
         torch_threads=runtime.torch_threads, gpu_name=runtime.gpu_name, torch_version=runtime.torch_version,
         cuda_version=runtime.cuda_version, cudnn_version=runtime.cudnn_version, simulated_gpu=runtime.simulated_gpu)
     return Provenance(
-        model_name=c.name,
+        codec_family=model.family,
+        model_name=model.name,
         model_source=model.provenance.source,
         checkpoint_sha256=model.provenance.sha256,
         random_weights=model.provenance.random_weights,
-        codec_config=c.to_dict(),
-        sample_rate=c.sampling_rate,
-        channels=c.audio_channels,
-        frame_rate=c.frame_rate,
-        hop_length=c.hop_length,
-        chunk_length=c.chunk_length,
-        chunk_stride=c.chunk_stride,
+        codec_config=model.config_dict(),
+        sample_rate=model.sample_rate,
+        channels=model.channels,
+        frame_rate=model.frame_rate,
+        hop_length=model.hop_length,
+        chunk_length=model.chunk_length,
+        chunk_stride=model.chunk_stride,
         bandwidths=sorted(cfg.bandwidths),
-        bandwidth_to_num_quantizers={str(b): c.num_quantizers_for(b) for b in sorted(cfg.bandwidths)},
-        num_quantizers=c.num_quantizers_for(max(cfg.bandwidths)),
+        bandwidth_to_num_quantizers={str(b): model.num_quantizers_for(b) for b in sorted(cfg.bandwidths)},
+        num_quantizers=model.num_quantizers_for(max(cfg.bandwidths)),
         precision=cfg.precision,
         device=device,
         batch_plan=model.plan,

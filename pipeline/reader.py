@@ -60,6 +60,24 @@ def load_provenance_json(path: str) -> dict[str, Any]:
     return meta
 
 
+CODEC_IDENTITY = ("codec_family", "model_name", "checkpoint_sha256", "sample_rate", "frame_rate")
+
+
+def check_same_codec(paths: list[str], provenances: list[Provenance]) -> None:
+    """ValueError unless every dataset was written by the same codec (family, model, checkpoint, rates):
+    codes of two codecs mean different things and must not share a training stream."""
+    def identity(p: Provenance) -> tuple:
+        return tuple(getattr(p, k) for k in CODEC_IDENTITY)
+
+    first = identity(provenances[0])
+    for path, prov in zip(paths[1:], provenances[1:]):
+        other = identity(prov)
+        if other != first:
+            diff = {k: (a, b) for k, a, b in zip(CODEC_IDENTITY, first, other) if a != b}
+            raise ValueError(f"{paths[0]} and {path} were tokenized by different codecs ({first[0]} "
+                             f"{first[1]} vs {other[0]} {other[1]}); differing: {diff}. Read them separately.")
+
+
 def num_quantizers(provenance: Provenance, bandwidth: float | None) -> int:
     """Codebooks for `bandwidth` kbps from the stored bandwidth -> n_q map; None: all stored codebooks."""
     table = provenance.num_quantizers_by_bandwidth()
@@ -111,6 +129,7 @@ def codes_from_arrow(codes: pa.Array, n_q: int | None = None) -> list[np.ndarray
 class TokenDataset(IterableDataset):
     """Rows of a token dataset as dicts of tensors, for `torch.utils.data.DataLoader`.
 
+    path: one dataset, or a list of datasets of the same codec (else ValueError: `check_same_codec`).
     bandwidth: kbps (a stored one); None keeps all stored codebooks. min_frames / max_frames: keep
     rows with min_frames <= num_frames <= max_frames (pushed down to Parquet). columns: extra
     columns to yield (passthrough text etc.). shuffle_buffer > 0: files in a seeded order per epoch
@@ -121,13 +140,19 @@ class TokenDataset(IterableDataset):
     (samples at the model rate), "pad_samples": int, "scales": list[float] | None, <columns>...}.
     """
 
-    def __init__(self, path: str, bandwidth: float | None = None, min_frames: int | None = None,
+    def __init__(self, path: str | list[str], bandwidth: float | None = None, min_frames: int | None = None,
                  max_frames: int | None = None, columns: tuple[str, ...] = (), batch_rows: int = 256,
                  shuffle_buffer: int = 0, seed: int = 0):
         super().__init__()
-        self.path = str(path)
-        self.provenance = load_provenance(self.path)
-        self.n_q = num_quantizers(self.provenance, bandwidth)
+        self.paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
+        self.path = self.paths[0]
+        provenances = [load_provenance(p) for p in self.paths]
+        check_same_codec(self.paths, provenances)  # several datasets: one codec, or a clear error
+        self.provenance = provenances[0]
+        counts = {num_quantizers(p, bandwidth) for p in provenances}
+        if len(counts) > 1:
+            raise ValueError(f"the datasets store different codebook counts {sorted(counts)}; pass a bandwidth")
+        self.n_q = counts.pop()
         self.bandwidth = bandwidth
         self.columns = tuple(c for c in columns if c not in ROW_COLUMNS)
         self.filter = None
@@ -143,10 +168,11 @@ class TokenDataset(IterableDataset):
 
     def fragments(self) -> list:
         """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0)."""
-        dataset = arrow_dataset(self.path)
-        if not isinstance(dataset, pads.FileSystemDataset):
-            return []  # nothing committed yet
-        fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
+        fragments = []
+        for path in self.paths:
+            dataset = arrow_dataset(path)
+            if isinstance(dataset, pads.FileSystemDataset):  # else nothing committed yet
+                fragments.extend(sorted(dataset.get_fragments(), key=lambda f: f.path))
         if self.shuffle_buffer:
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(fragments)
         info = get_worker_info()

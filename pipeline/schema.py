@@ -8,7 +8,8 @@ tokens/*.parquet, one row per item (or segment `key#<i>` of a long item):
   num_frames int32      code frames (48 kHz: summed over chunks)
   num_samples int64     true length at the model's sample rate
   pad_samples int32     padding samples in the last frame (or last chunk's last frame)
-  scales list<float32>  one per chunk (48 kHz); null for models without normalisation (24 kHz)
+  scales list<float32>  one per chunk (EnCodec 48 kHz); null for codecs without per-chunk scales
+                        (EnCodec 24/32 kHz, DAC): decode then uses no scale
   start_s, duration_s float64   position of the segment in the source item, seconds
   item_path string      the item's own file: its path or URL, `<tar>#<member>` for a tar member,
                         `<dataset file or hub split>#row=<i>` for a dataset row (null if unknown)

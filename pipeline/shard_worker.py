@@ -38,7 +38,7 @@ from queue import Queue
 import numpy as np
 import torch
 
-from codec import EncodecModel
+from codec import Codec
 
 from . import buckets, fault_injection, schema, sources, writer
 from .config import JobConfig
@@ -83,19 +83,19 @@ class _Decode:
 
 
 class ShardTokenizer:
-    def __init__(self, model: EncodecModel, cfg: JobConfig, out_dir: str, provenance: Provenance,
+    def __init__(self, model: Codec, cfg: JobConfig, out_dir: str, provenance: Provenance,
                  decoders: int | None = None):
         self.model = model
         self.cfg = cfg
         self.out_dir = out_dir
         self.provenance = provenance
-        self.n_q = model.config.num_quantizers_for(max(cfg.bandwidths))
+        self.n_q = model.num_quantizers_for(max(cfg.bandwidths))
         # one decoder pool per shard decoding at once (the shard in hand plus prefetch_shards ahead),
         # the decoder processes split between them, so several small shards keep every process busy
         total = decoders or cfg.decode_threads or default_processes()
         lanes = max(1, min(1 + cfg.prefetch_shards, total))
         self.all_pools = [
-            DecodePool(cfg.audio, model.config.sampling_rate, model.config.audio_channels,
+            DecodePool(cfg.audio, model.sample_rate, model.channels,
                        total // lanes + (1 if i < total % lanes else 0))
             for i in range(lanes)
         ]
@@ -254,7 +254,7 @@ class ShardTokenizer:
             return [], EncodeStats()
         cfg = self.cfg.buckets
         model = self.model
-        rate, hop, chunk = model.config.sampling_rate, model.config.hop_length, model.config.chunk_length
+        rate, hop, chunk = model.sample_rate, model.hop_length, model.chunk_length
         lengths = [model_length(s, rate) for s in segments]
         boundaries = cfg.boundaries_s and [int(b * rate) for b in cfg.boundaries_s]
         if boundaries is None:

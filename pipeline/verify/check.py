@@ -57,11 +57,11 @@ class Checker:
     """Holds one model; `check(rows)` re-reads the originals and measures each row."""
 
     def __init__(self, settings: CheckSettings):
-        from codec import load_model
+        from codec import load_codec
         from codec.runtime import dtype_for, strict_fp32
 
         self.settings = settings
-        self.model = load_model(settings.model, device=settings.device, dtype=dtype_for(settings.precision))
+        self.model = load_codec(settings.model, device=settings.device, dtype=dtype_for(settings.precision))
         self.model.set_batch_plan(settings.batch_plan)  # as the job's actors
         strict_fp32()  # as the job's actors
         self._shards: dict[str, Shard] | None = None

@@ -1,0 +1,130 @@
+"""The one place that reads DAC weights: `load_dac(source)`, and `save_dac(model, dir)`.
+
+Sources:
+  * a directory in the transformers layout: `config.json` (model_type "dac") + `model.safetensors`
+    (or `pytorch_model.bin`, read with `torch.load(weights_only=True)`), as `save_pretrained` writes;
+  * an original descript-audio-codec checkpoint (`weights_44khz_8kbps_0.0.1.pth`...), a dict with
+    `state_dict` and `metadata.kwargs`, read with `torch.load(weights_only=True)` (which refuses
+    pickled code);
+  * `random:dac_44khz` / `random:dac_24khz` / `random:dac_16khz` (optionally `:seed=7`): seeded random
+    weights with codebooks fitted to the model's own latents, for tests and demos only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..checkpoints import fold_weight_norm
+from ..interface import ModelProvenance
+from ..loading import random_provenance, read_directory_weights, sha256_file
+from .checkpoints import original_to_ours
+from .codebooks import fit_codebooks
+from .config import PRESETS, DacConfig
+from .model import DacModel
+
+ALTERNATIVES = ("a directory with config.json (model_type dac) + model.safetensors, an original DAC .pth "
+                "checkpoint, or random weights " + " / ".join(f"random:{p}" for p in PRESETS))
+
+
+def is_dac_directory(path: Path) -> bool:
+    config = path / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "dac"
+
+
+def load_dac_directory(path: Path, name: str | None = None) -> DacModel:
+    data = json.loads((path / "config.json").read_text())
+    config = DacConfig.from_dict(data, name=name or _preset_name(data) or path.name)
+    state, weights = read_directory_weights(path)
+    return build(config, state, ModelProvenance(name or str(path), sha256_file(weights), False))
+
+
+def load_dac_original(path: Path) -> DacModel:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code: say so rather than run it
+        raise ValueError(f"{path} is not a checkpoint torch.load(weights_only=True) accepts: {exc}") from exc
+    if not (isinstance(checkpoint, dict) and "state_dict" in checkpoint and "kwargs" in checkpoint.get("metadata", {})):
+        raise ValueError(f"{path} is not an original DAC checkpoint (a dict with state_dict and metadata.kwargs)")
+    kwargs = checkpoint["metadata"]["kwargs"]
+    config = DacConfig.from_dict(kwargs, name=_preset_name(kwargs) or path.stem)
+    state = original_to_ours(checkpoint["state_dict"], len(config.downsampling_ratios))
+    return build(config, state, ModelProvenance(str(path), sha256_file(path), False))
+
+
+def build(config: DacConfig, state: dict[str, torch.Tensor], provenance: ModelProvenance) -> DacModel:
+    """A DacModel (eval mode) with `state`'s weights, weight norm folded; ValueError on any key or shape
+    that does not match the config."""
+    plain, _ = fold_weight_norm(state)
+    model = DacModel(config)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(plain)), sorted(set(plain) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"DAC checkpoint does not match the config: missing {missing[:10]}, "
+                         f"unexpected {unexpected[:10]}")
+    for key, value in plain.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    model.load_state_dict(plain)
+    model.provenance = provenance
+    return model.eval()
+
+
+def random_dac(spec: str) -> DacModel:
+    """`random:<preset>[:seed=N]`: seeded weights (biases and Snake alphas non-trivial), codebooks fitted in
+    the normalised projected space to the latents of 4 s of seeded noise."""
+    parts = spec.split(":")
+    preset = parts[1] if len(parts) > 1 else ""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown random preset {spec!r}; choose one of {['random:' + p for p in PRESETS]}")
+    seed = int(parts[2].removeprefix("seed=")) if len(parts) > 2 else 0
+    return random_from_config(PRESETS[preset], seed)
+
+
+def random_from_config(config: DacConfig, seed: int = 0, fit_audio: torch.Tensor | None = None) -> DacModel:
+    """Seeded random weights for any config (tests use reduced ones); codebooks fitted to the latents of
+    `fit_audio` [N, 1, T] (default: 4 s of seeded noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = DacModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("alpha"):
+                param.uniform_(0.5, 2.0, generator=gen)
+        if fit_audio is None:
+            fit_audio = torch.randn(1, 1, config.sampling_rate * 4, generator=gen) * 0.1
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # float reductions depend on the thread count: identical weights everywhere
+        try:
+            latents = model.encoder(fit_audio)
+            fit_codebooks(model.quantizer, latents, generator=gen)
+        finally:
+            torch.set_num_threads(threads)
+    model.provenance = random_provenance(model, f"random:{config.name}:seed={seed}")
+    return model
+
+
+def save_dac(model: DacModel, directory: str | os.PathLike) -> Path:
+    """Write `config.json` + `model.safetensors` in the layout of transformers' `DacModel.save_pretrained`."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.to_dict(), "model_type": "dac", "architectures": ["DacModel"]}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def _preset_name(config: dict) -> str | None:
+    """The preset whose numbers `config` has (transformers' or the original's naming), if any."""
+    try:
+        ours = DacConfig.from_dict(config)
+    except (TypeError, ValueError):
+        return None
+    return next((name for name, preset in PRESETS.items() if preset == ours), None)
+

@@ -1,0 +1,154 @@
+"""DAC inference model behind the `Codec` interface: encode/decode batches of items with their true lengths.
+
+An item of L samples is zero-padded to P = ceil(L / hop) * hop (what transformers' `DacFeatureExtractor`
+does to one item) and gives P / hop = ceil(L / hop) frames, the last one partial. Decoding gives back
+exactly L samples (the decoder's output cut to L; for the 16/24 kHz rates, whose decoder returns
+F * hop - 8 samples, a last partial frame longer than that is completed with zeros).
+
+Batch plans (`codec/batch_plan.py`): "cpu" encodes each item alone at its padded length (codes
+bit-identical to transformers' `DacModel.encode` of the item, tests/codec/dac); "cuda" encodes many
+items per pass, padded to a coarse length grid, each item's padding region zeroed before every
+convolution (`layers.py`: why the batch's padding then cannot reach an item's outputs). What remains
+on that plan is float rounding: kernels picked for a large batch, and the quantizer's matmul over all
+its rows, may round differently in the last bits, which flips a code at a near-tie (1 in 18,000 seen
+on the CPU), as EnCodec's batched LSTM does; the job records each row's batch for verify.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..batch_plan import grid_length, resolve_plan, to_device
+from ..interface import EncodedItem, ModelProvenance
+from ..validation import check_audio, check_codes
+from .config import DacConfig
+from .layers import Decoder, Encoder, decoded_length, zero_padding
+from .quantizer import ResidualVectorQuantizer
+
+_MAX_ELEMENTS = 2**31 - 1  # keep one call's activations under 32-bit index math (cuDNN)
+_WIDEST = 128  # channels of the widest full-rate activation (encoder block 1's output at T / 2)
+
+
+class DacModel(nn.Module):
+    family = "dac"
+
+    def __init__(self, config: DacConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantizer = ResidualVectorQuantizer(config)
+        self.provenance = ModelProvenance("unloaded", None, True)
+        self.batch_plan: str | None = None
+
+    # ----- the Codec interface's numbers ------------------------------------------------------
+    name = property(lambda self: self.config.name)
+    sample_rate = property(lambda self: self.config.sampling_rate)
+    channels = property(lambda self: 1)
+    hop_length = property(lambda self: self.config.hop_length)
+    frame_rate = property(lambda self: self.config.frame_rate)
+    chunk_length = property(lambda self: None)
+    chunk_stride = property(lambda self: None)
+    codebook_size = property(lambda self: self.config.codebook_size)
+    target_bandwidths = property(lambda self: tuple(self.config.bandwidth_to_num_quantizers))
+
+    def num_quantizers_for(self, bandwidth: float) -> int:
+        table = self.config.bandwidth_to_num_quantizers
+        if round(float(bandwidth), 3) not in table:
+            raise ValueError(f"bandwidth {bandwidth!r} kbps is not one of {self.name}'s: "
+                             f"{', '.join(f'{b} ({n} codebooks)' for b, n in table.items())}")
+        return table[round(float(bandwidth), 3)]
+
+    def config_dict(self) -> dict:
+        return self.config.to_dict()
+
+    @property
+    def plan(self) -> str:
+        return resolve_plan(self.batch_plan, self.device)
+
+    def set_batch_plan(self, name: str | None) -> DacModel:
+        self.batch_plan = None if name in (None, "auto") else resolve_plan(name, self.device)
+        return self
+
+    def frames_for(self, num_samples: int) -> int:
+        return math.ceil(num_samples / self.hop_length)
+
+    def pad_samples_for(self, num_samples: int) -> int:
+        return self.frames_for(num_samples) * self.hop_length - num_samples
+
+    def padded_length(self, longest: int) -> int:
+        """Samples a pass over items of at most `longest` samples is padded to: the next multiple of the
+        hop on the CPU plan, the coarse grid (`batch_plan.grid_length`) on the CUDA plan."""
+        hop = self.hop_length
+        return math.ceil(longest / hop) * hop if self.plan == "cpu" else grid_length(longest, hop)
+
+    def _per_call(self, length: int, max_batch: int | None, encode: bool = True) -> int:
+        per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * _WIDEST))
+        if max_batch is None and encode and self.plan == "cpu":
+            max_batch = 1
+        return min(per_call, max_batch) if max_batch else per_call
+
+    def largest_forward_pass(self, lengths: list[int], padded: int, max_batch: int | None = None) -> int:
+        return min(len(lengths), self._per_call(self.padded_length(padded), max_batch))
+
+    @property
+    def device(self) -> torch.device:
+        return self.quantizer.quantizers[0].codebook.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.conv1.weight.dtype
+
+    # ----- encode / decode --------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, audio: torch.Tensor, lengths=None, bandwidth: float | None = None,
+               sample_rate: int | None = None, max_batch: int | None = None) -> list[EncodedItem]:
+        """audio [B, 1, T] float, lengths [B] (valid samples, default T) -> one EncodedItem each, codes
+        [n_q, ceil(L / hop)], scales None. bandwidth: kbps (`target_bandwidths`); None: all codebooks."""
+        lengths = check_audio(audio, lengths, sample_rate, self.sample_rate, self.channels)
+        n_q = self.config.n_codebooks if bandwidth is None else self.num_quantizers_for(bandwidth)
+        audio = audio.to(device=self.device, dtype=self.dtype)
+        hop, out = self.hop_length, []
+        per_call = self._per_call(self.padded_length(audio.shape[-1]), max_batch)
+        for start in range(0, len(lengths), per_call):
+            idx = list(range(start, min(start + per_call, len(lengths))))
+            sub = [lengths[i] for i in idx]
+            padded = [self.frames_for(n) * hop for n in sub]
+            total = self.padded_length(max(sub))
+            x = audio[idx, :, : min(total, audio.shape[-1])]
+            x = torch.nn.functional.pad(x, (0, total - x.shape[-1]))
+            x = zero_padding(x, sub if any(n < total for n in sub) else None)  # [L, P) is the extractor's zeros
+            uniform = all(p == total for p in padded)
+            latents = self.encoder(x, None if uniform else padded)
+            codes = self.quantizer.encode(latents.float(), n_q).cpu()  # host sync: once per pass
+            out.extend(EncodedItem(codes[j, :, : p // hop], None, n) for j, (n, p) in enumerate(zip(sub, padded)))
+        return out
+
+    @torch.inference_mode()
+    def decode(self, items: list[EncodedItem]) -> list[torch.Tensor]:
+        """EncodedItems -> audio float32 [1, num_samples] each (on CPU)."""
+        if not items:
+            return []
+        check_codes(items, self.frames_for, self.config.n_codebooks, self.codebook_size)
+        frames = [item.codes.shape[1] for item in items]
+        out: list[torch.Tensor | None] = [None] * len(items)
+        hop = self.hop_length
+        per_call = self._per_call(self.padded_length(max(frames) * hop), None, encode=False)
+        per_call = 1 if self.plan == "cpu" else per_call
+        for start in range(0, len(items), per_call):
+            idx = list(range(start, min(start + per_call, len(items))))
+            total = self.padded_length(max(frames[b] for b in idx) * hop) // hop
+            codes = torch.zeros(len(idx), items[0].codes.shape[0], total, dtype=torch.long)
+            for j, b in enumerate(idx):
+                codes[j, :, : frames[b]] = items[b].codes
+            uniform = all(frames[b] == total for b in idx)
+            latents = self.quantizer.decode(to_device(codes, self.device)).to(self.dtype)
+            audio = self.decoder(latents, None if uniform else [frames[b] for b in idx]).float().cpu()
+            for j, b in enumerate(idx):
+                n = items[b].num_samples
+                valid = min(n, decoded_length(frames[b], self.config))
+                out[b] = torch.nn.functional.pad(audio[j, :, :valid], (0, n - valid))
+        return out
