@@ -22,6 +22,7 @@ the warm-up are outside it).
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,8 +96,8 @@ def run(settings: BenchSettings, work: Path) -> BenchResult:
     from codec import load_model
     if (REPO / "pipeline" / "provenance.py").exists():
         from pipeline.provenance import build_provenance
-    else:  # trees before pipeline/provenance.py (an A/B against 99d7744)
-        from pipeline.runner import model_info as build_provenance
+    else:  # trees before pipeline/provenance.py (an A/B against 99d7744): a module this tree does not have
+        build_provenance = importlib.import_module("pipeline.runner").model_info
     from pipeline.shard_worker import ShardTokenizer
     from pipeline.sources import list_shards
 
