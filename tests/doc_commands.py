@@ -123,8 +123,6 @@ def parse_only(run, monkeypatch) -> argparse.Namespace:
         except Parsed as done:
             return done.namespace
         except SystemExit as exc:
-            if exc.code == 0:  # --help: argparse printed the usage and exited cleanly
-                return argparse.Namespace()
             raise AssertionError(f"argument parsing exited with {exc.code}") from None
     raise AssertionError("the command never reached its argument parser")
 
