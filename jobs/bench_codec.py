@@ -49,7 +49,8 @@ import torch
 
 from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
-from codec.precision import PrecisionError, check_precision
+from codec.precision import PrecisionError, reduced_copy
+from codec.precision import code_agreement as agreement
 from codec.runtime import dtype_for, resolve_device
 
 AUDIO_DIRS = ("music", "speech", "env")
@@ -130,10 +131,7 @@ class Variant:
 def make_variant(name: str, base: EncodecModel, device: str) -> Variant:
     model = copy.deepcopy(base).to(device)
     if name in ("bf16", "fp16"):
-        reference = copy.deepcopy(model)
-        model.to(dtype_for(name))
-        model.quantizer.float()  # as load_model(dtype=...) does: RVQ distances stay fp32
-        check_precision(reference, model)  # as load_model does: PrecisionError on a wrong kernel
+        model = reduced_copy(model, dtype_for(name))  # as load_model does: PrecisionError on a wrong kernel
     if name in ("batched", "compile"):
         model.set_batch_plan("cuda")  # whole batches, the batched LSTM, the length grid
     if name == "compile":
@@ -224,14 +222,6 @@ def row_line(preset: str, bw: float, batch: int, name: str, audio_s: float, t: f
     vs = f"{t_hf / t:6.2f}" if t_hf else f"{'n/a':>6}"
     flag = "" if agree >= MIN_AGREEMENT else "  < 99.9 %"
     return f"{head} {audio_s / t:11.1f} {vs} {agree:8.3f} {first:8.3f} {peak:9.0f}{flag}"
-
-
-def agreement(codes: list[torch.Tensor], reference: list[torch.Tensor], levels: int | None = None) -> float:
-    """% of equal codes over all items, the first `levels` codebooks (default all) and every frame
-    (codes[i] is a prefix of reference[i])."""
-    codes = [c[:levels] for c in codes]
-    same = sum(int((c == r[: c.shape[0], : c.shape[1]]).sum()) for c, r in zip(codes, reference))
-    return 100.0 * same / sum(c.numel() for c in codes)
 
 
 def hf_codes(out, batch: int, model: EncodecModel, num_samples: int) -> list[torch.Tensor]:
