@@ -51,7 +51,7 @@ from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebooks import fit_codebooks
 from codec.precision import PrecisionError, reduced_copy
 from codec.precision import code_agreement as agreement
-from codec.runtime import dtype_for, resolve_device
+from codec.runtime import compile_encoder, dtype_for, resolve_device
 
 AUDIO_DIRS = ("music", "speech", "env")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -135,7 +135,7 @@ def make_variant(name: str, base: EncodecModel, device: str) -> Variant:
     if name in ("batched", "compile"):
         model.set_batch_plan("cuda")  # whole batches, the batched LSTM, the length grid
     if name == "compile":
-        model.encoder = torch.compile(model.encoder)
+        compile_encoder(model)
     flags = {"tf32": True} if name == "tf32" else {"tf32": False}
     return Variant(name, model, max_batch=256 if name in ("batched", "compile") else None, flags=flags)
 
