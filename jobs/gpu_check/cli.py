@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # no hub, no dataset downloads: the check runs on machines without outside network (set before any import)
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     args = build_parser().parse_args(argv)
     if args.prepare:
         from .prepare import prepare

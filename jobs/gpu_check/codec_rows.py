@@ -11,6 +11,7 @@ the length grid, TF32 off) on CUDA and, in CPU mode, on the CPU.
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from codec import EncodecModel, random_model
 from codec.precision import PrecisionError
+from codec.tf32_emulation import emulate_tf32
 from jobs import bench_codec
 
 from .table import Check
@@ -203,16 +205,18 @@ def variant_rows(f: Fitted, device: str, name: str) -> list[Check]:
     """One jobs.bench_codec variant (bf16 / fp16 / compile / tf32) on all clips at each bandwidth."""
     import time
 
-    if name in bench_codec.CUDA_ONLY and device != "cuda":
+    emulated = name == "tf32" and device != "cuda"  # on the CPU: codec/tf32_emulation.py, both TF32 flags' ops
+    if name in bench_codec.CUDA_ONLY and device != "cuda" and not emulated:
         return [Check("variants", f"{f.preset} {name}", "skipped", "CUDA only")]
     try:
-        v = bench_codec.make_variant(name, f.base, device)
+        v = bench_codec.make_variant("fp32" if emulated else name, f.base, device)
     except PrecisionError as exc:
         return [Check("variants", f"{f.preset} {name}", "fail", "refused", f"precision check: {exc}")]
+    name = f"{name} (emulated)" if emulated else name
     x = f.clips.to(device)
     rows = []
     for bw in BANDWIDTHS:
-        with bench_codec.backend_flags(**v.flags):
+        with bench_codec.backend_flags(**v.flags), (emulate_tf32(matmul=True) if emulated else nullcontext()):
             started = time.perf_counter()
             encode_codes(v.model, x, bw, v.max_batch)  # warm-up (compiles)
             _sync(device)
