@@ -98,11 +98,16 @@ def test_matmul_is_rounded_only_when_asked():
     assert not torch.equal(rounded, plain)
 
 
-def test_the_step_by_step_lstm_is_torchs_lstm_when_nothing_is_rounded():
+@pytest.fixture(scope="module")
+def lstm_case():
     torch.manual_seed(3)
     lstm = torch.nn.LSTM(16, 16, 2)
     x = torch.randn(30, 2, 16)
-    h0 = torch.zeros(2, 2, 16)
+    return lstm, x, torch.zeros(2, 2, 16)
+
+
+def test_the_step_by_step_lstm_is_torchs_lstm_when_nothing_is_rounded(lstm_case):
+    lstm, x, h0 = lstm_case
     with torch.no_grad():
         ref, (h, c) = lstm(x)
         out, h_n, c_n = lstm_tf32(x, (h0, h0), lstm._flat_weights, True, 2, 0.0, False, False, False, lambda t: t)
@@ -111,11 +116,8 @@ def test_the_step_by_step_lstm_is_torchs_lstm_when_nothing_is_rounded():
     torch.testing.assert_close(c_n, c, rtol=0, atol=2e-6)
 
 
-def test_the_emulated_lstm_rounds_its_operands():
-    torch.manual_seed(4)
-    lstm = torch.nn.LSTM(16, 16, 2)
-    x = torch.randn(30, 1, 16)
-    h0 = torch.zeros(2, 1, 16)
+def test_the_emulated_lstm_rounds_its_operands(lstm_case):
+    lstm, x, h0 = lstm_case
     with torch.no_grad():
         ref = lstm(x)[0]
         with emulate_tf32():

@@ -4,10 +4,10 @@ count checked before any actor waits, and the emulated TF32 variant row on the C
 import os
 
 import pytest
-import torch
 
 from codec import random_model
 from jobs.gpu_check import cli, codec_rows, env_row
+from tests.conftest import noise_clips_and_codes
 
 
 def test_hub_and_datasets_are_offline_from_the_start(monkeypatch):
@@ -31,9 +31,7 @@ def test_a_ray_without_gpus_fails_the_env_row_at_once(monkeypatch):
 
 def test_tf32_is_emulated_on_the_cpu():
     base = random_model("random:24khz")
-    clips = torch.randn(2, 1, 12000, generator=torch.Generator().manual_seed(0)) * 0.1
-    with torch.inference_mode():
-        reference = [i.codes for c in clips for i in base.encode(c[None])]
+    clips, reference = noise_clips_and_codes(base, 2, 12000)
     fitted = codec_rows.Fitted("24khz", base, clips, reference, "noise clips")
     rows = codec_rows.variant_rows(fitted, "cpu", "tf32")
     assert [r.name for r in rows] == ["24khz tf32 (emulated) 6 kbps", "24khz tf32 (emulated) 24 kbps"]

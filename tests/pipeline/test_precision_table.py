@@ -7,6 +7,7 @@ import torch
 from codec import random_model
 from codec.precision import PrecisionError
 from pipeline import precision_table as pt
+from tests.conftest import noise_clips_and_codes
 
 
 def test_flops_of_the_24khz_encoder():
@@ -22,9 +23,7 @@ def test_flops_of_the_24khz_encoder():
 
 def test_fp32_row_reproduces_the_reference_and_tf32_is_emulated():
     model = random_model("random:24khz")
-    clips = torch.randn(1, 1, 12000, generator=torch.Generator().manual_seed(0)) * 0.1
-    with torch.inference_mode():
-        reference = [i.codes for c in clips for i in model.encode(c[None])]
+    clips, reference = noise_clips_and_codes(model, 1, 12000)
     fp32 = pt.precision_row("m", model, clips, reference, "fp32")
     assert (fp32.status, fp32.how, fp32.agreement_pct, fp32.q0_agreement_pct) == ("ok", "measured", 100.0, 100.0)
     assert math.isfinite(fp32.si_snr_db) and fp32.mel_distance_db > 0
