@@ -3,8 +3,9 @@
 
 Regenerates the tables of docs/precision.md (pipeline/precision_table.py) on the CPU: random:<preset>
 models with codebooks fitted by k-means to corpus audio (AUDIOTOK_CORPUS, as jobs.gpu_check fits them),
-plus the trained tiny:24khz with its own codebooks, on held-out corpus clips. The defaults take a few
-minutes on 2 cores; docs/precision.md says which sizes produced its numbers.
+plus the trained tiny:24khz with its own codebooks, on held-out corpus clips. Reduced sizes for a quick
+re-run (a few CPU-minutes): --clips 2 --clip-s 1 --fit-seconds 8; the defaults, which produced
+docs/precision.md, take longer (see there).
 """
 
 from __future__ import annotations
