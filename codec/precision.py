@@ -11,6 +11,8 @@ compound) and raises PrecisionError naming the first layer whose output is off b
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -54,3 +56,21 @@ def check_precision(fp32_model: nn.Module, reduced_model: nn.Module, seconds: fl
             worst = max(worst, error)
             x = y
     return worst
+
+
+def reduced_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` in `dtype` with the quantizer kept in fp32 (RVQ distances), as
+    load_model(dtype=...) builds it; bf16 / fp16 must first pass `check_precision` (PrecisionError)."""
+    out = copy.deepcopy(model).to(dtype)
+    out.quantizer.float()
+    if dtype != torch.float32:
+        check_precision(model, out)
+    return out
+
+
+def code_agreement(codes: list[torch.Tensor], reference: list[torch.Tensor], levels: int | None = None) -> float:
+    """% of equal codes over all items, the first `levels` codebooks (default all) and every frame
+    (codes[i] is a prefix of reference[i])."""
+    codes = [c[:levels] for c in codes]
+    same = sum(int((c == r[: c.shape[0], : c.shape[1]]).sum()) for c, r in zip(codes, reference))
+    return 100.0 * same / sum(c.numel() for c in codes)

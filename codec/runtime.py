@@ -33,3 +33,15 @@ def strict_fp32() -> None:
     """
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+
+
+DYNAMO_CONFIG = {"allow_rnn": True}  # without it dynamo breaks the encoder's graph at the LSTM (12 breaks, 13 graphs)
+
+
+def compile_encoder(model):
+    """model.encoder through torch.compile, with DYNAMO_CONFIG set for the process (dynamo reads it when
+    the compiled encoder first runs); tests/codec/test_compile_graph.py checks it traces as one graph."""
+    for key, value in DYNAMO_CONFIG.items():
+        setattr(torch._dynamo.config, key, value)
+    model.encoder = torch.compile(model.encoder)
+    return model

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         provenance = reader.load_provenance(args.tokens)
-        thresholds = dataclasses.asdict(thresholds_from(provenance))
+        thresholds = dataclasses.asdict(thresholds_from(provenance, args.device))
         if args.config:
             with open(args.config) as f:
                 section = (yaml.safe_load(f) or {}).get("verify") or {}

@@ -107,6 +107,15 @@ def copy_corpus_tree(root: Path, files: dict[str, str]) -> None:
             shutil.copy(corpus_file(src), root / rel)
 
 
+def noise_clips_and_codes(model, count: int, samples: int):
+    """Seeded noise clips [count, C, samples] and `model`'s codes for each clip encoded alone."""
+    import torch
+
+    clips = torch.randn(count, model.config.audio_channels, samples, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.inference_mode():
+        return clips, [i.codes for c in clips for i in model.encode(c[None])]
+
+
 def transformers_codes(ref, x, bandwidth):
     """transformers' EncodecModel on one unpadded item x [C, T] -> codes [n_q, F] (48 kHz: chunks
     concatenated), scales (None at 24 kHz), and its raw output. Under no_grad: with autograd on, its

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # no hub, no dataset downloads: the check runs on machines without outside network (set before any import)
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     args = build_parser().parse_args(argv)
     if args.prepare:
         from .prepare import prepare
@@ -80,6 +82,8 @@ def run_all(args) -> int:
     print(f"gpu_check: {sizes.mode} mode on {device} ({header['why']}); corpus {header['corpus']}; "
           f"budget {sizes.budget_s:.0f} s; JSON {args.json}", flush=True)
     run = _Runner(report, set(SECTIONS) - set(args.skip))
+    from pipeline.bench import codec as bench_codec
+
     from . import codec_rows, e2e_rows, env_row, profile_rows
 
     run("env", "Ray actor environment", lambda: env_row.env_rows(gpu=not cpu), needs_s=5)
@@ -87,7 +91,7 @@ def run_all(args) -> int:
     needs_model = run.sections & {"agreement", "invariance", "determinism", "memory", "profile", "variants"}
     for preset in PRESETS if needs_model else ():
         def fit(preset=preset):
-            fitted[preset] = codec_rows.fit_preset(preset, sizes)
+            fitted[preset] = bench_codec.fit_preset(preset, sizes)
             return Check("setup", f"{preset} fitted codebooks", "ok", "fitted", fitted[preset].detail)
         run("setup", f"{preset} fitted codebooks", fit, needs_s=15, always=True)
     for section, rows in (("agreement", lambda f: codec_rows.agreement_rows(f, device)),

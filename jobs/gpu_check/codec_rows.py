@@ -11,73 +11,21 @@ the length grid, TF32 off) on CUDA and, in CPU mode, on the CPU.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
-from codec import EncodecModel, random_model
+from codec import EncodecModel
 from codec.precision import PrecisionError
+from codec.tf32_emulation import emulate_tf32
 from pipeline.bench import codec as bench_codec
+from pipeline.bench.codec import Fitted
 
 from .table import Check
 
 TARGET = 99.9  # % agreement a path must reach to be a default
 BANDWIDTHS = (6.0, 24.0)
-
-
-@dataclass
-class Fitted:
-    """A preset's fitted model (CPU, fp32), its held-out clips [N, C, n] and their reference codes [n_q, F]."""
-
-    preset: str
-    base: EncodecModel
-    clips: torch.Tensor
-    reference: list[torch.Tensor]
-    detail: str
-
-
-def fit_preset(preset: str, sizes) -> Fitted:
-    """random:<preset> with codebooks fitted to the corpus (AUDIOTOK_CORPUS) and the reference codes."""
-    base = random_model(f"random:{preset}")
-    rate, channels = base.config.sampling_rate, base.config.audio_channels
-    fit_cut, held = load_audio(rate, channels, sizes.fit_seconds, sizes.max_clips * sizes.clip_s)
-    frames = bench_codec.fit_to_audio(base, fit_cut, sizes.kmeans_iters, sizes.kmeans_frames)
-    clips = bench_codec.cut_clips(held, rate, sizes.clip_s)[: sizes.max_clips]
-    with torch.inference_mode():
-        reference = [item.codes for c in clips for item in base.encode(c[None])]
-    detail = (f"k-means {sizes.kmeans_iters} iters on {frames} latent frames of {len(fit_cut)} files; "
-              f"{len(clips)} held-out {sizes.clip_s:g} s clips")
-    return Fitted(preset, base, clips, reference, detail)
-
-
-def load_audio(rate: int, channels: int, fit_s: float, held_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(fit, held-out) float32 [C, T] arrays as pipeline.bench.codec.load_corpus splits the corpus files,
-    converted and resampled as the job does, but only as much as needed: the first `fit_s` seconds of
-    fit audio and `held_s` of held-out audio (files in name order; each read no further than needed)."""
-    import soundfile as sf
-
-    from pipeline.audio import convert_channels, resample
-
-    want = {True: held_s, False: fit_s}
-    out: dict[bool, list[np.ndarray]] = {True: [], False: []}
-    for sub in bench_codec.AUDIO_DIRS:
-        for path in sorted((bench_codec.corpus_dir() / sub).glob("*")):
-            held = bench_codec.held_out(f"{sub}/{path.name}")
-            if path.suffix.lower() not in bench_codec.AUDIO_EXTS or want[held] <= 0:
-                continue
-            try:
-                info = sf.info(path)
-                data, sr = sf.read(path, frames=int(want[held] * info.samplerate) + 1, dtype="float32",
-                                   always_2d=True)
-            except sf.LibsndfileError:
-                continue
-            x = np.ascontiguousarray(resample(convert_channels(data, channels), sr, rate).T, dtype=np.float32)
-            out[held].append(x)
-            want[held] -= x.shape[1] / rate
-    if not out[True] or not out[False]:
-        raise ValueError(f"no usable audio under {bench_codec.corpus_dir()} (set AUDIOTOK_CORPUS)")
-    return out[False], out[True]
 
 
 def device_model(base: EncodecModel, device: str) -> tuple[EncodecModel, int | None]:
@@ -204,16 +152,18 @@ def variant_rows(fitted: Fitted, device: str, name: str) -> list[Check]:
     """One pipeline.bench.codec variant (bf16 / fp16 / compile / tf32) on all clips at each bandwidth."""
     import time
 
-    if name in bench_codec.CUDA_ONLY and device != "cuda":
+    emulated = name == "tf32" and device != "cuda"  # on the CPU: codec/tf32_emulation.py, both TF32 flags' ops
+    if name in bench_codec.CUDA_ONLY and device != "cuda" and not emulated:
         return [Check("variants", f"{fitted.preset} {name}", "skipped", "CUDA only")]
     try:
-        v = bench_codec.make_variant(name, fitted.base, device)
+        v = bench_codec.make_variant("fp32" if emulated else name, fitted.base, device)
     except PrecisionError as exc:
         return [Check("variants", f"{fitted.preset} {name}", "fail", "refused", f"precision check: {exc}")]
+    name = f"{name} (emulated)" if emulated else name
     x = fitted.clips.to(device)
     rows = []
     for bw in BANDWIDTHS:
-        with bench_codec.backend_flags(**v.flags):
+        with bench_codec.backend_flags(**v.flags), (emulate_tf32(matmul=True) if emulated else nullcontext()):
             started = time.perf_counter()
             encode_codes(v.model, x, bw, v.max_batch)  # warm-up (compiles)
             _sync(device)

@@ -72,9 +72,13 @@ def ensure_ray() -> None:
 
 def env_rows(gpu: bool) -> list[Check]:
     ensure_ray()
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpu and gpus < 1:  # an actor asking for a GPU would wait for one forever: say so now
+        return [Check("env", "GPU seen by Ray", "fail", f"{gpus:g} GPUs",
+                      "Ray started without a GPU resource (CUDA_VISIBLE_DEVICES? a RAY_ADDRESS cluster without GPUs?)")]
     actor = _Probe.options(num_gpus=1 if gpu else 0, num_cpus=0).remote()
     try:
-        info = ray.get(actor.describe.remote(), timeout=300)
+        info = ray.get(actor.describe.remote(), timeout=60)
     finally:
         ray.kill(actor)
     cuda_ok = info["cuda_available"] or not gpu

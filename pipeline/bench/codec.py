@@ -47,8 +47,9 @@ import torch
 
 from codec import EncodecModel, load_model, random_model, save_model
 from codec.codebook_fitting import fit_codebooks
-from codec.precision import PrecisionError, check_precision
-from codec.runtime import dtype_for
+from codec.precision import PrecisionError, reduced_copy
+from codec.precision import code_agreement as agreement
+from codec.runtime import compile_encoder, dtype_for
 
 AUDIO_DIRS = ("music", "speech", "env")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -128,14 +129,11 @@ class Variant:
 def make_variant(name: str, base: EncodecModel, device: str) -> Variant:
     model = copy.deepcopy(base).to(device)
     if name in ("bf16", "fp16"):
-        reference = copy.deepcopy(model)
-        model.to(dtype_for(name))
-        model.quantizer.float()  # as load_model(dtype=...) does: RVQ distances stay fp32
-        check_precision(reference, model)  # as load_model does: PrecisionError on a wrong kernel
+        model = reduced_copy(model, dtype_for(name))  # as load_model does: PrecisionError on a wrong kernel
     if name in ("batched", "compile"):
         model.set_batch_plan("cuda")  # whole batches, the batched LSTM, the length grid
     if name == "compile":
-        model.encoder = torch.compile(model.encoder)
+        compile_encoder(model)
     flags = {"tf32": True} if name == "tf32" else {"tf32": False}
     return Variant(name, model, max_batch=256 if name in ("batched", "compile") else None, flags=flags)
 
@@ -224,14 +222,6 @@ def row_line(preset: str, bw: float, batch: int, name: str, audio_s: float, t: f
     return f"{head} {audio_s / t:11.1f} {vs} {agree:8.3f} {first:8.3f} {peak:9.0f}{flag}"
 
 
-def agreement(codes: list[torch.Tensor], reference: list[torch.Tensor], levels: int | None = None) -> float:
-    """% of equal codes over all items, the first `levels` codebooks (default all) and every frame
-    (codes[i] is a prefix of reference[i])."""
-    codes = [c[:levels] for c in codes]
-    same = sum(int((c == r[: c.shape[0], : c.shape[1]]).sum()) for c, r in zip(codes, reference))
-    return 100.0 * same / sum(c.numel() for c in codes)
-
-
 def hf_codes(out, batch: int, model: EncodecModel, num_samples: int) -> list[torch.Tensor]:
     """transformers' audio_codes [chunks, B, n_q, F] -> per item [n_q, frames]. 48 kHz: transformers
     pads the last chunk to a full one (with its own scale) where we encode the remainder as it is,
@@ -296,3 +286,58 @@ def bench_preset(preset: str | None, args, device: str) -> None:
                     agree = agreement(codes, [reference[i] for i in index])
                     first = agreement(codes, [reference[i] for i in index], levels=1)
                 print(row_line(preset, bw, batch, name, audio_s, t, t_hf, agree, first, peak))
+
+
+@dataclass
+class Fitted:
+    """A preset's fitted model (CPU, fp32), its held-out clips [N, C, n] and their reference codes [n_q, F]."""
+
+    preset: str
+    base: EncodecModel
+    clips: torch.Tensor
+    reference: list[torch.Tensor]
+    detail: str
+
+
+def fit_preset(preset: str, sizes) -> Fitted:
+    """random:<preset> with codebooks fitted to the corpus (AUDIOTOK_CORPUS) and the reference codes.
+    sizes: fit_seconds, max_clips, clip_s, kmeans_iters, kmeans_frames (jobs.gpu_check.sizes.Sizes)."""
+    base = random_model(f"random:{preset}")
+    rate, channels = base.config.sampling_rate, base.config.audio_channels
+    fit_cut, held = load_audio(rate, channels, sizes.fit_seconds, sizes.max_clips * sizes.clip_s)
+    frames = fit_to_audio(base, fit_cut, sizes.kmeans_iters, sizes.kmeans_frames)
+    clips = cut_clips(held, rate, sizes.clip_s)[: sizes.max_clips]
+    with torch.inference_mode():
+        reference = [item.codes for c in clips for item in base.encode(c[None])]
+    detail = (f"k-means {sizes.kmeans_iters} iters on {frames} latent frames of {len(fit_cut)} files; "
+              f"{len(clips)} held-out {sizes.clip_s:g} s clips")
+    return Fitted(preset, base, clips, reference, detail)
+
+
+def load_audio(rate: int, channels: int, fit_s: float, held_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(fit, held-out) float32 [C, T] arrays as pipeline.bench.codec.load_corpus splits the corpus files,
+    converted and resampled as the job does, but only as much as needed: the first `fit_s` seconds of
+    fit audio and `held_s` of held-out audio (files in name order; each read no further than needed)."""
+    import soundfile as sf
+
+    from pipeline.audio import convert_channels, resample
+
+    want = {True: held_s, False: fit_s}
+    out: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    for sub in AUDIO_DIRS:
+        for path in sorted((corpus_dir() / sub).glob("*")):
+            held = held_out(f"{sub}/{path.name}")
+            if path.suffix.lower() not in AUDIO_EXTS or want[held] <= 0:
+                continue
+            try:
+                info = sf.info(path)
+                data, sr = sf.read(path, frames=int(want[held] * info.samplerate) + 1, dtype="float32",
+                                   always_2d=True)
+            except sf.LibsndfileError:
+                continue
+            x = np.ascontiguousarray(resample(convert_channels(data, channels), sr, rate).T, dtype=np.float32)
+            out[held].append(x)
+            want[held] -= x.shape[1] / rate
+    if not out[True] or not out[False]:
+        raise ValueError(f"no usable audio under {corpus_dir()} (set AUDIOTOK_CORPUS)")
+    return out[False], out[True]

@@ -122,7 +122,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     started = time.time()
     options = options or VerifyOptions()
     provenance = provenance or reader.load_provenance(tokens)
-    thresholds = thresholds or thresholds_from(provenance)
+    thresholds = thresholds or thresholds_from(provenance, options.device)
     settings = settings_for(provenance, options)
     keys = reader.arrow_dataset(tokens).to_table(columns=["key"]).column("key").to_pylist()
     count = options.count if options.fraction is None else None

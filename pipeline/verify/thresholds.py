@@ -69,8 +69,26 @@ def threshold_failures(results: list[CheckResult], thresholds: VerifyConfig) -> 
     return failures
 
 
-def thresholds_from(provenance: Provenance) -> VerifyConfig:
-    """The job's `verify` section from the provenance (defaults where absent)."""
+# Lowest code agreement with the job's codes that verify accepts by default when it re-encodes a
+# reduced-precision dataset on another device type than the job's (other kernels: codes flip at
+# near-ties): the lowest agreement with fp32 measured for that precision on real audio (docs/precision.md,
+# 2026-12-07: bf16 63 %, fp16 91 %), less a margin. fp32 keeps the configured threshold: it is exact.
+CROSS_DEVICE_MIN_CODE_AGREEMENT = {"bf16": 0.5, "fp16": 0.75}
+
+
+def thresholds_from(provenance: Provenance, verify_device: str | None = None) -> VerifyConfig:
+    """The job's `verify` section from the provenance (defaults where absent). With `verify_device` of
+    another type than the job's and a reduced precision, min_code_agreement is lowered to that
+    precision's CROSS_DEVICE_MIN_CODE_AGREEMENT; SI-SNR and mel distance keep theirs."""
     known = {f.name for f in dataclasses.fields(VerifyConfig)}
     stored = (provenance.job_config or {}).get("verify") or {}
-    return VerifyConfig(**{k: v for k, v in stored.items() if k in known})
+    thresholds = VerifyConfig(**{k: v for k, v in stored.items() if k in known})
+    floor = CROSS_DEVICE_MIN_CODE_AGREEMENT.get(provenance.precision)
+    if (floor is not None and verify_device is not None and thresholds.min_code_agreement is not None
+            and _device_type(verify_device) != _device_type(provenance.device)):
+        thresholds = dataclasses.replace(thresholds, min_code_agreement=min(thresholds.min_code_agreement, floor))
+    return thresholds
+
+
+def _device_type(device: str) -> str:
+    return str(device).split(":")[0]

@@ -55,7 +55,9 @@ def test_variants(monkeypatch):
     def refuse(ref, model):
         raise PrecisionError("wrong kernel")
 
-    monkeypatch.setattr(bench_codec, "check_precision", refuse)
+    import codec.precision
+
+    monkeypatch.setattr(codec.precision, "check_precision", refuse)  # what reduced_copy runs
     with pytest.raises(PrecisionError, match="wrong kernel"):
         bench_codec.make_variant("bf16", base, "cpu")
 

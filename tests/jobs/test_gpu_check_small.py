@@ -1,0 +1,50 @@
+"""jobs.gpu_check pieces that need neither a GPU nor the full CPU run: offline environment, Ray's GPU
+count checked before any actor waits, and the emulated TF32 variant row on the CPU."""
+
+import os
+
+import pytest
+
+from codec import random_model
+from jobs.gpu_check import cli, codec_rows, env_row
+from tests.conftest import noise_clips_and_codes
+
+
+def test_hub_and_datasets_are_offline_from_the_start(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert cli.main(["--budget-s", "0"]) == 2  # a bad argument: returns before any check runs
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_a_ray_without_gpus_fails_the_env_row_at_once(monkeypatch):
+    monkeypatch.setattr(env_row, "ensure_ray", lambda: None)
+    monkeypatch.setattr(env_row.ray, "cluster_resources", lambda: {"CPU": 2.0})
+
+    def no_actor(**kwargs):
+        raise AssertionError("an actor was started")
+
+    monkeypatch.setattr(env_row._Probe, "options", no_actor)
+    rows = env_row.env_rows(gpu=True)
+    assert [(r.name, r.status, r.value) for r in rows] == [("GPU seen by Ray", "fail", "0 GPUs")]
+
+
+def test_tf32_is_emulated_on_the_cpu():
+    base = random_model("random:24khz")
+    clips, reference = noise_clips_and_codes(base, 2, 12000)
+    fitted = codec_rows.Fitted("24khz", base, clips, reference, "noise clips")
+    rows = codec_rows.variant_rows(fitted, "cpu", "tf32")
+    assert [r.name for r in rows] == ["24khz tf32 (emulated) 6 kbps", "24khz tf32 (emulated) 24 kbps"]
+    assert all(0 < r.data["agreement_pct"] <= 100 for r in rows)
+    assert codec_rows.variant_rows(fitted, "cpu", "fp16")[0].status == "skipped"
+
+
+@pytest.fixture(autouse=True)
+def _restore_env():
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
