@@ -1,0 +1,134 @@
+"""The one place that reads Mimi weights, and `save_mimi(model, dir)`.
+
+Sources:
+  * a directory in the transformers layout: `config.json` (model_type "mimi") + `model.safetensors` (or
+    `pytorch_model.bin`, read with `torch.load(weights_only=True)`), as `save_pretrained` writes and
+    `kyutai/mimi` on the hub holds;
+  * an original kyutai checkpoint (`tokenizer-e351c8d8-checkpoint125.safetensors`, the moshi layout; the
+    architecture is `MimiConfig()`'s, which is kyutai/mimi's);
+  * `random:mimi` (optionally `:seed=N`): seeded random weights with codebooks fitted to the model's own
+    latents of seeded synthetic audio (`random_from_config` takes other audio), for tests and demos only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..loading import random_provenance, read_directory_weights, sha256_file
+from .checkpoints import is_original, original_to_ours, transformers_to_ours
+from .codebooks import fit_codebooks
+from .config import PRESETS, MimiConfig
+from .model import MimiModel
+
+
+def is_mimi_directory(path: Path) -> bool:
+    config = path / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "mimi"
+
+
+def load_mimi_directory(path: Path, name: str | None = None) -> MimiModel:
+    data = json.loads((path / "config.json").read_text())
+    config = MimiConfig.from_dict(data, name=name or _preset_name(data) or path.name)
+    state, weights = read_directory_weights(path)
+    convert = original_to_ours if is_original(state) else None
+    state = convert(state, config.num_attention_heads) if convert else transformers_to_ours(state)
+    return build(config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False})
+
+
+def load_mimi_file(path: Path) -> MimiModel:
+    """A single .safetensors file: kyutai's original layout, or transformers' (with the default config)."""
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise ValueError(f"{path} is not a safetensors file: {exc}") from exc
+    config = PRESETS["mimi"]
+    if is_original(state):
+        state = original_to_ours(state, config.num_attention_heads)
+    else:
+        state = transformers_to_ours(state)
+    return build(config, state, {"source": str(path), "sha256": sha256_file(path), "random_weights": False})
+
+
+def build(config: MimiConfig, state: dict[str, torch.Tensor], provenance: dict) -> MimiModel:
+    """A MimiModel (eval mode) with `state`'s weights; ValueError on any missing key or wrong shape."""
+    model = MimiModel(config)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"Mimi checkpoint does not match the config: missing {missing[:10]}, "
+                         f"unexpected {unexpected[:10]}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.provenance = provenance
+    return model.eval()
+
+
+def random_mimi(spec: str) -> MimiModel:
+    """`random:mimi[:seed=N]` (see the module docstring)."""
+    parts = spec.split(":")
+    preset = parts[1] if len(parts) > 1 else ""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown random preset {spec!r}; choose one of {['random:' + p for p in PRESETS]}")
+    seed = int(parts[2].removeprefix("seed=")) if len(parts) > 2 else 0
+    return random_from_config(PRESETS[preset], seed)
+
+
+def synthetic_audio(seconds: float, rate: int, generator: torch.Generator) -> torch.Tensor:
+    """[1, 1, T] seeded noise in 0.5 s segments of random loudness plus random tones: more varied latents
+    than stationary noise."""
+    steps = int(seconds * rate)
+    segments = max(1, int(seconds * 2))
+    gains = torch.rand(segments, generator=generator).repeat_interleave(-(-steps // segments))[:steps]
+    t = torch.arange(steps) / rate
+    freqs = 80 + 3000 * torch.rand(segments, generator=generator).repeat_interleave(-(-steps // segments))[:steps]
+    audio = 0.1 * gains * torch.randn(steps, generator=generator) + 0.2 * (1 - gains) * torch.sin(2 * torch.pi * freqs * t)
+    return audio[None, None]
+
+
+def random_from_config(config: MimiConfig, seed: int = 0, fit_audio: torch.Tensor | None = None) -> MimiModel:
+    """Seeded random weights (torch's default initialisation) for any config; codebooks fitted to the latents of
+    `fit_audio` [N, 1, T] at the model's rate (default: 10 s of `synthetic_audio`)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = MimiModel(config).eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float reductions depend on the thread count: identical weights everywhere
+    try:
+        with torch.no_grad():
+            if fit_audio is None:
+                fit_audio = synthetic_audio(10.0, config.sampling_rate, gen)
+            latents = torch.cat([model.latents(fit_audio[i: i + 1]) for i in range(fit_audio.shape[0])], dim=-1)
+            fit_codebooks(model.quantizer, latents, generator=gen)
+    finally:
+        torch.set_num_threads(threads)
+    model.provenance = random_provenance(model, f"random:{config.name}:seed={seed}")
+    return model
+
+
+def save_mimi(model: MimiModel, directory: str | os.PathLike) -> Path:
+    """Write `config.json` + `model.safetensors` in the layout of transformers' `MimiModel.save_pretrained`."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.to_dict(), "model_type": "mimi", "architectures": ["MimiModel"]}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key in [k for k in state if k.endswith("codebook.cluster_usage")]:
+        state[key.replace("cluster_usage", "initialized")] = torch.ones(1)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def _preset_name(config: dict) -> str | None:
+    try:
+        ours = MimiConfig.from_dict(config)
+    except (TypeError, ValueError):
+        return None
+    return next((name for name, preset in PRESETS.items() if preset == ours), None)
