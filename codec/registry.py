@@ -6,9 +6,11 @@ whether it owns a source, and its loader. The job, verify and the benchmarks cal
 and one entry to `FAMILIES`, and edits nothing else.
 
 Which family owns a source:
-    random:<preset>[:seed=N]       the family listing <preset> (random:24khz -> EnCodec, random:dac_44khz -> DAC)
-    a directory                    its config.json's model_type ("encodec", "dac")
-    a file                         the family whose `owns` accepts it (DAC: a .pth; EnCodec: the rest)
+    random:<preset>[:seed=N]       the family listing <preset> (random:24khz -> EnCodec, random:dac_44khz -> DAC,
+                                   random:mimi -> Mimi)
+    a directory                    its config.json's model_type ("encodec", "dac", "mimi")
+    a file                         the family whose `owns` accepts it (DAC: a .pth; Mimi: a .safetensors, kyutai's
+                                   original checkpoint; EnCodec: the rest)
     a hub id (owner/name)          downloaded (huggingface_hub), then as a directory
 """
 
@@ -57,6 +59,23 @@ def _load_dac(source: str, device, dtype) -> Codec:
     return model.to(device).eval()
 
 
+def _load_mimi(source: str, device, dtype) -> Codec:
+    from .mimi.loading import is_mimi_directory, load_mimi_directory, load_mimi_file, random_mimi
+
+    if dtype != torch.float32:
+        raise ValueError(f"Mimi runs in fp32 only (no reduced-precision self-check yet); got {dtype}")
+    path = Path(source).expanduser()
+    if source.startswith("random:"):
+        model = random_mimi(source)
+    elif path.is_dir() and is_mimi_directory(path):
+        model = load_mimi_directory(path)
+    elif path.is_file():
+        model = load_mimi_file(path)
+    else:
+        model = load_mimi_directory(_hub_directory(source), name=source)
+    return model.to(device).eval()
+
+
 def _hub_directory(source: str) -> Path:
     from .loading import _hub_snapshot
 
@@ -64,8 +83,10 @@ def _hub_directory(source: str) -> Path:
 
 
 FAMILIES: tuple[CodecFamily, ...] = (
-    CodecFamily("encodec", ("24khz", "32khz", "48khz"), "encodec", lambda p: p.suffix != ".pth", _load_encodec),
+    CodecFamily("encodec", ("24khz", "32khz", "48khz"), "encodec",
+                lambda p: p.suffix not in (".pth", ".safetensors"), _load_encodec),
     CodecFamily("dac", ("dac_44khz", "dac_24khz", "dac_16khz"), "dac", lambda p: p.suffix == ".pth", _load_dac),
+    CodecFamily("mimi", ("mimi",), "mimi", lambda p: p.suffix == ".safetensors", _load_mimi),
 )
 
 
@@ -89,8 +110,10 @@ def family_of(source: str | os.PathLike) -> CodecFamily:
                          f"supported: {[f.model_type for f in FAMILIES]}")
     if path.is_file():
         return next((f for f in FAMILIES if f.owns_file(path)), FAMILIES[0])
-    if text.count("/") == 1 and not text.startswith((".", "/")) and "dac" in text.lower():
-        return next(f for f in FAMILIES if f.name == "dac")
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        for family in FAMILIES[1:]:  # hub ids naming a family (descript/dac_44khz, kyutai/mimi); else EnCodec
+            if family.name in text.lower():
+                return family
     return FAMILIES[0]  # EnCodec's loader has the fullest message for sources it cannot find
 
 

@@ -88,7 +88,8 @@ def synthetic_audio(seconds: float, rate: int, generator: torch.Generator) -> to
     gains = torch.rand(segments, generator=generator).repeat_interleave(-(-steps // segments))[:steps]
     t = torch.arange(steps) / rate
     freqs = 80 + 3000 * torch.rand(segments, generator=generator).repeat_interleave(-(-steps // segments))[:steps]
-    audio = 0.1 * gains * torch.randn(steps, generator=generator) + 0.2 * (1 - gains) * torch.sin(2 * torch.pi * freqs * t)
+    tones = torch.sin(2 * torch.pi * freqs * t)
+    audio = 0.1 * gains * torch.randn(steps, generator=generator) + 0.2 * (1 - gains) * tones
     return audio[None, None]
 
 
