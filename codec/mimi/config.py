@@ -57,6 +57,9 @@ class MimiConfig:
                              f"{self.num_quantizers}")
         if self.audio_channels != 1:
             raise ValueError(f"only mono Mimi is supported; audio_channels = {self.audio_channels}")
+        if self.codebook_dim != self.vector_quantization_hidden_dimension:
+            raise ValueError(f"codebook_dim {self.codebook_dim} must equal vector_quantization_hidden_dimension "
+                             f"{self.vector_quantization_hidden_dimension} (the codebooks live in the projected space)")
         if self.hidden_size != self.num_attention_heads * self.head_dim:
             raise ValueError(f"hidden_size {self.hidden_size} != heads {self.num_attention_heads} x head_dim "
                              f"{self.head_dim}")
@@ -112,7 +115,7 @@ class MimiConfig:
         out["rope_theta"] = float(rope.get("rope_theta", data.get("rope_theta", cls.rope_theta)))
         if out.get("head_dim") is None:
             out["head_dim"] = data.get("hidden_size", cls.hidden_size) // heads
-        if out.get("codebook_dim") is None:
+        if "codebook_dim" in data and data["codebook_dim"] is None:  # transformers: None means hidden_size
             out["codebook_dim"] = data.get("hidden_size", cls.hidden_size)
         config = cls(**out, name=name)
         frame_rate = data.get("frame_rate") or data.get("_frame_rate")
