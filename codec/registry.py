@@ -42,38 +42,34 @@ def _load_encodec(source: str, device, dtype) -> Codec:
     return load_model(source, device=device, dtype=dtype)
 
 
+def _load_single_hop(family: str, source: str, device, dtype, random, is_directory, load_directory, load_file):
+    """DAC's and Mimi's sources, in the order of the module docstring; fp32 only."""
+    if dtype != torch.float32:
+        raise ValueError(f"{family} runs in fp32 only (no reduced-precision self-check yet); got {dtype}")
+    path = Path(source).expanduser()
+    if source.startswith("random:"):
+        model = random(source)
+    elif path.is_dir() and is_directory(path):
+        model = load_directory(path)
+    elif path.is_file():
+        model = load_file(path)
+    else:
+        model = load_directory(_hub_directory(source), name=source)
+    return model.to(device).eval()
+
+
 def _load_dac(source: str, device, dtype) -> Codec:
     from .dac.loading import is_dac_directory, load_dac_directory, load_dac_original, random_dac
 
-    if dtype != torch.float32:
-        raise ValueError(f"DAC runs in fp32 only (no reduced-precision self-check yet); got {dtype}")
-    path = Path(source).expanduser()
-    if source.startswith("random:"):
-        model = random_dac(source)
-    elif path.is_dir() and is_dac_directory(path):
-        model = load_dac_directory(path)
-    elif path.is_file():
-        model = load_dac_original(path)
-    else:
-        model = load_dac_directory(_hub_directory(source), name=source)
-    return model.to(device).eval()
+    return _load_single_hop("DAC", source, device, dtype, random_dac, is_dac_directory, load_dac_directory,
+                            load_dac_original)
 
 
 def _load_mimi(source: str, device, dtype) -> Codec:
     from .mimi.loading import is_mimi_directory, load_mimi_directory, load_mimi_file, random_mimi
 
-    if dtype != torch.float32:
-        raise ValueError(f"Mimi runs in fp32 only (no reduced-precision self-check yet); got {dtype}")
-    path = Path(source).expanduser()
-    if source.startswith("random:"):
-        model = random_mimi(source)
-    elif path.is_dir() and is_mimi_directory(path):
-        model = load_mimi_directory(path)
-    elif path.is_file():
-        model = load_mimi_file(path)
-    else:
-        model = load_mimi_directory(_hub_directory(source), name=source)
-    return model.to(device).eval()
+    return _load_single_hop("Mimi", source, device, dtype, random_mimi, is_mimi_directory, load_mimi_directory,
+                            load_mimi_file)
 
 
 def _hub_directory(source: str) -> Path:

@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from ..framed import check_state, preset_name, save_directory
 from ..loading import random_provenance, read_directory_weights, sha256_file
 from .checkpoints import is_original, original_to_ours, transformers_to_ours
 from .codebooks import fit_codebooks
@@ -57,14 +58,7 @@ def load_mimi_file(path: Path) -> MimiModel:
 def build(config: MimiConfig, state: dict[str, torch.Tensor], provenance: dict) -> MimiModel:
     """A MimiModel (eval mode) with `state`'s weights; ValueError on any missing key or wrong shape."""
     model = MimiModel(config)
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"Mimi checkpoint does not match the config: missing {missing[:10]}, "
-                         f"unexpected {unexpected[:10]}")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    check_state(model, state, "Mimi")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.provenance = provenance
     return model.eval()
@@ -115,21 +109,12 @@ def random_from_config(config: MimiConfig, seed: int = 0, fit_audio: torch.Tenso
 
 
 def save_mimi(model: MimiModel, directory: str | os.PathLike) -> Path:
-    """Write `config.json` + `model.safetensors` in the layout of transformers' `MimiModel.save_pretrained`."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.to_dict(), "model_type": "mimi", "architectures": ["MimiModel"]}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    for key in [k for k in state if k.endswith("codebook.cluster_usage")]:
-        state[key.replace("cluster_usage", "initialized")] = torch.ones(1)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    """Write `config.json` + `model.safetensors` in the layout of transformers' `MimiModel.save_pretrained`
+    (with the codebooks' `initialized` flags it writes)."""
+    flags = {k.replace("cluster_usage", "initialized"): torch.ones(1) for k in model.state_dict()
+             if k.endswith("codebook.cluster_usage")}
+    return save_directory(model, directory, "mimi", flags)
 
 
 def _preset_name(config: dict) -> str | None:
-    try:
-        ours = MimiConfig.from_dict(config)
-    except (TypeError, ValueError):
-        return None
-    return next((name for name, preset in PRESETS.items() if preset == ours), None)
+    return preset_name(MimiConfig, PRESETS, config)
