@@ -105,3 +105,19 @@ def preset_name(config_class, presets: dict, data: dict) -> str | None:
     except (TypeError, ValueError):
         return None
     return next((name for name, preset in presets.items() if preset == ours), None)
+
+
+def is_model_directory(path: Path, model_type: str) -> bool:
+    config = path / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == model_type
+
+
+def read_model_directory(path: Path, config_class, presets: dict, name: str | None = None):
+    """(config, state dict, provenance) of a transformers directory; the config is named `name`, else the preset
+    it equals, else the directory's name."""
+    from .loading import read_directory_weights, sha256_file
+
+    data = json.loads((path / "config.json").read_text())
+    config = config_class.from_dict(data, name=name or preset_name(config_class, presets, data) or path.name)
+    state, weights = read_directory_weights(path)
+    return config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False}

@@ -12,15 +12,14 @@ Sources:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from ..checkpoints import fold_weight_norm
-from ..framed import check_state, preset_name, save_directory
-from ..loading import random_provenance, read_directory_weights, sha256_file
+from ..framed import check_state, is_model_directory, preset_name, read_model_directory, save_directory
+from ..loading import random_provenance, sha256_file
 from .checkpoints import original_to_ours
 from .codebooks import fit_codebooks
 from .config import PRESETS, DacConfig
@@ -31,15 +30,11 @@ ALTERNATIVES = ("a directory with config.json (model_type dac) + model.safetenso
 
 
 def is_dac_directory(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "dac"
+    return is_model_directory(path, "dac")
 
 
 def load_dac_directory(path: Path, name: str | None = None) -> DacModel:
-    data = json.loads((path / "config.json").read_text())
-    config = DacConfig.from_dict(data, name=name or _preset_name(data) or path.name)
-    state, weights = read_directory_weights(path)
-    return build(config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False})
+    return build(*read_model_directory(path, DacConfig, PRESETS, name))
 
 
 def load_dac_original(path: Path) -> DacModel:

@@ -12,15 +12,14 @@ Sources:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from ..framed import check_state, preset_name, save_directory
-from ..loading import random_provenance, read_directory_weights, sha256_file
+from ..framed import check_state, is_model_directory, read_model_directory, save_directory
+from ..loading import random_provenance, sha256_file
 from .checkpoints import is_original, original_to_ours, transformers_to_ours
 from .codebooks import fit_codebooks
 from .config import PRESETS, MimiConfig
@@ -28,17 +27,13 @@ from .model import MimiModel
 
 
 def is_mimi_directory(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "mimi"
+    return is_model_directory(path, "mimi")
 
 
 def load_mimi_directory(path: Path, name: str | None = None) -> MimiModel:
-    data = json.loads((path / "config.json").read_text())
-    config = MimiConfig.from_dict(data, name=name or _preset_name(data) or path.name)
-    state, weights = read_directory_weights(path)
-    convert = original_to_ours if is_original(state) else None
-    state = convert(state, config.num_attention_heads) if convert else transformers_to_ours(state)
-    return build(config, state, {"source": name or str(path), "sha256": sha256_file(weights), "random_weights": False})
+    config, state, provenance = read_model_directory(path, MimiConfig, PRESETS, name)
+    state = original_to_ours(state, config.num_attention_heads) if is_original(state) else transformers_to_ours(state)
+    return build(config, state, provenance)
 
 
 def load_mimi_file(path: Path) -> MimiModel:
@@ -115,6 +110,3 @@ def save_mimi(model: MimiModel, directory: str | os.PathLike) -> Path:
              if k.endswith("codebook.cluster_usage")}
     return save_directory(model, directory, "mimi", flags)
 
-
-def _preset_name(config: dict) -> str | None:
-    return preset_name(MimiConfig, PRESETS, config)
