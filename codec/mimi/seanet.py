@@ -13,14 +13,15 @@ convolution on the right with just enough to complete that last window (`_get_ex
 zeros (`constant` mode, all SEANet convolutions) or copies of the last valid sample (the `replicate`
 downsampling convolution). In a batch padded to a longer item, those positions hold whatever the
 padding region carries (biases make it non-zero after the first layer), so the convolutions here take
-each item's valid length at their resolution and, before every strided convolution, write into the
-positions [n, ceil(n / stride) * stride) what transformers' own padding would have put there:
+each item's valid length at their resolution and, before every strided convolution, write into every
+position from n on what transformers' own padding would have put there (a valid output reads only the
+first ceil(n / stride) * stride - n of them):
 
     item b alone:    [ left pad | x_b (n_b) | extra (0 or x_b[n_b - 1]) ]
     item b in batch: [ left pad | x_b (n_b) | extra (same values, written) | other items' padding ... ]
 
-Stride-1 convolutions need nothing: their valid outputs read only valid inputs. ELU(0) = 0, so the
-order "ELU, then pad" is kept by writing the padding after the ELU. Lengths per layer: n -> ceil(n / s),
+Stride-1 convolutions need nothing: their valid outputs read only valid inputs. The values are written
+into the convolution's own input (after the ELU before it), which is where transformers pads. Lengths per layer: n -> ceil(n / s),
 so an item of L samples gives ceil(L / 960) SEANet frames and ceil(L / 1920) code frames, whatever the
 batch. The decoder is causal too (transposed convolutions trim kernel - stride samples on the right):
 an item's first F * hop output samples depend only on its own F frames, and no mask is needed.
