@@ -16,7 +16,8 @@ resolution and zeroes each item's padding region of its input first:
     item b alone:    [ 0 (conv pad) | x_b (n_b)      | 0 (conv pad) ]
     item b in batch: [ 0 (conv pad) | x_b (n_b)      | 0 ... 0 (masked) ... | 0 (conv pad) ]
 
-Each valid output then reads exactly the values it reads alone. Valid lengths per layer are exact
+Each valid output then reads exactly the values it reads alone (up to the rounding of the kernels
+the batch's shape selects: `model.py`). Valid lengths per layer are exact
 because the job pads every item to a multiple of the hop: a stride-s convolution (kernel 2s, padding
 ceil(s/2)) maps n (a multiple of s) to n / s; a transposed one maps n to (n - 1) s - 2 ceil(s/2) + 2s
 (n s for even s, n s - 1 for s = 5). The quantizer and the kernel-1 convolutions act on each time step

@@ -6,9 +6,12 @@ exactly L samples (the decoder's output cut to L; for the 16/24 kHz rates, whose
 F * hop - 8 samples, a last partial frame longer than that is completed with zeros).
 
 Batch plans (`codec/batch_plan.py`): "cpu" encodes each item alone at its padded length (codes
-bit-identical to transformers' `DacModel.encode` of the item); "cuda" encodes many items per pass,
-padded to a coarse length grid, each item's padding region zeroed before every convolution
-(`layers.py` explains why that leaves every code of every item as it is alone).
+bit-identical to transformers' `DacModel.encode` of the item, tests/codec/dac); "cuda" encodes many
+items per pass, padded to a coarse length grid, each item's padding region zeroed before every
+convolution (`layers.py`: why the batch's padding then cannot reach an item's outputs). What remains
+on that plan is float rounding: kernels picked for a large batch, and the quantizer's matmul over all
+its rows, may round differently in the last bits, which flips a code at a near-tie (1 in 18,000 seen
+on the CPU), as EnCodec's batched LSTM does; the job records each row's batch for verify.
 """
 
 from __future__ import annotations
