@@ -21,8 +21,8 @@ first ceil(n / stride) * stride - n of them):
     item b in batch: [ left pad | x_b (n_b) | extra (same values, written) | other items' padding ... ]
 
 Stride-1 convolutions need nothing: their valid outputs read only valid inputs. The values are written
-into the convolution's own input (after the ELU before it), which is where transformers pads. Lengths per layer: n -> ceil(n / s),
-so an item of L samples gives ceil(L / 960) SEANet frames and ceil(L / 1920) code frames, whatever the
+into the convolution's own input (after the ELU before it), which is where transformers pads. Lengths
+per layer: n -> ceil(n / s), so an item of L samples gives ceil(L / 960) SEANet frames and ceil(L / 1920) code frames, whatever the
 batch. The decoder is causal too (transposed convolutions trim kernel - stride samples on the right):
 an item's first F * hop output samples depend only on its own F frames, and no mask is needed.
 """
