@@ -22,9 +22,10 @@ first ceil(n / stride) * stride - n of them):
 
 Stride-1 convolutions need nothing: their valid outputs read only valid inputs. The values are written
 into the convolution's own input (after the ELU before it), which is where transformers pads. Lengths
-per layer: n -> ceil(n / s), so an item of L samples gives ceil(L / 960) SEANet frames and ceil(L / 1920) code frames, whatever the
-batch. The decoder is causal too (transposed convolutions trim kernel - stride samples on the right):
-an item's first F * hop output samples depend only on its own F frames, and no mask is needed.
+per layer: n -> ceil(n / s), so an item of L samples gives ceil(L / 960) SEANet frames and
+ceil(L / 1920) code frames, whatever the batch. The decoder is causal too (transposed convolutions
+trim kernel - stride samples on the right): an item's first F * hop output samples depend only on its
+own F frames, and no mask is needed.
 """
 
 from __future__ import annotations
