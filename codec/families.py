@@ -20,8 +20,9 @@ class FamilyInfo:
 
 ENCODEC = FamilyInfo("encodec", ("24khz", "32khz", "48khz"), "encodec", (".th",), "")
 DAC = FamilyInfo("dac", ("dac_44khz", "dac_24khz", "dac_16khz"), "dac", (".pth",), "dac")
+MIMI = FamilyInfo("mimi", ("mimi",), "mimi", (".safetensors",), "mimi")
 
-KNOWN: tuple[FamilyInfo, ...] = (ENCODEC, DAC)
+KNOWN: tuple[FamilyInfo, ...] = (ENCODEC, DAC, MIMI)
 
 
 def random_choices() -> list[str]:

@@ -6,9 +6,11 @@ whether it owns a source, and its loader. The job, verify and the benchmarks cal
 and one entry to `FAMILIES`, and edits nothing else.
 
 Which family owns a source:
-    random:<preset>[:seed=N]       the family listing <preset> (random:24khz -> EnCodec, random:dac_44khz -> DAC)
-    a directory                    its config.json's model_type ("encodec", "dac")
-    a file                         the family whose `owns` accepts it (DAC: a .pth; EnCodec: the rest)
+    random:<preset>[:seed=N]       the family listing <preset> (random:24khz -> EnCodec, random:dac_44khz -> DAC,
+                                   random:mimi -> Mimi)
+    a directory                    its config.json's model_type ("encodec", "dac", "mimi")
+    a file                         the family whose `owns` accepts it (DAC: a .pth; Mimi: a .safetensors, kyutai's
+                                   original checkpoint; EnCodec: the rest)
     a hub id (owner/name)          downloaded (huggingface_hub), then as a directory
 """
 
@@ -51,21 +53,34 @@ def _load_encodec(source: str, device, dtype) -> Codec:
     return load_model(source, device=device, dtype=dtype)
 
 
+def _load_single_hop(family: str, source: str, device, dtype, random, is_directory, load_directory, load_file):
+    """DAC's and Mimi's sources, in the order of the module docstring; fp32 only."""
+    if dtype != torch.float32:
+        raise ValueError(f"{family} runs in fp32 only (no reduced-precision self-check yet); got {dtype}")
+    path = Path(source).expanduser()
+    if source.startswith("random:"):
+        model = random(source)
+    elif path.is_dir() and is_directory(path):
+        model = load_directory(path)
+    elif path.is_file():
+        model = load_file(path)
+    else:
+        model = load_directory(_hub_directory(source), name=source)
+    return model.to(device).eval()
+
+
 def _load_dac(source: str, device, dtype) -> Codec:
     from .dac.loading import is_dac_directory, load_dac_directory, load_dac_original, random_dac
 
-    if dtype != torch.float32:
-        raise ValueError(f"DAC runs in fp32 only (no reduced-precision self-check yet); got {dtype}")
-    path = Path(source).expanduser()
-    if source.startswith("random:"):
-        model = random_dac(source)
-    elif path.is_dir() and is_dac_directory(path):
-        model = load_dac_directory(path)
-    elif path.is_file():
-        model = load_dac_original(path)
-    else:
-        model = load_dac_directory(_hub_directory(source), name=source)
-    return model.to(device).eval()
+    return _load_single_hop("DAC", source, device, dtype, random_dac, is_dac_directory, load_dac_directory,
+                            load_dac_original)
+
+
+def _load_mimi(source: str, device, dtype) -> Codec:
+    from .mimi.loading import is_mimi_directory, load_mimi_directory, load_mimi_file, random_mimi
+
+    return _load_single_hop("Mimi", source, device, dtype, random_mimi, is_mimi_directory, load_mimi_directory,
+                            load_mimi_file)
 
 
 def _hub_directory(source: str) -> Path:
@@ -77,6 +92,7 @@ def _hub_directory(source: str) -> Path:
 FAMILIES: tuple[CodecFamily, ...] = (
     CodecFamily(families.ENCODEC, _load_encodec),
     CodecFamily(families.DAC, _load_dac),
+    CodecFamily(families.MIMI, _load_mimi),
 )
 
 

@@ -20,9 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True,
                    help="directory, glob (**) or brace pattern of audio files or of tars (shard-{000..009}.tar), "
                         "local or fsspec URL; manifest .jsonl/.csv; or hf:<name|dir>")
-    p.add_argument("--model", help="model dir, original .th (EnCodec) or .pth (DAC) file, hub id, or random:24khz / "
-                                   "random:32khz / random:48khz / random:dac_44khz / random:dac_24khz / "
-                                   "random:dac_16khz (overrides config; docs/codecs.md)")
+    p.add_argument("--model", help="model dir, original .th (EnCodec), .pth (DAC) or .safetensors (Mimi) file, hub "
+                                   "id, or random:24khz / random:32khz / random:48khz / random:dac_44khz / "
+                                   "random:dac_24khz / random:dac_16khz / random:mimi (overrides config; "
+                                   "docs/codecs.md)")
     p.add_argument("--output", required=True, help="output directory or fsspec URL")
     p.add_argument("--ray-address", help="Ray cluster to join, e.g. host:6379 or auto (the one `ray start` "
                                          "started here); default: RAY_ADDRESS, else a local Ray of this job's own")

@@ -12,16 +12,15 @@ Sources:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..checkpoints import fold_weight_norm
+from ..framed import check_state, is_model_directory, preset_name, read_model_directory, save_directory
 from ..interface import ModelProvenance
-from ..loading import random_provenance, read_directory_weights, sha256_file
+from ..loading import random_provenance, sha256_file
 from .checkpoints import original_to_ours
 from .codebooks import fit_codebooks
 from .config import PRESETS, DacConfig
@@ -32,15 +31,11 @@ ALTERNATIVES = ("a directory with config.json (model_type dac) + model.safetenso
 
 
 def is_dac_directory(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "dac"
+    return is_model_directory(path, "dac")
 
 
 def load_dac_directory(path: Path, name: str | None = None) -> DacModel:
-    data = json.loads((path / "config.json").read_text())
-    config = DacConfig.from_dict(data, name=name or _preset_name(data) or path.name)
-    state, weights = read_directory_weights(path)
-    return build(config, state, ModelProvenance(name or str(path), sha256_file(weights), False))
+    return build(*read_model_directory(path, DacConfig, PRESETS, name))
 
 
 def load_dac_original(path: Path) -> DacModel:
@@ -61,14 +56,7 @@ def build(config: DacConfig, state: dict[str, torch.Tensor], provenance: ModelPr
     that does not match the config."""
     plain, _ = fold_weight_norm(state)
     model = DacModel(config)
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(plain)), sorted(set(plain) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"DAC checkpoint does not match the config: missing {missing[:10]}, "
-                         f"unexpected {unexpected[:10]}")
-    for key, value in plain.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    check_state(model, plain, "DAC")
     model.load_state_dict(plain)
     model.provenance = provenance
     return model.eval()
@@ -111,20 +99,9 @@ def random_from_config(config: DacConfig, seed: int = 0, fit_audio: torch.Tensor
 
 def save_dac(model: DacModel, directory: str | os.PathLike) -> Path:
     """Write `config.json` + `model.safetensors` in the layout of transformers' `DacModel.save_pretrained`."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.to_dict(), "model_type": "dac", "architectures": ["DacModel"]}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    return save_directory(model, directory, "dac")
 
 
 def _preset_name(config: dict) -> str | None:
     """The preset whose numbers `config` has (transformers' or the original's naming), if any."""
-    try:
-        ours = DacConfig.from_dict(config)
-    except (TypeError, ValueError):
-        return None
-    return next((name for name, preset in PRESETS.items() if preset == ours), None)
-
+    return preset_name(DacConfig, PRESETS, config)

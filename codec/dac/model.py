@@ -21,19 +21,18 @@ import math
 import torch
 from torch import nn
 
-from ..batch_plan import grid_length, resolve_plan, to_device
+from ..batch_plan import grid_length, to_device
+from ..framed import HopFramedCodec
 from ..interface import EncodedItem, ModelProvenance
 from ..validation import check_audio, check_codes
 from .config import DacConfig
 from .layers import Decoder, Encoder, decoded_length, zero_padding
 from .quantizer import ResidualVectorQuantizer
 
-_MAX_ELEMENTS = 2**31 - 1  # keep one call's activations under 32-bit index math (cuDNN)
-_WIDEST = 128  # channels of the widest full-rate activation (encoder block 1's output at T / 2)
 
-
-class DacModel(nn.Module):
+class DacModel(HopFramedCodec, nn.Module):
     family = "dac"
+    widest = 128  # channels of the widest full-rate activation (encoder block 1's output at T / 2)
 
     def __init__(self, config: DacConfig):
         super().__init__()
@@ -44,55 +43,11 @@ class DacModel(nn.Module):
         self.provenance = ModelProvenance("unloaded", None, True)
         self.batch_plan: str | None = None
 
-    # ----- the Codec interface's numbers ------------------------------------------------------
-    name = property(lambda self: self.config.name)
-    sample_rate = property(lambda self: self.config.sampling_rate)
-    channels = property(lambda self: 1)
-    hop_length = property(lambda self: self.config.hop_length)
-    frame_rate = property(lambda self: self.config.frame_rate)
-    chunk_length = property(lambda self: None)
-    chunk_stride = property(lambda self: None)
-    codebook_size = property(lambda self: self.config.codebook_size)
-    target_bandwidths = property(lambda self: tuple(self.config.bandwidth_to_num_quantizers))
-
-    def num_quantizers_for(self, bandwidth: float) -> int:
-        table = self.config.bandwidth_to_num_quantizers
-        if round(float(bandwidth), 3) not in table:
-            raise ValueError(f"bandwidth {bandwidth!r} kbps is not one of {self.name}'s: "
-                             f"{', '.join(f'{b} ({n} codebooks)' for b, n in table.items())}")
-        return table[round(float(bandwidth), 3)]
-
-    def config_dict(self) -> dict:
-        return self.config.to_dict()
-
-    @property
-    def plan(self) -> str:
-        return resolve_plan(self.batch_plan, self.device)
-
-    def set_batch_plan(self, name: str | None) -> DacModel:
-        self.batch_plan = None if name in (None, "auto") else resolve_plan(name, self.device)
-        return self
-
-    def frames_for(self, num_samples: int) -> int:
-        return math.ceil(num_samples / self.hop_length)
-
-    def pad_samples_for(self, num_samples: int) -> int:
-        return self.frames_for(num_samples) * self.hop_length - num_samples
-
     def padded_length(self, longest: int) -> int:
         """Samples a pass over items of at most `longest` samples is padded to: the next multiple of the
         hop on the CPU plan, the coarse grid (`batch_plan.grid_length`) on the CUDA plan."""
         hop = self.hop_length
         return math.ceil(longest / hop) * hop if self.plan == "cpu" else grid_length(longest, hop)
-
-    def _per_call(self, length: int, max_batch: int | None, encode: bool = True) -> int:
-        per_call = max(1, _MAX_ELEMENTS // (max(length, 1) * _WIDEST))
-        if max_batch is None and encode and self.plan == "cpu":
-            max_batch = 1
-        return min(per_call, max_batch) if max_batch else per_call
-
-    def largest_forward_pass(self, lengths: list[int], padded: int, max_batch: int | None = None) -> int:
-        return min(len(lengths), self._per_call(self.padded_length(padded), max_batch))
 
     @property
     def device(self) -> torch.device:
