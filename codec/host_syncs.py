@@ -7,7 +7,7 @@ as host memory and calls on it are not counted, so on the CPU the counts are exa
 that would wait for a GPU, except `.to`: with the CPU as the device, a move to the device and a copy
 to the host look the same, so `.to` is counted on CUDA only (our code copies to the host with .cpu()).
 `forward_passes` records the forward passes of a module (the encoder: one per pass over a batch).
-Used by `tests/codec/test_batch_plan.py` and `jobs.gpu_check`.
+Used by `tests/codec/test_batch_plan.py` and `pipeline.bench.gpu_check`.
 """
 
 from __future__ import annotations

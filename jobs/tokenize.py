@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         shards = preflight(cfg, args.input, args.output, _stderr)
     except (AudiotokError, OSError) as exc:
         return fail("audiotok", exc)
-    from pipeline.engine.ray_backend import connect_ray
+    from pipeline.engine.ray_backend import connect_ray, shutdown_ray
     from pipeline.job import run_job
 
     started_here = False
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("audiotok", exc)
     finally:
         if started_here:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
     print(json.dumps(summary.to_json(), indent=2))
     checked = summary.verify
     if checked is not None and not checked.passed:

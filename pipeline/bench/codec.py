@@ -301,7 +301,7 @@ class Fitted:
 
 def fit_preset(preset: str, sizes) -> Fitted:
     """random:<preset> with codebooks fitted to the corpus (AUDIOTOK_CORPUS) and the reference codes.
-    sizes: fit_seconds, max_clips, clip_s, kmeans_iters, kmeans_frames (jobs.gpu_check.sizes.Sizes)."""
+    sizes: fit_seconds, max_clips, clip_s, kmeans_iters, kmeans_frames (pipeline.bench.gpu_check.sizes.Sizes)."""
     base = random_model(f"random:{preset}")
     rate, channels = base.config.sampling_rate, base.config.audio_channels
     fit_cut, held = load_audio(rate, channels, sizes.fit_seconds, sizes.max_clips * sizes.clip_s)

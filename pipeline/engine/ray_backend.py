@@ -52,6 +52,12 @@ def connect_ray(num_cpus: int | None = None, address: str | None = None, log_to_
     return False
 
 
+def shutdown_ray() -> None:
+    """Leave Ray (stopping the local Ray that `connect_ray` started here), if connected."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def alive_nodes() -> list[Node]:
     """A snapshot of the cluster's alive nodes and their logical resources."""
     return [Node(n["NodeID"], n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from jobs.gpu_check import profile_rows, sizes
-from jobs.gpu_check.codec_rows import mixed_batch
-from jobs.gpu_check.table import Check, Report, format_table
+from pipeline.bench.gpu_check import profile_rows, sizes
+from pipeline.bench.gpu_check.codec_rows import mixed_batch
+from pipeline.bench.gpu_check.table import Check, Report, format_table
 from tests.conftest import CORPUS, REPO, REQUIRE_CORPUS
 
 

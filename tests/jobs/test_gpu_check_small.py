@@ -1,4 +1,4 @@
-"""jobs.gpu_check pieces that need neither a GPU nor the full CPU run: offline environment, Ray's GPU
+"""The GPU check's pieces that need neither a GPU nor the full CPU run: offline environment, Ray's GPU
 count checked before any actor waits, and the emulated TF32 variant row on the CPU."""
 
 import os
@@ -6,7 +6,10 @@ import os
 import pytest
 
 from codec import random_model
-from jobs.gpu_check import cli, codec_rows, env_row
+from jobs.gpu_check import cli
+from pipeline.bench.gpu_check import codec_rows, env_row
+from pipeline.engine import ray_backend
+from pipeline.engine.placement import Node
 from tests.conftest import noise_clips_and_codes
 
 
@@ -19,12 +22,12 @@ def test_hub_and_datasets_are_offline_from_the_start(monkeypatch):
 
 def test_a_ray_without_gpus_fails_the_env_row_at_once(monkeypatch):
     monkeypatch.setattr(env_row, "ensure_ray", lambda: None)
-    monkeypatch.setattr(env_row.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray_backend, "alive_nodes", lambda: [Node("n", 2.0)])
 
-    def no_actor(**kwargs):
+    def no_actor(*args, **kwargs):
         raise AssertionError("an actor was started")
 
-    monkeypatch.setattr(env_row._Probe, "options", no_actor)
+    monkeypatch.setattr(ray_backend, "run_on_actors", no_actor)
     rows = env_row.env_rows(gpu=True)
     assert [(r.name, r.status, r.value) for r in rows] == [("GPU seen by Ray", "fail", "0 GPUs")]
 

@@ -151,7 +151,7 @@ def test_tokenize_with_a_dead_ray_address_fails_in_seconds(tmp_path):
 
 
 def test_gpu_check_env_row_uses_the_same_policy(monkeypatch):
-    import jobs.gpu_check.env_row as env_row
+    import pipeline.bench.gpu_check.env_row as env_row
     from pipeline.engine import ray_backend
 
     calls = []

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-import ray
+from pipeline.engine import ray_backend
+from pipeline.engine.placement import ActorRequest
 
 from .table import Check
 
@@ -23,7 +24,7 @@ def probe() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "cuda_available": torch.cuda.is_available(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "cpus_visible": len(os.sched_getaffinity(0)), "ray": ray.__version__,
+            "cpus_visible": len(os.sched_getaffinity(0)), "ray": _ray_version(),
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -57,30 +58,40 @@ def _fp32_errors(device: str) -> dict:
                           torch.nn.functional.conv1d(x.float().to(device), w.float().to(device)))}
 
 
-@ray.remote
-class _Probe:
+def _ray_version() -> str:
+    from importlib.metadata import version
+
+    return version("ray")
+
+
+class Probe:
+    """A placed actor's work (engine.ray_backend): what a fresh actor process sees."""
+
+    actor_name = "GpuCheckProbe"
+
+    def __init__(self, context):
+        pass
+
     def describe(self) -> dict:
         return probe()
+
+    def run(self, batch: list) -> list:
+        return []
 
 
 def ensure_ray() -> None:
     """A local Ray unless RAY_ADDRESS names a cluster (pipeline.engine.ray_connect); never a stranger's."""
-    from pipeline.engine.ray_backend import connect_ray
-
-    connect_ray(log_to_driver=False)
+    ray_backend.connect_ray(log_to_driver=False)
 
 
 def env_rows(gpu: bool) -> list[Check]:
     ensure_ray()
-    gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = sum(n.gpus for n in ray_backend.alive_nodes())
     if gpu and gpus < 1:  # an actor asking for a GPU would wait for one forever: say so now
         return [Check("env", "GPU seen by Ray", "fail", f"{gpus:g} GPUs",
                       "Ray started without a GPU resource (CUDA_VISIBLE_DEVICES? a RAY_ADDRESS cluster without GPUs?)")]
-    actor = _Probe.options(num_gpus=1 if gpu else 0, num_cpus=0).remote()
-    try:
-        info = ray.get(actor.describe.remote(), timeout=60)
-    finally:
-        ray.kill(actor)
+    request = ActorRequest(num_cpus=0.0, num_gpus=1.0 if gpu else 0.0)
+    _, info = ray_backend.run_on_actors(Probe, (), [[]], request, 1, placement_timeout_s=60, what="GPU-check probe")
     cuda_ok = info["cuda_available"] or not gpu
     where = f"Ray actor num_gpus={1 if gpu else 0}, CUDA_VISIBLE_DEVICES={info['cuda_visible_devices']}"
     gpu_text = (f"{info.get('gpu')} ({info.get('gpu_memory_gib', 0):.0f} GiB, sm {info.get('capability')})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+SECTIONS = ("env", "agreement", "invariance", "determinism", "memory", "profile", "e2e", "variants")
+
 
 @dataclass(frozen=True)
 class Sizes:
