@@ -127,3 +127,24 @@ def test_verify_and_diff_on_mimi_output(job, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(job / "out", copy)
     assert diff_main([str(job / "out"), str(copy)]) == 0
+
+
+def test_the_32_codebook_preset_verifies_at_both_codebook_counts(tmp_path, capsys):
+    """configs/mimi_32.yaml (4.4 kbps) with 1.1 kbps beside it: verify judges each row at 8 and 32 codebooks."""
+    from jobs.verify import main as verify_main
+
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "s-0.tar", "w") as tf:
+        tf.add(corpus_file(FILES["cards"]), arcname="cards.wav")
+    rc = main(["--config", str(REPO / "configs" / "mimi_32.yaml"), "--input", str(tmp_path / "shards" / "s-0.tar"),
+               "--output", str(tmp_path / "out"), *OVERRIDES, "bandwidths=[1.1,4.4]", "verify.sample_count=0"])
+    assert rc == 0, capsys.readouterr().err
+    report = tmp_path / "report"
+    rc = verify_main(["--tokens", str(tmp_path / "out"), "--count", "1", "--report", str(report), "--ray", "inline",
+                      "--threads", "1", "--bandwidths", "1.1", "4.4", "--min-si-snr", "-1000",
+                      "--max-mel-distance", "1000"])
+    items = pq.read_table(report / "items.parquet").to_pylist()
+    assert rc == 0, capsys.readouterr().err
+    assert sorted((r["n_q"], r["bandwidth_kbps"]) for r in items) == [(8, 1.1), (32, 4.4)]
+    assert all(r["status"] == "ok" and r["code_agreement_all"] == 1.0 for r in items)
+    assert all(r["si_snr_db"] is not None and r["mel_distance_db"] is not None for r in items)
