@@ -51,3 +51,11 @@ def _restore_env():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+def test_family_rows_run_through_the_codec_interface():
+    from pipeline.bench.gpu_check import family_rows, sizes
+
+    row = family_rows.family_row("random:mimi", "cpu", sizes.CPU)
+    assert row.section == "families" and row.status == "ok", row
+    assert row.data["agreement_pct"] == 100.0 and row.data["batch"] == 2 and row.data["realtime"] > 0

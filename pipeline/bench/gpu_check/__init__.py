@@ -1,4 +1,5 @@
-"""`python -m jobs.gpu_check`: everything a short GPU lease must measure, in one command (within
+"""`python -m jobs.gpu_check` (its rows live here; jobs/gpu_check/ parses the arguments):
+everything a short GPU lease must measure, in one command (within
 `sizes.GPU.budget_s` on one GPU), one table printed and written as JSON; `--cpu` (the default
 without CUDA) runs the same rows with small sizes so the GPU day finds no typo.
 
@@ -16,7 +17,9 @@ Rows (section: what; module):
                start-up apart, GPU / CPU busy %, bound-by line (e2e_rows.py, through pipeline.bench.e2e)
   verify       jobs.verify on our GPU output (e2e_rows.py)
   variants     bf16 / fp16 / compile with their agreement (codec_rows.py)
+  families     DAC 44 kHz and Mimi: a mixed-length batch on the device vs one item at a time on the CPU
+               plan, agreement and × realtime (family_rows.py)
 Each row is guarded (table.py): an out-of-memory or an exception becomes that row's status and the
 others still run; a time budget skips rows that would start too late. `--prepare DIR` builds the
-folder a device call carries (prepare.py); sizes.py holds the GPU and CPU sizes.
+folder to copy to the GPU machine (prepare.py); sizes.py holds the GPU and CPU sizes.
 """

@@ -14,7 +14,7 @@ from codec.runtime import resolve_device, strict_fp32
 from pipeline.engine.ray_backend import shutdown_ray
 
 from .. import codec as bench_codec
-from . import codec_rows, e2e_rows, env_row, profile_rows
+from . import codec_rows, e2e_rows, env_row, family_rows, profile_rows
 from . import sizes as sizes_mod
 from .sizes import SECTIONS
 from .table import Check, Report, format_table
@@ -71,6 +71,8 @@ def run_all(args) -> int:
         for preset in PRESETS:
             run.with_model("variants", preset, fitted, lambda f, n=name: codec_rows.variant_rows(f, device, n),
                            label=f"{preset} {name}", needs_s=60 if name == "compile" else 5)
+    for source in family_rows.FAMILY_PRESETS:
+        run("families", source, lambda s=source: family_rows.family_row(s, device, sizes), needs_s=30)
     if "compile" not in sizes.variants and "variants" in run.sections:
         report.add(Check("variants", "compile", "skipped", "CPU mode", "torch.compile on the CPU takes minutes"))
     shutdown_ray()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-SECTIONS = ("env", "agreement", "invariance", "determinism", "memory", "profile", "e2e", "variants")
+SECTIONS = ("env", "agreement", "invariance", "determinism", "memory", "profile", "e2e", "variants", "families")
 
 
 @dataclass(frozen=True)
