@@ -18,13 +18,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .batch_plan import resolve_plan
-from .interface import ModelProvenance
+from .batch_plan import resolve_plan, to_device
+from .interface import EncodedItem, ModelProvenance
+from .validation import check_codes
 
 MAX_ELEMENTS = 2**31 - 1  # keep one call's activations under 32-bit index math (cuDNN)
 
 
 class HopFramedCodec:
+    """What DAC and Mimi share: the interface's numbers from the config, one hop per frame, the batch
+    plans, passes sized under 32-bit index math, and decode. A family supplies `max_codebooks`,
+    `padded_length`, `decode_pass(codes [B, n_q, F] on the device, frames per item or None when all
+    fill the pass) -> audio [B, 1, T]` and `decoded_item(audio [1, T], frames, num_samples)`."""
+
     widest: int = 1
 
     name = property(lambda self: self.config.name)
@@ -71,6 +77,32 @@ class HopFramedCodec:
 
     def largest_forward_pass(self, lengths: list[int], padded: int, max_batch: int | None = None) -> int:
         return min(len(lengths), self._per_call(self.padded_length(padded), max_batch))
+
+    @torch.inference_mode()
+    def decode(self, items: list[EncodedItem]) -> list[torch.Tensor]:
+        """EncodedItems -> audio float32 [1, num_samples] each (on CPU). Items go through `decode_pass` in
+        passes of the plan's size (one item per pass on the CPU plan), their codes right-padded with 0 to
+        the pass's frame count; `decoded_item` cuts each item's audio to its length."""
+        if not items:
+            return []
+        check_codes(items, self.frames_for, self.max_codebooks, self.codebook_size)
+        frames = [item.codes.shape[1] for item in items]
+        out: list[torch.Tensor | None] = [None] * len(items)
+        hop = self.hop_length
+        per_call = self._per_call(self.padded_length(max(frames) * hop), None, encode=False)
+        per_call = 1 if self.plan == "cpu" else per_call
+        for start in range(0, len(items), per_call):
+            idx = list(range(start, min(start + per_call, len(items))))
+            total = self.padded_length(max(frames[b] for b in idx) * hop) // hop
+            codes = torch.zeros(len(idx), items[idx[0]].codes.shape[0], total, dtype=torch.long)
+            for j, b in enumerate(idx):
+                codes[j, :, : frames[b]] = items[b].codes
+            uniform = all(frames[b] == total for b in idx)
+            audio = self.decode_pass(to_device(codes, self.device), None if uniform else [frames[b] for b in idx])
+            audio = audio.float().cpu()
+            for j, b in enumerate(idx):
+                out[b] = self.decoded_item(audio[j], frames[b], items[b].num_samples)
+        return out
 
 
 def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], family: str) -> None:

@@ -21,10 +21,10 @@ import math
 import torch
 from torch import nn
 
-from ..batch_plan import grid_length, to_device
+from ..batch_plan import grid_length
 from ..framed import HopFramedCodec
 from ..interface import EncodedItem, ModelProvenance
-from ..validation import check_audio, check_codes
+from ..validation import check_audio
 from .config import DacConfig
 from .layers import Decoder, Encoder, decoded_length, zero_padding
 from .quantizer import ResidualVectorQuantizer
@@ -82,28 +82,15 @@ class DacModel(HopFramedCodec, nn.Module):
             out.extend(EncodedItem(codes[j, :, : p // hop], None, n) for j, (n, p) in enumerate(zip(sub, padded)))
         return out
 
-    @torch.inference_mode()
-    def decode(self, items: list[EncodedItem]) -> list[torch.Tensor]:
-        """EncodedItems -> audio float32 [1, num_samples] each (on CPU)."""
-        if not items:
-            return []
-        check_codes(items, self.frames_for, self.config.n_codebooks, self.codebook_size)
-        frames = [item.codes.shape[1] for item in items]
-        out: list[torch.Tensor | None] = [None] * len(items)
-        hop = self.hop_length
-        per_call = self._per_call(self.padded_length(max(frames) * hop), None, encode=False)
-        per_call = 1 if self.plan == "cpu" else per_call
-        for start in range(0, len(items), per_call):
-            idx = list(range(start, min(start + per_call, len(items))))
-            total = self.padded_length(max(frames[b] for b in idx) * hop) // hop
-            codes = torch.zeros(len(idx), items[0].codes.shape[0], total, dtype=torch.long)
-            for j, b in enumerate(idx):
-                codes[j, :, : frames[b]] = items[b].codes
-            uniform = all(frames[b] == total for b in idx)
-            latents = self.quantizer.decode(to_device(codes, self.device)).to(self.dtype)
-            audio = self.decoder(latents, None if uniform else [frames[b] for b in idx]).float().cpu()
-            for j, b in enumerate(idx):
-                n = items[b].num_samples
-                valid = min(n, decoded_length(frames[b], self.config))
-                out[b] = torch.nn.functional.pad(audio[j, :, :valid], (0, n - valid))
-        return out
+    max_codebooks = property(lambda self: self.config.n_codebooks)
+
+    def decode_pass(self, codes: torch.Tensor, frames: list[int] | None) -> torch.Tensor:
+        """codes [B, n_q, F] (on the device) -> audio [B, 1, F * hop]; `frames`: each item's frame count
+        when some are shorter than F (their padding is masked as for each item alone)."""
+        return self.decoder(self.quantizer.decode(codes).to(self.dtype), frames)
+
+    def decoded_item(self, audio: torch.Tensor, frames: int, num_samples: int) -> torch.Tensor:
+        """An item's audio [1, num_samples]: what the decoder returns for its frames (F * hop - 8 samples at
+        hop 320), zeros after that."""
+        valid = min(num_samples, decoded_length(frames, self.config))
+        return torch.nn.functional.pad(audio[:, :valid], (0, num_samples - valid))

@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..batch_plan import grid_length, to_device
+from ..batch_plan import grid_length
 from ..framed import HopFramedCodec
 from ..interface import EncodedItem, ModelProvenance
-from ..validation import check_audio, check_codes
+from ..validation import check_audio
 from .config import MimiConfig
 from .quantizer import SplitResidualVectorQuantizer
 from .seanet import CausalConv1d, CausalConvTranspose1d, Decoder, Encoder
@@ -97,26 +97,13 @@ class MimiModel(HopFramedCodec, nn.Module):
             out.extend(EncodedItem(codes[j, :, : self.frames_for(n)], None, n) for j, n in enumerate(sub))
         return out
 
-    @torch.inference_mode()
-    def decode(self, items: list[EncodedItem]) -> list[torch.Tensor]:
-        """EncodedItems -> audio float32 [1, num_samples] each (on CPU)."""
-        if not items:
-            return []
-        check_codes(items, self.frames_for, self.config.num_quantizers, self.codebook_size)
-        frames = [item.codes.shape[1] for item in items]
-        out: list[torch.Tensor | None] = [None] * len(items)
-        hop = self.hop_length
-        per_call = self._per_call(self.padded_length(max(frames) * hop), None, encode=False)
-        per_call = 1 if self.plan == "cpu" else per_call
-        for start in range(0, len(items), per_call):
-            idx = list(range(start, min(start + per_call, len(items))))
-            total = self.padded_length(max(frames[b] for b in idx) * hop) // hop
-            codes = torch.zeros(len(idx), items[idx[0]].codes.shape[0], total, dtype=torch.long)
-            for j, b in enumerate(idx):
-                codes[j, :, : frames[b]] = items[b].codes
-            latents = self.quantizer.decode(to_device(codes, self.device)).to(self.dtype)
-            x = self.decoder_transformer(self.upsample(latents))
-            audio = self.decoder(x).float().cpu()
-            for j, b in enumerate(idx):
-                out[b] = audio[j, :, : items[b].num_samples].clone()
-        return out
+    max_codebooks = property(lambda self: self.config.num_quantizers)
+
+    def decode_pass(self, codes: torch.Tensor, frames: list[int] | None) -> torch.Tensor:
+        """codes [B, n_q, F] (on the device) -> audio [B, 1, F * hop]. Causal: an item's audio does not
+        depend on the padding after it, so `frames` is not needed."""
+        latents = self.quantizer.decode(codes).to(self.dtype)
+        return self.decoder(self.decoder_transformer(self.upsample(latents)))
+
+    def decoded_item(self, audio: torch.Tensor, frames: int, num_samples: int) -> torch.Tensor:
+        return audio[:, :num_samples].clone()
