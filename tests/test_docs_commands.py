@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import CORPUS, REPO, REQUIRE_CORPUS
@@ -112,15 +111,16 @@ def test_python_examples_compile():
 
 
 def write_my_audio(work: Path):
-    import soundfile as sf
+    """A user's folder: three of the demo corpus's clips (real audio, within the demo codec's verify
+    thresholds) in speaker subfolders, one with a transcript beside it."""
+    import tarfile
 
-    rng = np.random.default_rng(0)
-    for rel, seconds in (("spk1/0001.wav", 1.2), ("spk1/0002.flac", 0.8), ("spk2/0001.wav", 2.0)):
-        path = work / "my_audio" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        t = np.arange(int(16000 * seconds)) / 16000
-        sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32),
-                 16000)
+    with tarfile.open(REPO / "demo" / "shards" / "demo-000.tar") as tar:
+        for member, rel in (("cards-005.wav", "spk1/0001.wav"), ("librivox-0890.flac", "spk1/0002.flac"),
+                            ("goforward.wav", "spk2/0001.wav")):
+            path = work / "my_audio" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tar.extractfile(member).read())
     (work / "my_audio" / "spk1" / "0001.txt").write_text("a transcript")
 
 

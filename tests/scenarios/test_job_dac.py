@@ -94,9 +94,9 @@ def test_job_rows_equal_transformers_alone(job, dac_dir):
 
 def test_metadata_records_the_codec(job):
     prov = load_provenance(str(job / "out"))
-    assert prov["codec_family"] == "dac" and prov["model_name"] == "dac_44khz"
-    assert prov["frame_rate"] == pytest.approx(86.1328125) and prov["hop_length"] == 512
-    assert prov["bandwidth_to_num_quantizers"] == {"7.752": 9} and len(prov["checkpoint_sha256"]) == 64
+    assert prov.codec_family == "dac" and prov.model_name == "dac_44khz"
+    assert prov.frame_rate == pytest.approx(86.1328125) and prov.hop_length == 512
+    assert prov.bandwidth_to_num_quantizers == {"7.752": 9} and len(prov.checkpoint_sha256) == 64
     part = next((job / "out" / "tokens").glob("*.parquet"))
     meta = {k.decode(): v.decode() for k, v in pq.read_schema(part).metadata.items()}
     assert json.loads(meta["audiotok.codec_family"]) == "dac"

@@ -77,9 +77,9 @@ def test_job_rows_equal_transformers_alone(job, reference):
 
 def test_metadata_records_the_codec(job):
     prov = load_provenance(str(job / "out"))
-    assert prov["codec_family"] == "mimi" and prov["model_name"] == "mimi"
-    assert prov["frame_rate"] == 12.5 and prov["hop_length"] == 1920 and prov["sample_rate"] == 24000
-    assert prov["bandwidth_to_num_quantizers"] == {"1.1": 8}
+    assert prov.codec_family == "mimi" and prov.model_name == "mimi"
+    assert prov.frame_rate == 12.5 and prov.hop_length == 1920 and prov.sample_rate == 24000
+    assert prov.bandwidth_to_num_quantizers == {"1.1": 8}
     part = next((job / "out" / "tokens").glob("*.parquet"))
     meta = {k.decode(): v.decode() for k, v in pq.read_schema(part).metadata.items()}
     assert json.loads(meta["audiotok.codec_family"]) == "mimi"
