@@ -77,7 +77,7 @@ def test_cpu_mode_end_to_end(tmp_path):
     for c in checks:
         by_section.setdefault(c["section"], []).append(c)
     assert set(by_section) == {"env", "setup", "agreement", "invariance", "determinism", "memory", "profile", "e2e",
-                               "verify", "variants"}
+                               "verify", "variants", "families"}
     names = [c["name"] for c in checks]
     for preset in ("24khz", "48khz"):
         assert {f"{preset} 6 kbps, batch 2", f"{preset} 24 kbps, batch 2"} <= set(names)
@@ -102,4 +102,7 @@ def test_cpu_mode_end_to_end(tmp_path):
     variants = {c["name"]: c for c in by_section["variants"]}
     assert variants["24khz fp16"]["status"] == variants["compile"]["status"] == "skipped"
     assert {"24khz bf16 24 kbps", "48khz bf16 24 kbps"} <= set(variants) or variants["24khz bf16"]["value"] == "refused"
+    families = {c["data"]["source"]: c for c in by_section["families"]}
+    assert set(families) == {"random:dac_44khz", "random:mimi"}
+    assert all(c["status"] == "ok" and c["data"]["agreement_pct"] == 100.0 for c in families.values())
     assert "section" in run.stdout and report["counts"]["error"] == 0

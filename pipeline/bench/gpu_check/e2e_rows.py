@@ -17,7 +17,7 @@ from pipeline.bench import stage_ceilings
 
 from .table import Check
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PRESET = {"speech": "24khz", "music": "48khz"}
 
 

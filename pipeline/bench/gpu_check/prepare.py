@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.bench import codec as bench_codec
 from pipeline.bench import e2e as bench_e2e
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LIMIT_MIB = 64.0
 # bench_e2e's clips (its corpus, and k-means fitting: they are not held out) plus held-out files for
 # the codec clips (bench_codec.held_out), speech and music; no non-commercial (CC-BY-NC) file.

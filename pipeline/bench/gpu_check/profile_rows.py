@@ -23,7 +23,7 @@ from pipeline.bench import codec as bench_codec
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
 from .table import Check
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @contextmanager
