@@ -30,6 +30,7 @@ from .config import PRESETS, EncodecConfig
 from .interface import ModelProvenance
 from .model import EncodecModel
 from .precision import check_precision
+from .runtime import one_thread
 
 TINY_MODELS = {"tiny:24khz": Path(__file__).resolve().parents[1] / "models" / "tiny-24khz"}
 
@@ -169,12 +170,8 @@ def random_model(spec: str = "random:24khz") -> EncodecModel:
                 module.weight.copy_(torch._weight_norm(v, g, 0))
                 pairs[name] = (g, v)
         noise = torch.randn(1, config.audio_channels, config.sampling_rate * 4, generator=gen) * 0.1
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # float reductions depend on the thread count: keep the weights identical everywhere
-        try:
+        with one_thread():
             latents, _ = model.encoder(noise)
-        finally:
-            torch.set_num_threads(threads)
         fit_codebooks(model.quantizer, latents[0].t().contiguous(), iters=0, generator=gen)
     model.weight_norm_pairs = pairs
     model.provenance = random_provenance(model, f"random:{preset}:seed={seed}")

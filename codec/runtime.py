@@ -5,6 +5,9 @@ One copy of each for the job's actors, verify, the benchmarks and the GPU check.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,3 +48,15 @@ def compile_encoder(model):
         setattr(torch._dynamo.config, key, value)
     model.encoder = torch.compile(model.encoder)
     return model
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside: float reductions depend on the thread count, so what is computed
+    here (the codebooks of seeded random models) comes out identical on every machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

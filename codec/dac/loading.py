@@ -21,6 +21,7 @@ from ..checkpoints import fold_weight_norm
 from ..framed import check_state, is_model_directory, preset_name, read_model_directory, save_directory
 from ..interface import ModelProvenance
 from ..loading import random_provenance, sha256_file
+from ..runtime import one_thread
 from .checkpoints import original_to_ours
 from .codebooks import fit_codebooks
 from .config import PRESETS, DacConfig
@@ -86,13 +87,9 @@ def random_from_config(config: DacConfig, seed: int = 0, fit_audio: torch.Tensor
                 param.uniform_(0.5, 2.0, generator=gen)
         if fit_audio is None:
             fit_audio = torch.randn(1, 1, config.sampling_rate * 4, generator=gen) * 0.1
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # float reductions depend on the thread count: identical weights everywhere
-        try:
+        with one_thread():
             latents = model.encoder(fit_audio)
             fit_codebooks(model.quantizer, latents, generator=gen)
-        finally:
-            torch.set_num_threads(threads)
     model.provenance = random_provenance(model, f"random:{config.name}:seed={seed}")
     return model
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from ..framed import check_state, is_model_directory, read_model_directory, save_directory
 from ..interface import ModelProvenance
 from ..loading import random_provenance, sha256_file
+from ..runtime import one_thread
 from .checkpoints import is_original, original_to_ours, transformers_to_ours
 from .codebooks import fit_codebooks
 from .config import PRESETS, MimiConfig
@@ -90,16 +91,11 @@ def random_from_config(config: MimiConfig, seed: int = 0, fit_audio: torch.Tenso
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = MimiModel(config).eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # float reductions depend on the thread count: identical weights everywhere
-    try:
-        with torch.no_grad():
-            if fit_audio is None:
-                fit_audio = synthetic_audio(10.0, config.sampling_rate, gen)
-            latents = torch.cat([model.latents(fit_audio[i: i + 1]) for i in range(fit_audio.shape[0])], dim=-1)
-            fit_codebooks(model.quantizer, latents, generator=gen)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torch.no_grad():
+        if fit_audio is None:
+            fit_audio = synthetic_audio(10.0, config.sampling_rate, gen)
+        latents = torch.cat([model.latents(fit_audio[i: i + 1]) for i in range(fit_audio.shape[0])], dim=-1)
+        fit_codebooks(model.quantizer, latents, generator=gen)
     model.provenance = random_provenance(model, f"random:{config.name}:seed={seed}")
     return model
 
