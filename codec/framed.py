@@ -131,6 +131,15 @@ def save_directory(model: torch.nn.Module, directory: str | os.PathLike, model_t
     return out
 
 
+def random_spec(spec: str, presets: dict):
+    """(preset config, seed) of `random:<preset>[:seed=N]`; ValueError naming the presets."""
+    parts = spec.split(":")
+    preset = parts[1] if len(parts) > 1 else ""
+    if preset not in presets:
+        raise ValueError(f"unknown random preset {spec!r}; choose one of {['random:' + p for p in presets]}")
+    return presets[preset], int(parts[2].removeprefix("seed=")) if len(parts) > 2 else 0
+
+
 def preset_name(config_class, presets: dict, data: dict) -> str | None:
     """The name of the preset whose numbers the config dict `data` has, if any (unreadable configs: None)."""
     try:

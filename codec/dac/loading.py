@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import fold_weight_norm
-from ..framed import check_state, is_model_directory, preset_name, read_model_directory, save_directory
+from ..framed import check_state, is_model_directory, preset_name, random_spec, read_model_directory, save_directory
 from ..interface import ModelProvenance
 from ..loading import random_provenance, sha256_file
 from ..runtime import one_thread
@@ -66,12 +66,7 @@ def build(config: DacConfig, state: dict[str, torch.Tensor], provenance: ModelPr
 def random_dac(spec: str) -> DacModel:
     """`random:<preset>[:seed=N]`: seeded weights (biases and Snake alphas non-trivial), codebooks fitted in
     the normalised projected space to the latents of 4 s of seeded noise."""
-    parts = spec.split(":")
-    preset = parts[1] if len(parts) > 1 else ""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown random preset {spec!r}; choose one of {['random:' + p for p in PRESETS]}")
-    seed = int(parts[2].removeprefix("seed=")) if len(parts) > 2 else 0
-    return random_from_config(PRESETS[preset], seed)
+    return random_from_config(*random_spec(spec, PRESETS))
 
 
 def random_from_config(config: DacConfig, seed: int = 0, fit_audio: torch.Tensor | None = None) -> DacModel:

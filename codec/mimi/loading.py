@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..framed import check_state, is_model_directory, read_model_directory, save_directory
+from ..framed import check_state, is_model_directory, random_spec, read_model_directory, save_directory
 from ..interface import ModelProvenance
 from ..loading import random_provenance, sha256_file
 from ..runtime import one_thread
@@ -63,12 +63,7 @@ def build(config: MimiConfig, state: dict[str, torch.Tensor], provenance: ModelP
 
 def random_mimi(spec: str) -> MimiModel:
     """`random:mimi[:seed=N]` (see the module docstring)."""
-    parts = spec.split(":")
-    preset = parts[1] if len(parts) > 1 else ""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown random preset {spec!r}; choose one of {['random:' + p for p in PRESETS]}")
-    seed = int(parts[2].removeprefix("seed=")) if len(parts) > 2 else 0
-    return random_from_config(PRESETS[preset], seed)
+    return random_from_config(*random_spec(spec, PRESETS))
 
 
 def synthetic_audio(seconds: float, rate: int, generator: torch.Generator) -> torch.Tensor:
