@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from . import stream_audio
 from .config import AudioConfig
 from .records import Rejection, Sample, Segment
 from .rejects import check_reason
@@ -188,9 +189,11 @@ def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_s
     return segments, rejections
 
 
-def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -> tuple[list[Segment], list[Rejection]]:
+def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int,
+            other: list[tuple[int, int]] = ()) -> tuple[list[Segment], list[Rejection]]:
     """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz (at the file's own
     rate, with `Segment.rate` set, when cfg.resample_on is "actor"), or Rejections.
+    other: (sample_rate, channels) of the job's other token streams: `stream_audio.attach`.
 
     Every input key ends up in exactly one of the two lists (a segmented key as key#0, key#1, ...).
     """
@@ -212,6 +215,7 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
     except AudioRejected as exc:
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
     source_seconds = len(x) / header.sample_rate
+    decoded = x
     x = convert_channels(x, channels)
     deferred = (cfg.resample_on == "actor" and header.sample_rate != sample_rate
                 and device_resamplable(header.sample_rate, sample_rate))  # resampled next to the model
@@ -222,4 +226,5 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
     segments, rejections = split_segments(sample, audio, rate, source_seconds, cfg)
     for seg in segments if deferred else []:
         seg.rate = rate
+    stream_audio.attach(segments, decoded, header.sample_rate, source_seconds, cfg, list(other))
     return segments, rejections

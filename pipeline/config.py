@@ -73,6 +73,16 @@ class VerifyConfig:
 
 
 @dataclass
+class SemanticConfig:
+    """A semantic tokenizer run beside the acoustic `model` (codec/semantic.py): its ids go in the
+    `semantic_codes` column. Unset (`semantic: null`, the default): a job writes `codes` only."""
+
+    model: str = "random:hubert_base"  # random:hubert_base[:seed=N], random:hubert_large, a local dir, a hub id
+    layer: int = 9  # transformers' hidden_states[layer] (fairseq output_layer)
+    centroids: str = ""  # k-means centroids: .safetensors from jobs.fit_kmeans, or a .npy [k, dim] float array
+
+
+@dataclass
 class JobConfig:
     model: str = "random:24khz"
     model_fallback: str | None = None  # loaded when `model` cannot be (e.g. offline): tiny:24khz in the demo
@@ -102,6 +112,7 @@ class JobConfig:
     buckets: BucketConfig = field(default_factory=BucketConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    semantic: SemanticConfig | None = None  # a second token stream (`semantic_codes`); None: `codes` only
 
 
 def _build(cls, data: dict[str, Any], where: str):
@@ -113,7 +124,7 @@ def _build(cls, data: dict[str, Any], where: str):
         if name not in fields:
             raise ConfigError(f"unknown config key {where + name!r}; valid keys: {sorted(fields)}")
         sub = _SECTIONS.get(name) if cls is JobConfig else None
-        kwargs[name] = _build(sub, value, f"{name}.") if sub else value
+        kwargs[name] = _build(sub, value, f"{name}.") if sub and (value is not None or name not in _OPTIONAL) else value
     return cls(**kwargs)
 
 
@@ -123,7 +134,9 @@ _SECTIONS = {
     "buckets": BucketConfig,
     "output": OutputConfig,
     "verify": VerifyConfig,
+    "semantic": SemanticConfig,
 }
+_OPTIONAL = ("semantic",)  # sections that may be null (absent)
 
 
 def _parse_value(text: str) -> Any:
@@ -189,6 +202,15 @@ def validate(cfg: JobConfig) -> None:
                           f"{cfg.prefetch_bytes} and {cfg.shards_in_flight_per_actor}")
     if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
         raise ConfigError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
+    sem = cfg.semantic
+    if sem is not None:
+        if not isinstance(sem.model, str) or not sem.model:
+            raise ConfigError(f"semantic.model must name a model (e.g. random:hubert_base); got {sem.model!r}")
+        if isinstance(sem.layer, bool) or not isinstance(sem.layer, int) or sem.layer < 0:
+            raise ConfigError(f"semantic.layer must be an integer >= 0 (hidden_states index); got {sem.layer!r}")
+        if not isinstance(sem.centroids, str) or not sem.centroids:
+            raise ConfigError("semantic.centroids: give the k-means centroids file (.safetensors from "
+                              "jobs.fit_kmeans, or a .npy [k, dim] array)")
 
 
 def to_dict(cfg: JobConfig, redact_secrets: bool = True) -> dict[str, Any]:

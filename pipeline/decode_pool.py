@@ -7,9 +7,11 @@ messages only (JSON headers and raw bytes; nothing is pickled in either directio
 audio in shared memory (`shared_audio`: an arena per decoder, its memfd passed on the socket):
 
     parent ─► child   {"key", "source", "ext", "try"}  then the encoded bytes
-    child  ─► parent  {"segments": [{key, start_s, duration_s, shape, rate}], "rejections": [...], "rss_mb"}
+    child  ─► parent  {"segments": [{key, start_s, duration_s, shape, rate, other_shapes}], "rejections": [...],
+                       "rss_mb"}
                       with "audio": where in shared memory the float32 [C, T] segments are
                       (then the arena's descriptor when it is new);  or {"error": traceback}
+    other_shapes: the segment's audio for each other token stream (`stream_audio`), put after all the segments'
 
 A worker that dies (EOF on its socket: segfault, abort, out of memory, killed from outside) is
 replaced; its file is tried again up to `AudioConfig.decoder_crash_retries` more times, then
@@ -120,11 +122,13 @@ class DecodePool:
     a sample whose decoder dies or hangs becomes a `decoder_crash` Rejection. One caller at a time.
     """
 
-    def __init__(self, cfg: AudioConfig, sample_rate: int, channels: int, workers: int = 2):
+    def __init__(self, cfg: AudioConfig, sample_rate: int, channels: int, workers: int = 2,
+                 other: list[tuple[int, int]] = ()):
         self.cfg, self.sample_rate, self.channels = cfg, sample_rate, channels
-        limit = cfg.max_file_bytes + 6 * cfg.max_decoded_bytes + (1 << 30)
+        self.other = [(int(r), int(c)) for r, c in other]  # the other token streams' (rate, channels)
+        limit = cfg.max_file_bytes + (6 + 2 * len(self.other)) * cfg.max_decoded_bytes + (1 << 30)
         self._init = json.dumps({"audio": dataclasses.asdict(cfg), "sample_rate": sample_rate,
-                                 "channels": channels, "memory_limit": limit}).encode()
+                                 "channels": channels, "memory_limit": limit, "other": self.other}).encode()
         self.workers: list[_Worker | None] = [None] * max(1, workers)
         self.restarts = 0  # workers replaced after dying or hanging, over the pool's life
         self.lock = threading.Lock()
@@ -144,7 +148,7 @@ class DecodePool:
             todo: deque[int] = deque()
             for i, s in enumerate(samples):
                 if s.reject is not None or not s.data:  # nothing to decode: answered here
-                    results[i] = audio_prep.prepare(s, self.cfg, self.sample_rate, self.channels)
+                    results[i] = audio_prep.prepare(s, self.cfg, self.sample_rate, self.channels, self.other)
                 else:
                     todo.append(i)
             stats = {"decoder_restarts": 0, "decoder_peak_rss_mb": 0.0}
@@ -214,14 +218,20 @@ class DecodePool:
             raise DecoderError(f"decoding {sample.key!r} from {sample.source} failed in our code:\n{reply['error']}")
         if self.admit is not None and reply["segments"]:
             waited = time.monotonic()
-            self.admit(sum(4 * int(np.prod(s["shape"])) for s in reply["segments"]))
+            self.admit(sum(4 * int(np.prod(shape)) for s in reply["segments"]
+                           for shape in [s["shape"], *s.get("other_shapes", [])]))
             waited = time.monotonic() - waited
             for w in self.workers:  # the others' decode time went on while this one waited
                 if w is not None and w.task is not None and w is not worker:
                     w.task = (w.task[0], w.task[1] + waited)
-        arrays = worker.inbox.take(worker.sock, reply["audio"], [tuple(s["shape"]) for s in reply["segments"]])
+        shapes = [tuple(s["shape"]) for s in reply["segments"]]
+        other = [tuple(shape) for s in reply["segments"] for shape in s.get("other_shapes", [])]
+        arrays = worker.inbox.take(worker.sock, reply["audio"], shapes + other)
         segments = [Segment(s["key"], sample.source, audio, s["start_s"], s["duration_s"], dict(sample.meta),
                             s.get("rate"), sample.path) for s, audio in zip(reply["segments"], arrays)]
+        rest = iter(arrays[len(shapes):])  # the other streams' pieces, segment by segment
+        for seg in segments:
+            seg.other_audio = [next(rest) for _ in self.other]
         rejections = [Rejection(r["key"], sample.source, check_reason(r["reason"]), r["detail"])
                       for r in reply["rejections"]]
         return (segments, rejections), reply["rss_mb"]
@@ -296,7 +306,8 @@ def _child(fd: int) -> None:
                 _planted_fault(faults, head["key"], head["try"])
             fault_injection.maybe_fault("decode", head["key"])
             sample = Sample(head["key"], head["source"], data, head["ext"])
-            segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"])
+            segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"],
+                                                      [tuple(t) for t in init.get("other", [])])
         except MemoryError:
             os._exit(_OOM_EXIT)
         except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
@@ -306,11 +317,12 @@ def _child(fd: int) -> None:
             continue
         del data, sample
         try:
-            audio, handover = outbox.put([s.audio for s in segments])
+            audio, handover = outbox.put([s.audio for s in segments] + [a for s in segments for a in s.other_audio])
         except (MemoryError, OSError):  # no shared memory to be had: as out of memory
             os._exit(_OOM_EXIT)
         reply = {"audio": audio,"segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
-                               "shape": list(s.audio.shape), "rate": s.rate} for s in segments],
+                               "shape": list(s.audio.shape), "rate": s.rate,
+                               "other_shapes": [list(a.shape) for a in s.other_audio]} for s in segments],
                  "rejections": [dataclasses.asdict(r) for r in rejections],
                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         conn.send_bytes(json.dumps(reply).encode())

@@ -59,6 +59,8 @@ class Provenance:
     cuda_version: str | None = None  # of the torch build
     cudnn_version: int | None = None
     simulated_gpu: bool = False  # test clusters only: a logical GPU, encoded on the CPU
+    # token streams beside `codes` (pipeline/streams.py StreamInfo.to_json): column, tokenizer, frame rate
+    streams: list[dict[str, Any]] = field(default_factory=list)
     job_config: dict[str, Any] | None = None  # in _provenance.json only
     input: str | None = None  # the input spec, in _provenance.json only
 
@@ -81,9 +83,10 @@ class Provenance:
 
 
 def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | None = None,
-                     runtime=None) -> Provenance:
+                     runtime=None, streams=()) -> Provenance:
     """The provenance of a job running `model` (a loaded `codec.Codec`) with `cfg` on `device`;
-    `runtime` (engine.actor_env.Runtime) adds the torch threads, GPU and versions."""
+    `runtime` (engine.actor_env.Runtime) adds the torch threads, GPU and versions; `streams` (the job's
+    `streams.TokenStream`s) their `StreamInfo`."""
     extra = {} if runtime is None else dict(
         torch_threads=runtime.torch_threads, gpu_name=runtime.gpu_name, torch_version=runtime.torch_version,
         cuda_version=runtime.cuda_version, cudnn_version=runtime.cudnn_version, simulated_gpu=runtime.simulated_gpu)
@@ -110,6 +113,7 @@ def build_provenance(model, cfg: JobConfig, device: str, skipped: list[str] | No
         resampler=resampler_info(cfg.audio, device),
         segment_max_s=cfg.audio.max_duration_s,
         model_sources_skipped=list(skipped or []),
+        streams=[s.info().to_json() for s in streams],
         **extra,
     )
 

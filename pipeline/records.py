@@ -55,6 +55,8 @@ class Segment:
     audio: float32 [C, T] at the model's channel count, and at the model's sample rate when `rate`
         is None; else at `rate` Hz, to be resampled next to the model (`audio.resample_on: actor`).
     start_s, duration_s: position of the segment in the source item, in seconds.
+    other_audio: the same piece for each other token stream, float32 [C, T] at that stream's rate and
+        channels (`stream_audio`), in the order the job lists its streams; empty in one-stream jobs.
     """
 
     key: str
@@ -65,6 +67,7 @@ class Segment:
     meta: dict[str, Any] = field(default_factory=dict)
     rate: int | None = None
     path: str = ""  # Sample.path of the item it comes from
+    other_audio: list[np.ndarray] = field(default_factory=list)
 
     @property
     def num_samples(self) -> int:

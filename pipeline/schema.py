@@ -13,6 +13,8 @@ tokens/*.parquet, one row per item (or segment `key#<i>` of a long item):
   start_s, duration_s float64   position of the segment in the source item, seconds
   item_path string      the item's own file: its path or URL, `<tar>#<member>` for a tar member,
                         `<dataset file or hub split>#row=<i>` for a dataset row (null if unknown)
+  <stream>_codes list<list<int16>>  jobs with other token streams (pipeline/streams.py): that stream's
+                        ids [1, its frames], e.g. `semantic_codes`; their rates in the file metadata
   <passthrough> string  metadata columns named in the config; non-strings JSON-encoded; nullable
 
 rejects/*.parquet: key, source, reason, detail (strings).
@@ -54,13 +56,16 @@ CORE_COLUMNS = tuple(f.name for f in _CORE_FIELDS)
 REJECTS_SCHEMA = pa.schema([pa.field(n, pa.string(), nullable=False) for n in ("key", "source", "reason", "detail")])
 
 
-def tokens_schema(passthrough: list[str]) -> pa.Schema:
-    """The tokens schema: the core columns, then one nullable string column per passthrough name."""
-    clash = sorted(set(passthrough) & set(CORE_COLUMNS))
-    if clash or len(set(passthrough)) != len(passthrough):
-        raise ValueError(f"passthrough columns must be distinct and not among {list(CORE_COLUMNS)}; "
-                         f"got {passthrough}")
-    return pa.schema(_CORE_FIELDS + [pa.field(c, pa.string(), nullable=True) for c in passthrough])
+def tokens_schema(passthrough: list[str], streams: list[str] = ()) -> pa.Schema:
+    """The tokens schema: the core columns, one codes column per other stream (`streams`: column names,
+    e.g. semantic_codes), then one nullable string column per passthrough name."""
+    names = [*streams, *passthrough]
+    clash = sorted(set(names) & set(CORE_COLUMNS))
+    if clash or len(set(names)) != len(names):
+        raise ValueError(f"stream and passthrough columns must be distinct and not among {list(CORE_COLUMNS)}; "
+                         f"got {names}")
+    return pa.schema(_CORE_FIELDS + [pa.field(c, CODES_TYPE, nullable=False) for c in streams]
+                     + [pa.field(c, pa.string(), nullable=True) for c in passthrough])
 
 
 @dataclass
@@ -82,6 +87,7 @@ class TokenRow:
     duration_s: float
     meta: dict[str, Any] = field(default_factory=dict)
     item_path: str | None = None  # Sample.path: the item's own file
+    streams: dict[str, np.ndarray] = field(default_factory=dict)  # other streams' ids by column, [1, frames]
 
 
 def _json_default(value: Any) -> Any:
@@ -107,17 +113,18 @@ def _offsets(counts: np.ndarray) -> pa.Array:
     return pa.array(offsets.astype(np.int32))
 
 
-def _codes_array(rows: list[TokenRow]) -> tuple[pa.Array, np.ndarray]:
+def _codes_array(rows: list[TokenRow], column: str = "codes") -> tuple[pa.Array, np.ndarray]:
     shapes = []
-    for r in rows:
-        if r.codes.ndim != 2 or not np.issubdtype(r.codes.dtype, np.integer):
-            raise ValueError(f"{r.key}: codes must be an integer array [n_q, num_frames]; "
-                             f"got {r.codes.dtype} {r.codes.shape}")
-        shapes.append(r.codes.shape)
+    arrays = [r.codes if column == "codes" else r.streams[column] for r in rows]
+    for r, codes in zip(rows, arrays):
+        if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"{r.key}: {column} must be an integer array [n_q, num_frames]; "
+                             f"got {codes.dtype} {codes.shape}")
+        shapes.append(codes.shape)
     shape = np.asarray(shapes, dtype=np.int64).reshape(-1, 2)
     if len(set(shape[:, 0].tolist())) > 1:
         raise ValueError(f"all rows of a table must have the same n_q; got {sorted(set(shape[:, 0].tolist()))}")
-    flat = np.concatenate([r.codes.reshape(-1) for r in rows]) if rows else np.zeros(0, np.int16)
+    flat = np.concatenate([c.reshape(-1) for c in arrays]) if rows else np.zeros(0, np.int16)
     if flat.dtype != np.int16 and flat.size and (flat.min() < -32768 or flat.max() > 32767):
         raise ValueError(f"codes outside int16: [{flat.min()}, {flat.max()}]")
     inner = pa.ListArray.from_arrays(_offsets(np.repeat(shape[:, 1], shape[:, 0])),
@@ -133,9 +140,10 @@ def _scales_array(rows: list[TokenRow]) -> pa.Array:
     return pa.ListArray.from_arrays(_offsets(counts), pa.array(flat), mask=mask).cast(SCALES_TYPE)
 
 
-def tokens_table(rows: list[TokenRow], passthrough: list[str]) -> pa.Table:
-    """Rows as a table with `tokens_schema(passthrough)`; codes go in as one flat int16 buffer."""
-    schema = tokens_schema(passthrough)
+def tokens_table(rows: list[TokenRow], passthrough: list[str], streams: list[str] = ()) -> pa.Table:
+    """Rows as a table with `tokens_schema(passthrough, streams)`; codes go in as one flat int16 buffer.
+    Every row must hold each column of `streams` in `TokenRow.streams`."""
+    schema = tokens_schema(passthrough, streams)
     keys = [r.key for r in rows]
     if len(set(keys)) != len(keys):
         dup = sorted(k for k, n in Counter(keys).items() if n > 1)[:5]
@@ -153,6 +161,7 @@ def tokens_table(rows: list[TokenRow], passthrough: list[str]) -> pa.Table:
         pa.array([r.duration_s for r in rows], pa.float64()),
         pa.array([r.item_path for r in rows], pa.string()),
     ]
+    columns += [_codes_array(rows, c)[0] for c in streams]
     columns += [pa.array([meta_value(r.meta.get(c)) for r in rows], pa.string()) for c in passthrough]
     return pa.Table.from_arrays(columns, schema=schema)
 

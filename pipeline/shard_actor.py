@@ -1,4 +1,5 @@
-"""What each of the job's actors holds: one model, its provenance and a `ShardTokenizer` (no Ray here).
+"""What each of the job's actors holds: one model (and any other streams' tokenizers), its provenance and
+a `ShardTokenizer` (no Ray here).
 
 The engine's Ray backend builds `ShardWork(context, cfg, out_dir, setup)` inside a placed actor
 (named `TokenizerActor` in Ray) and calls `run(shard, next_shards, attempt, after)` from up to
@@ -46,6 +47,7 @@ class ShardWork:
 
         from .provenance import build_provenance, check_sha256
         from .shard_worker import ShardTokenizer
+        from .streams import load_streams
 
         check_storage(out_dir, setup.run_id, setup.input_root, cfg.source.storage_options, context.node_id)
         runtime = resolve_runtime(setup.request.device, context.gpu_ids, setup.request.torch_threads)
@@ -53,11 +55,13 @@ class ShardWork:
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
         self.model.set_batch_plan(cfg.batch_plan)
-        self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime)
+        self.streams = load_streams(cfg, runtime.device, dtype)
+        self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime, self.streams)
         check_sha256(self.provenance, cfg)
         decoders = decoder_processes(cfg, setup.request, context.node(setup.request.num_cpus))
         self.node_id = context.node_id
-        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.provenance, decoders=decoders)
+        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.provenance, decoders=decoders,
+                                     streams=self.streams)
         self.worker.node_id = context.node_id
 
     def describe(self) -> ActorInfo:

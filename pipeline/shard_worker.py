@@ -41,6 +41,7 @@ import torch
 from codec import Codec
 
 from . import buckets, fault_injection, schema, sources, writer
+from . import streams as other_streams
 from .config import JobConfig
 from .cuda_errors import is_out_of_memory
 from .decode_pool import DecodePool, default_processes
@@ -84,8 +85,9 @@ class _Decode:
 
 class ShardTokenizer:
     def __init__(self, model: Codec, cfg: JobConfig, out_dir: str, provenance: Provenance,
-                 decoders: int | None = None):
+                 decoders: int | None = None, streams: list[other_streams.TokenStream] = ()):
         self.model = model
+        self.streams = list(streams)  # token streams beside `codes` (pipeline/streams.py)
         self.cfg = cfg
         self.out_dir = out_dir
         self.provenance = provenance
@@ -96,7 +98,7 @@ class ShardTokenizer:
         lanes = max(1, min(1 + cfg.prefetch_shards, total))
         self.all_pools = [
             DecodePool(cfg.audio, model.sample_rate, model.channels,
-                       total // lanes + (1 if i < total % lanes else 0))
+                       total // lanes + (1 if i < total % lanes else 0), other_streams.targets(self.streams))
             for i in range(lanes)
         ]
         self.pools: Queue[DecodePool] = Queue()  # the free ones
@@ -175,7 +177,8 @@ class ShardTokenizer:
                 fault_injection.maybe_fault("before_commit", shard.shard_id)
                 return writer.commit_shard(
                     self.out_dir, shard.shard_id,
-                    schema.tokens_table(tokens, list(self.cfg.source.metadata_columns)),
+                    schema.tokens_table(tokens, list(self.cfg.source.metadata_columns),
+                                        [s.column for s in self.streams]),
                     schema.rejects_table(rejections),
                     record, schema.file_metadata(self.provenance.to_json()), self.cfg.output,
                     write_parquet=self.parquet.write,
@@ -204,6 +207,9 @@ class ShardTokenizer:
         self.budget.take_in_hand(decode.ticket)
         try:
             prepared = decode.future.result()
+            if self.streams:  # a segment another stream cannot encode is rejected as a whole
+                prepared.segments, too_short = other_streams.admit(self.streams, prepared.segments)
+                prepared.rejections.extend(too_short)
             if self.cfg.strict and prepared.rejections:
                 first = prepared.rejections[0]
                 raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
@@ -285,6 +291,7 @@ class ShardTokenizer:
                     scales=item.scales, start_s=seg.start_s, duration_s=seg.duration_s, meta=seg.meta,
                     item_path=seg.path or None,
                 )
+        other_streams.encode_all(self.streams, segments, rows)
         return rows, EncodeStats(int(padded), int(true), len(batches), plan)
 
     def _encode_batch(self, x, lengths: list[int], limit: int | None, shard_id: str):

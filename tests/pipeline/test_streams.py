@@ -1,0 +1,120 @@
+"""Two token streams in one shard (no Ray): `codes` byte-identical to a one-stream job, `semantic_codes`
+equal to the tokenizer run on each item alone at 16 kHz (decoded once, resampled once per rate), items too
+short for either stream rejected as a whole, and the streams' identity in the Parquet metadata."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from codec import load_model
+from pipeline import audio as audio_prep
+from pipeline import schema
+from pipeline.config import ConfigError, load_config
+from pipeline.provenance import build_provenance
+from pipeline.records import Sample
+from pipeline.shard_worker import ShardTokenizer
+from pipeline.sources import list_shards
+from pipeline.streams import TokenStream
+from tests.conftest import corpus_file
+from tests.fault_scenarios import demo_config
+from tests.hostile_corpus import write_tar
+from tests.pipeline.semantic_fake import FakeSemantic
+
+CLIPS = {"hello": "speech/supertux_tux_hello_44k_stereo.ogg", "cards": "speech/cards_005_16k.wav",
+         "saw": "speech/klettres_en_saw_44k.ogg"}
+
+
+def _wav(seconds: float, rate: int = 22050) -> bytes:
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
+def _members():
+    members = [(f"{k}.{p.rsplit('.', 1)[1]}", corpus_file(p).read_bytes()) for k, p in CLIPS.items()]
+    # 0.02 s at 22.05 kHz: 480 samples at 24 kHz (EnCodec encodes it), 320 at 16 kHz (< 400: too short)
+    return members + [("blip.wav", _wav(0.02))]
+
+
+def _run(tmp_path, name, streams, *overrides):
+    write_tar(tmp_path / "in.tar", _members())
+    cfg = demo_config("audio.min_duration_s=0.01", "audio.max_duration_s=2.5", *overrides)
+    model = load_model(cfg.model)
+    out = tmp_path / name
+    worker = ShardTokenizer(model, cfg, str(out), build_provenance(model, cfg, "cpu", streams=streams),
+                            decoders=2, streams=streams)
+    try:
+        record = worker.run(list_shards(str(tmp_path / "in.tar"), cfg.source)[0])
+    finally:
+        worker.close()
+    return cfg, out, record
+
+
+def test_two_streams_in_one_shard(tmp_path):
+    fake = FakeSemantic()
+    cfg1, one, _ = _run(tmp_path, "one", [])
+    stream = TokenStream("semantic", fake, cfg1)
+    cfg, two, record = _run(tmp_path, "two", [stream])
+    a = pads.dataset(one / "tokens").to_table().sort_by("key")
+    b = pads.dataset(two / "tokens").to_table().sort_by("key")
+    # the blip is rejected as a whole in the two-stream job, kept in the one-stream job
+    assert "blip" in a.column("key").to_pylist() and "blip" not in b.column("key").to_pylist()
+    rejects = pads.dataset(two / "rejects").to_table().to_pylist()
+    assert [(r["key"], r["reason"]) for r in rejects] == [("blip", "too_short")]
+    assert "semantic: 320 samples at 16000 Hz < 400" in rejects[0]["detail"]
+    assert record.rejects_by_reason == {"too_short": 1}
+    # acoustic codes byte-identical to the one-stream job's, row by row
+    keep = [k != "blip" for k in a.column("key").to_pylist()]
+    a = a.filter(keep)
+    assert a.column("key").to_pylist() == b.column("key").to_pylist()
+    for name in schema.CORE_COLUMNS:
+        assert a.column(name).equals(b.column(name)), name
+    # semantic ids: the tokenizer on each segment alone, resampled from the decoded file to 16 kHz by soxr
+    expect = {}
+    for member, data in _members()[:-1]:
+        key, ext = member.rsplit(".", 1)
+        segments, _ = audio_prep.prepare(Sample(key, "x", data, ext), cfg.audio, 16000, 1)
+        for seg in segments:
+            x = torch.from_numpy(seg.audio)[None]
+            expect[seg.key] = fake.encode(x, [seg.num_samples])[0].numpy()
+    rows = b.to_pylist()
+    assert sorted(expect) == [r["key"] for r in rows] and any("#" in k for k in expect)  # 'saw' is cut in pieces
+    for r in rows:
+        got = np.asarray(r["semantic_codes"])
+        assert got.shape == expect[r["key"]].shape and (got == expect[r["key"]]).all(), r["key"]
+        assert abs(got.shape[1] / 50.0 - r["duration_s"]) < 0.03  # 50 Hz over the same segment
+    assert max(fake.calls) > 1  # batched
+    # the schema and metadata name both streams
+    part = pq.ParquetFile(next((two / "tokens").glob("*.parquet")))
+    assert part.schema_arrow.field("semantic_codes").type == schema.CODES_TYPE
+    meta = schema.read_file_metadata(part.schema_arrow.metadata)
+    (info,) = meta["streams"]
+    assert info["column"] == "semantic_codes" and info["frame_rate"] == 50.0 and info["sample_rate"] == 16000
+    assert info["model_name"] == "fake_k50" and info["codebook_size"] == 50
+    assert json.loads(json.dumps(meta["frame_rate"])) == 75.0
+
+
+def test_semantic_config_keys():
+    cfg = load_config(None, ["semantic.model=random:hubert_base", "semantic.layer=6", "semantic.centroids=c.npy"])
+    assert (cfg.semantic.model, cfg.semantic.layer, cfg.semantic.centroids) == ("random:hubert_base", 6, "c.npy")
+    assert load_config(None).semantic is None
+    with pytest.raises(ConfigError, match="unknown config key 'semantic.layers'"):
+        load_config(None, ["semantic.layers=9"])
+    with pytest.raises(ConfigError, match="semantic.centroids"):
+        load_config(None, ["semantic.model=random:hubert_base"])
+    with pytest.raises(ConfigError, match="semantic.layer"):
+        load_config(None, ["semantic.layer=nine", "semantic.centroids=c.npy"])
+
+
+def test_more_clusters_than_int16_is_refused():
+    fake = FakeSemantic(k=5)
+    fake.codebook_size = 40000
+    with pytest.raises(ConfigError, match="int16"):
+        TokenStream("semantic", fake, demo_config())
