@@ -226,5 +226,8 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int,
     segments, rejections = split_segments(sample, audio, rate, source_seconds, cfg)
     for seg in segments if deferred else []:
         seg.rate = rate
-    stream_audio.attach(segments, decoded, header.sample_rate, source_seconds, cfg, list(other))
+    if other:  # the same pieces for the job's other token streams, resampled from the decoded file
+        audio_at = [resample(convert_channels(decoded, c), header.sample_rate, r, cfg.resample_quality)
+                    for r, c in other]
+        stream_audio.attach(segments, audio_at, [r for r, _ in other], source_seconds, cfg)
     return segments, rejections

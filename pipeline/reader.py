@@ -17,6 +17,7 @@ padding added to the last 1 s chunk so the chunks stack, not the samples of our 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -35,8 +36,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from . import schema, writer
 from .provenance import Provenance
+from .streams import stream_columns
+from .time_window import frame_span, window_of
 
 ROW_COLUMNS = ("key", "codes", "num_frames", "num_samples", "pad_samples", "scales")
+STREAM_IDENTITY = ("family", "model_name", "checkpoint_sha256", "centroids_sha256", "frame_rate", "codebook_size")
 
 
 def load_provenance(path: str) -> Provenance:
@@ -138,11 +142,16 @@ class TokenDataset(IterableDataset):
 
     Each item: {"key": str, "codes": int64 [n_q, num_frames], "num_frames": int, "num_samples": int
     (samples at the model rate), "pad_samples": int, "scales": list[float] | None, <columns>...}.
+
+    streams: other token streams to yield too, e.g. ("semantic",): "semantic_codes" int64 [1, frames].
+    crop_s: None yields whole rows; else a row longer than crop_s seconds is cropped to a window of
+    floor(crop_s * frame_rate) frames of `codes` at a seeded random frame (seed, epoch, key), and every
+    stream to the same window in seconds (`time_window.frame_span`); "window_s" gives it.
     """
 
     def __init__(self, path: str | list[str], bandwidth: float | None = None, min_frames: int | None = None,
                  max_frames: int | None = None, columns: tuple[str, ...] = (), batch_rows: int = 256,
-                 shuffle_buffer: int = 0, seed: int = 0):
+                 shuffle_buffer: int = 0, seed: int = 0, streams: tuple[str, ...] = (), crop_s: float | None = None):
         super().__init__()
         self.paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
         self.path = self.paths[0]
@@ -162,6 +171,16 @@ class TokenDataset(IterableDataset):
             upper = pc.field("num_frames") <= max_frames
             self.filter = upper if self.filter is None else self.filter & upper
         self.batch_rows, self.shuffle_buffer, self.seed, self.epoch = batch_rows, shuffle_buffer, seed, 0
+        self.streams = stream_columns(self.provenance, tuple(streams))
+        for path, prov in zip(self.paths[1:], provenances[1:]):
+            if stream_columns(prov, tuple(streams)) != self.streams or [
+                    {k: s.get(k) for k in STREAM_IDENTITY} for s in prov.streams if s["name"] in streams] != [
+                    {k: s.get(k) for k in STREAM_IDENTITY} for s in self.provenance.streams if s["name"] in streams]:
+                raise ValueError(f"{self.path} and {path} have different {list(streams)} tokenizers; read them "
+                                 "separately")
+        if crop_s is not None and crop_s <= 0:
+            raise ValueError(f"crop_s must be > 0 seconds or None, got {crop_s}")
+        self.crop_s = crop_s
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -180,15 +199,36 @@ class TokenDataset(IterableDataset):
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Items in file order (no shuffling), this worker's files only."""
-        columns = [*ROW_COLUMNS, *self.columns]
+        stream_cols = [s.column for s in self.streams]
+        columns = [*ROW_COLUMNS, *stream_cols, *self.columns]
         for fragment in self.fragments():
             for batch in fragment.to_batches(columns=columns, filter=self.filter, batch_size=self.batch_rows):
                 codes = codes_from_arrow(batch.column("codes"), self.n_q)
-                data = {c: batch.column(c).to_pylist() for c in columns if c != "codes"}
+                ids = {c: codes_from_arrow(batch.column(c)) for c in stream_cols}
+                data = {c: batch.column(c).to_pylist() for c in columns if c != "codes" and c not in ids}
                 for i, block in enumerate(codes):
                     item = {c: data[c][i] for c in data}
                     item["codes"] = torch.from_numpy(block.astype(np.int64))
-                    yield item
+                    for c in stream_cols:
+                        item[c] = torch.from_numpy(ids[c][i].astype(np.int64))
+                    yield self._crop(item) if self.crop_s is not None else item
+
+    def _crop(self, item: dict[str, Any]) -> dict[str, Any]:
+        """`item` cut to a window of at most crop_s seconds (all its streams to the same seconds)."""
+        rate = float(self.provenance.frame_rate)
+        total, frames = item["codes"].shape[1], max(1, math.floor(self.crop_s * rate))
+        start = 0
+        if total > frames:
+            digest = hashlib.sha256(f"{self.seed}/{self.epoch}/{item['key']}".encode()).digest()
+            start = int.from_bytes(digest[:8], "little") % (total - frames + 1)
+        frames = min(frames, total)
+        t0, t1 = window_of(start, frames, rate)
+        item["codes"] = item["codes"][:, start : start + frames]
+        item["num_frames"], item["window_s"] = frames, (t0, t1)
+        for s in self.streams:
+            first, count = frame_span(t0, t1, s.frame_rate, item[s.column].shape[1])
+            item[s.column] = item[s.column][:, first : first + count]
+        return item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self.shuffle_buffer:

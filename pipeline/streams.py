@@ -123,6 +123,27 @@ class TokenStream:
                 rows[i].streams[self.column] = item.detach().cpu().numpy().astype(np.int16)
 
 
+@dataclass(frozen=True)
+class StreamColumn:
+    """A token stream read beside `codes` (pipeline/streams.py): its name ("semantic"), column
+    ("semantic_codes"), frame rate and codebook size (the default pad id), from the provenance (for readers)."""
+
+    name: str
+    column: str
+    frame_rate: float
+    codebook_size: int
+
+
+def stream_columns(provenance, names: tuple[str, ...]) -> tuple[StreamColumn, ...]:
+    """The provenance's streams named in `names`, in that order; ValueError for one the dataset lacks."""
+    stored = {s["name"]: s for s in provenance.streams}
+    missing = [n for n in names if n not in stored]
+    if missing:
+        raise ValueError(f"streams {missing} are not in this dataset; it has {sorted(stored) or 'only codes'}")
+    return tuple(StreamColumn(n, stored[n]["column"], float(stored[n]["frame_rate"]), int(stored[n]["codebook_size"]))
+                 for n in names)
+
+
 def load_streams(cfg: JobConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  ) -> list[TokenStream]:
     """The job's other streams, loaded (none unless `cfg.semantic` is set)."""

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline import reader
+from pipeline.streams import StreamColumn, stream_columns
+from pipeline.time_window import frame_span, window_of
 
 _CACHED_ROW_GROUPS = 8
 
@@ -28,7 +30,8 @@ class RowIndex:
     """files: committed part paths/URLs; file_of, row_in_file, frames: int64 [N] per row; keys: N keys;
     row_group_starts: per file, the first row of each row group; n_q: codebooks read (one bandwidth);
     columns: passthrough columns read with each row; fingerprint: changes when the committed rows do;
-    codebook_size: entries per codebook from the provenance (None when it does not say)."""
+    codebook_size: entries per codebook from the provenance (None when it does not say); frame_rate: of
+    `codes`; streams: the other token streams read with each row, cropped to the same time window."""
 
     path: str
     files: tuple[str, ...]
@@ -41,16 +44,20 @@ class RowIndex:
     columns: tuple[str, ...]
     fingerprint: str
     codebook_size: int | None = None
+    frame_rate: float = 75.0
+    streams: tuple[StreamColumn, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
 
     @classmethod
     def build(cls, path: str, bandwidth: float | None = None, columns: tuple[str, ...] = (),
-              keep_key: Callable[[str], bool] | None = None) -> RowIndex:
+              keep_key: Callable[[str], bool] | None = None, streams: tuple[str, ...] = ()) -> RowIndex:
         """Index the committed rows of the token dataset at `path` (local directory or fsspec URL);
-        keep_key: index only the rows whose key it accepts (e.g. a train / held-out split)."""
+        keep_key: index only the rows whose key it accepts (e.g. a train / held-out split); streams:
+        names of other token streams to read with `codes` (e.g. ("semantic",))."""
         provenance = reader.load_provenance(str(path))
+        stream_cols = stream_columns(provenance, tuple(streams))
         n_q = reader.num_quantizers(provenance, bandwidth)
         card = (provenance.codec_config or {}).get("codebook_size")
         files = tuple(reader.writer.committed_parts(str(path)))
@@ -78,13 +85,16 @@ class RowIndex:
             return np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)
 
         return cls(str(path), files, cat(file_of), cat(row_in_file), cat(frames), tuple(keys), tuple(starts),
-                   n_q, tuple(columns), digest.hexdigest()[:16], None if card is None else int(card))
+                   n_q, tuple(columns), digest.hexdigest()[:16], None if card is None else int(card),
+                   float(provenance.frame_rate), stream_cols)
 
 
 class RowReader:
     """Reads indexed rows in one process: `read(row, start, frames)` -> item dict with
     "key", "row" (the index number), "codes" int64 [n_q, frames] (frames start..start+frames-1 of the
-    row), "start_frame", "num_frames" (of the crop) and the passthrough columns."""
+    row), "start_frame", "num_frames" (of the crop) and the passthrough columns; for each stream of the
+    index, "<name>_codes" int64 [1, n] with "<name>_start_frame" and "<name>_num_frames": the frames of
+    the same time window [start / frame_rate, (start + frames) / frame_rate) (`time_window.frame_span`)."""
 
     def __init__(self, index: RowIndex):
         self.index = index
@@ -94,7 +104,7 @@ class RowReader:
         key = (file, group)
         if key not in self._groups:
             with fsspec.open(self.index.files[file], "rb") as f:
-                columns = ["key", "codes", *self.index.columns]
+                columns = ["key", "codes", *[s.column for s in self.index.streams], *self.index.columns]
                 self._groups[key] = pq.ParquetFile(f).read_row_group(group, columns=columns)
             if len(self._groups) > _CACHED_ROW_GROUPS:
                 self._groups.popitem(last=False)
@@ -113,6 +123,12 @@ class RowReader:
         codes = reader.codes_from_arrow(table.column("codes"), idx.n_q)[0][:, start : start + frames]
         item = {"key": idx.keys[row], "row": row, "codes": torch.from_numpy(codes.astype(np.int64)),
                 "start_frame": start, "num_frames": frames}
+        t0, t1 = window_of(start, frames, idx.frame_rate)
+        for stream in idx.streams:
+            ids = reader.codes_from_arrow(table.column(stream.column))[0]
+            first, count = frame_span(t0, t1, stream.frame_rate, ids.shape[1])
+            item[stream.column] = torch.from_numpy(ids[:, first : first + count].astype(np.int64))
+            item[f"{stream.name}_start_frame"], item[f"{stream.name}_num_frames"] = first, count
         for name in idx.columns:
             item[name] = table.column(name)[0].as_py()
         return item
