@@ -24,6 +24,23 @@ MIMI = FamilyInfo("mimi", ("mimi",), "mimi", (".safetensors",), "mimi")
 
 KNOWN: tuple[FamilyInfo, ...] = (ENCODEC, DAC, MIMI)
 
+# Semantic tokenizers (codec/semantic.py): not acoustic codecs, so not in KNOWN (`load_codec` never loads them).
+HUBERT = FamilyInfo("hubert", ("hubert_base", "hubert_large"), "hubert", (), "hubert")
+SEMANTIC: tuple[FamilyInfo, ...] = (HUBERT,)
+
+
+def semantic_family_of(source: str) -> FamilyInfo:
+    """The semantic family of a model source (random:<preset>, or anything else: HuBERT, the only one);
+    ValueError for an unknown random preset, naming the choices."""
+    if source.startswith("random:"):
+        preset = source.split(":")[1]
+        for family in SEMANTIC:
+            if preset in family.random_presets:
+                return family
+        raise ValueError(f"unknown semantic random preset {source!r}; choose one of "
+                         f"{[f'random:{p}' for f in SEMANTIC for p in f.random_presets]}")
+    return HUBERT
+
 
 def random_choices() -> list[str]:
     return [f"random:{p}" for f in KNOWN for p in f.random_presets]
