@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("audiotok verify", exc)
     data = summary.to_json()
     shown = {k: data[k] for k in ("passed", "failures", "rows_sampled", "rows_total", "status_counts", "report")}
+    if data["streams"]:  # other token streams re-encoded (semantic_codes)
+        shown["streams"] = data["streams"]
     print(json.dumps(shown, indent=2))
     return 0 if summary.passed else 1
 

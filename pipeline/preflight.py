@@ -6,12 +6,16 @@
     check_output       --output is a directory, or a path where one can be made
     check_committed    an output that already holds committed shards was made with the same settings
     check_hub_input    an `hf:<hub name>` input needs a reachable hub (bounded, as the model's lookup)
+    check_semantic     a `semantic:` tokenizer's centroids file is readable ([k, dim] from its header, k
+                       within int16, dim the model's width), its layer within the model's (when the model
+                       is a random preset or a local directory: known without loading it)
 
 Raises ConfigError / InputError (exit status 2). The weights themselves load in the actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -222,6 +226,85 @@ def check_model(cfg: JobConfig, timeout_s: float = HUB_TIMEOUT_S) -> list[str]:
     return skipped
 
 
+def _hubert_presets() -> dict:
+    """codec/hubert/config.py's PRESETS, without importing torch (that module imports the standard library)."""
+    spec = importlib.util.find_spec("codec")
+    path = Path(spec.origin).parent / "hubert" / "config.py"
+    module_spec = importlib.util.spec_from_file_location("_audiotok_preflight_hubert_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
+    module_spec.loader.exec_module(module)
+    return module.PRESETS
+
+
+def centroids_shape(path: str) -> tuple[int, int]:
+    """(k, dim) from the header of a .safetensors ('centroids' tensor) or .npy file; ConfigError if unreadable."""
+    import struct
+
+    import numpy as np
+
+    p = Path(path).expanduser()
+    try:
+        with open(p, "rb") as f:
+            if p.suffix == ".safetensors":
+                size = struct.unpack("<Q", f.read(8))[0]
+                if size > 100 << 20:
+                    raise ValueError(f"header of {size} bytes")
+                header = json.loads(f.read(size))
+                if "centroids" not in header:
+                    names = sorted(k for k in header if k != "__metadata__")
+                    raise ValueError(f"no 'centroids' tensor (tensors: {names})")
+                shape = header["centroids"]["shape"]
+            elif p.suffix == ".npy":
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                if dtype.kind != "f":
+                    raise ValueError(f"it holds {dtype} values; centroids must be floats")
+            else:
+                raise ValueError("centroids must be a .safetensors (jobs.fit_kmeans) or a .npy [k, dim] float array")
+    except (OSError, ValueError, struct.error, KeyError, TypeError) as exc:
+        raise ConfigError(f"semantic.centroids {path}: cannot read it ({exc})") from None
+    if len(shape) != 2 or min(shape) < 1:
+        raise ConfigError(f"semantic.centroids {path}: centroids must be [k, dim]; got shape {list(shape)}")
+    return int(shape[0]), int(shape[1])
+
+
+def check_semantic(cfg: JobConfig) -> None:
+    """ConfigError for a `semantic` tokenizer that cannot load: see the module docstring."""
+    sem = cfg.semantic
+    if sem is None:
+        return
+    k, dim = centroids_shape(sem.centroids)
+    if k > 32767:
+        raise ConfigError(f"semantic.centroids {sem.centroids}: {k} clusters do not fit the int16 column "
+                          "semantic_codes; use at most 32767")
+    config = None
+    if sem.model.startswith("random:"):
+        presets = _hubert_presets()
+        name = sem.model.split(":")[1]
+        if name not in presets:
+            raise ConfigError(f"semantic.model {sem.model!r}: unknown random model; choose one of "
+                              f"{[f'random:{p}' for p in presets]} (optionally :seed=N)")
+        config = dataclasses.asdict(presets[name])
+    elif Path(sem.model).expanduser().is_dir():
+        try:
+            config = json.loads((Path(sem.model).expanduser() / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"semantic.model {sem.model}: cannot read its config.json ({exc})") from None
+    elif not is_hub_id(sem.model):
+        raise ConfigError(f"semantic.model {sem.model!r} not found: not a local directory, not a hub id (org/name), "
+                          "not random:hubert_base or random:hubert_large")
+    if config is not None:
+        layers, width = config.get("num_hidden_layers"), config.get("hidden_size")
+        if isinstance(layers, int) and not 0 <= sem.layer <= layers:
+            raise ConfigError(f"semantic.layer {sem.layer} is out of range: {sem.model} has hidden_states "
+                              f"0..{layers}")
+        if isinstance(width, int) and width != dim:
+            raise ConfigError(f"semantic.centroids {sem.centroids} are {dim} wide; {sem.model}'s features are "
+                              f"{width} wide")
+
+
 def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
@@ -267,6 +350,8 @@ def settings_changed(committed: dict, cfg: JobConfig) -> list[str]:
         old = _get(old_job, key) if key != "bandwidths" else committed.get("bandwidths", _get(old_job, key))
         if old is not None and not _same(old, _get(now, key)):
             changes.append(f"{key}: {old} -> {_get(now, key)}")
+    if old_job and not _same(old_job.get("semantic"), now.get("semantic")):  # a stream added, dropped or changed
+        changes.append(f"semantic: {old_job.get('semantic')} -> {now.get('semantic')}")
     return changes
 
 
@@ -287,6 +372,7 @@ def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str]
 
     check_output(out_dir)
     check_model(cfg)
+    check_semantic(cfg)
     exists = not is_local(out_dir) or Path(out_dir.removeprefix("file://")).expanduser().exists()
     committed = writer.committed_shards(out_dir) if exists else {}
     if committed:

@@ -55,7 +55,7 @@ class ShardWork:
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
         self.model.set_batch_plan(cfg.batch_plan)
-        self.streams = load_streams(cfg, runtime.device, dtype)
+        self.streams = load_streams(cfg, runtime.device)
         self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime, self.streams)
         check_sha256(self.provenance, cfg)
         decoders = decoder_processes(cfg, setup.request, context.node(setup.request.num_cpus))

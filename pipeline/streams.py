@@ -144,15 +144,29 @@ def stream_columns(provenance, names: tuple[str, ...]) -> tuple[StreamColumn, ..
                  for n in names)
 
 
-def load_streams(cfg: JobConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 ) -> list[TokenStream]:
-    """The job's other streams, loaded (none unless `cfg.semantic` is set)."""
+def semantic_spec(cfg: JobConfig):
+    """The `codec.semantic.SemanticSpec` of `cfg.semantic` (which must be set)."""
+    from codec.semantic import SemanticSpec
+
+    sem = cfg.semantic
+    return SemanticSpec(model=sem.model, layer=int(sem.layer), centroids=sem.centroids)
+
+
+def load_streams(cfg: JobConfig, device: torch.device | str = "cpu") -> list[TokenStream]:
+    """The job's other streams, loaded on `device` (none unless `cfg.semantic` is set). The semantic
+    tokenizer runs in fp32 whatever `precision` says (that is the acoustic codec's), with the job's
+    `batch_plan`; a model, layer or centroids file that does not load is a ConfigError."""
     if cfg.semantic is None:
         return []
-    from codec.semantic import SemanticSpec, load_semantic  # torch models load in the actor only
+    from codec.semantic import load_semantic  # torch models load in the actor only
 
-    spec = SemanticSpec(model=cfg.semantic.model, layer=int(cfg.semantic.layer), centroids=cfg.semantic.centroids)
-    return [TokenStream("semantic", load_semantic(spec, device=device, dtype=dtype), cfg)]
+    try:
+        tokenizer = load_semantic(semantic_spec(cfg), device=device, dtype=torch.float32)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"semantic: cannot load {cfg.semantic.model} layer {cfg.semantic.layer} with centroids "
+                          f"{cfg.semantic.centroids}: {exc}") from exc
+    tokenizer.set_batch_plan(cfg.batch_plan)
+    return [TokenStream("semantic", tokenizer, cfg)]
 
 
 def targets(streams: list[TokenStream]) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from codec import ModelProvenance, metrics
 
 from .. import audio as audio_prep
 from .. import sources
-from ..config import AudioConfig, SourceConfig
+from ..config import AudioConfig, JobConfig, SemanticConfig, SourceConfig
 from ..device_resample import batch_at_model_rate, encoder_batch
 from ..records import EncodeBatch, Segment, Shard
 from ..sources import ShardReadError, shard_id_for
@@ -45,6 +45,7 @@ class CheckSettings:
     batch_plan: str = "cpu"  # the job's (codec/batch_plan.py)
     # CUDA plan: the batch each sampled row was encoded in (from the manifest), re-encoded the same way
     batches: dict[str, EncodeBatch] = field(default_factory=dict)
+    semantic: SemanticConfig | None = None  # the job's semantic tokenizer: its ids are re-encoded and compared
 
 
 def base_keys(key: str) -> set[str]:
@@ -64,6 +65,10 @@ class Checker:
         self.model = load_codec(settings.model, device=settings.device, dtype=dtype_for(settings.precision))
         self.model.set_batch_plan(settings.batch_plan)  # as the job's actors
         strict_fp32()  # as the job's actors
+        from ..streams import load_streams
+
+        self.streams = load_streams(JobConfig(semantic=settings.semantic, audio=settings.audio,
+                                              batch_plan=settings.batch_plan), settings.device)
         self._shards: dict[str, Shard] | None = None
 
     def shard_for(self, url: str) -> Shard:
@@ -90,7 +95,8 @@ class Checker:
                 for sample in sources.read_shard(self.shard_for(url), s.source):
                     if sample.key not in bases:
                         continue
-                    segments, rejections = audio_prep.prepare(sample, s.audio, s.sample_rate, s.channels)
+                    segments, rejections = audio_prep.prepare(sample, s.audio, s.sample_rate, s.channels,
+                                                              [(t.sample_rate, t.channels) for t in self.streams])
                     for seg in segments:
                         if seg.key in wanted:
                             found[seg.key] = seg
@@ -180,12 +186,26 @@ class Checker:
                 result.bandwidths[b] = BandwidthScores.from_scores(
                     n_q, metrics.all_metrics(audio, decoded, s.sample_rate), float(same[:n_q].mean()))
                 media.decoded[b] = decoded
+            for stream, audio_at in zip(self.streams, original.other_audio):
+                result.stream_agreement[stream.name] = self.stream_agreement(stream, row, audio_at)
         except (ValueError, IndexError, RuntimeError) as exc:
             result.status, result.detail = "bad_row", f"{type(exc).__name__}: {exc}"[:300]
             return result
         if keep_audio:
             result.media = media
         return result
+
+
+    @staticmethod
+    def stream_agreement(stream, row: dict, audio: np.ndarray) -> float:
+        """Share of the row's stored ids of `stream` that its tokenizer gives the original (at the
+        stream's rate, as the job resampled it) encoded alone; ValueError when the lengths differ."""
+        stored = torch.from_numpy(np.asarray(row[stream.column]).astype(np.int64))
+        now = stream.tokenizer.encode(torch.from_numpy(audio)[None], [audio.shape[-1]])[0].cpu()
+        if now.shape != stored.shape:
+            raise ValueError(f"stored {stream.column} {tuple(stored.shape)} but the original encodes to "
+                             f"{tuple(now.shape)}")
+        return float((now == stored).double().mean())
 
 
 class CheckWork:

@@ -77,6 +77,8 @@ class CheckResult:
     detail: str = ""
     code_agreement_all: float = math.nan
     bandwidths: dict[float, BandwidthScores] = field(default_factory=dict)
+    # other token streams (pipeline/streams.py): share of the stored ids that re-encoding reproduces, by name
+    stream_agreement: dict[str, float] = field(default_factory=dict)
     media: Media | None = field(default=None, compare=False)
 
     def top_scores(self) -> BandwidthScores | None:
@@ -87,11 +89,13 @@ class CheckResult:
         return {"key": self.key, "source": self.source, "status": self.status, "detail": self.detail,
                 "num_samples": self.num_samples, "duration_s": self.duration_s, "start_s": self.start_s,
                 "code_agreement_all": finite_or_none(self.code_agreement_all),
-                "bandwidths": {str(float(b)): s.to_json() for b, s in self.bandwidths.items()}}
+                "bandwidths": {str(float(b)): s.to_json() for b, s in self.bandwidths.items()},
+                "stream_agreement": {k: finite_or_none(v) for k, v in self.stream_agreement.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckResult:
         return cls(key=data["key"], source=data["source"], num_samples=int(data["num_samples"]),
                    duration_s=float(data["duration_s"]), start_s=float(data["start_s"]), status=data["status"],
                    detail=data["detail"], code_agreement_all=_nan_if_none(data["code_agreement_all"]),
-                   bandwidths={float(b): BandwidthScores.from_json(s) for b, s in data["bandwidths"].items()})
+                   bandwidths={float(b): BandwidthScores.from_json(s) for b, s in data["bandwidths"].items()},
+                   stream_agreement={k: _nan_if_none(v) for k, v in data.get("stream_agreement", {}).items()})

@@ -30,7 +30,7 @@ from typing import Any
 from codec import ModelProvenance
 
 from .. import reader, writer
-from ..config import AudioConfig, JobConfig, SourceConfig, VerifyConfig
+from ..config import AudioConfig, JobConfig, SemanticConfig, SourceConfig, VerifyConfig
 from ..provenance import Provenance
 from ..records import EncodeBatch
 from . import report
@@ -95,7 +95,17 @@ def settings_for(provenance: Provenance, options: VerifyOptions) -> CheckSetting
         source=source, audio=section(AudioConfig, "audio"),
         input_spec=options.input_spec or provenance.input, bandwidths=bandwidths, n_q=n_q,
         encode_bandwidth=max(n_q), batch_plan=provenance.batch_plan,
+        semantic=_semantic_of(provenance),
     )
+
+
+def _semantic_of(provenance: Provenance) -> SemanticConfig | None:
+    """The job's semantic tokenizer (its config), when the dataset has a semantic stream."""
+    section = (provenance.job_config or {}).get("semantic")
+    if not section or not any(s.get("name") == "semantic" for s in provenance.streams):
+        return None
+    known = {f.name for f in dataclasses.fields(SemanticConfig)}
+    return SemanticConfig(**{k: v for k, v in section.items() if k in known})
 
 
 def job_batches(tokens: str, keys: set[str]) -> dict[str, EncodeBatch]:
@@ -105,6 +115,16 @@ def job_batches(tokens: str, keys: set[str]) -> dict[str, EncodeBatch]:
         for batch in record.encode_batches:
             found.update({k: batch for k in batch.keys if k in keys})
     return found
+
+
+def stream_summary(results: list[CheckResult]) -> dict[str, dict[str, float]]:
+    """{stream: {"rows", "mean_code_agreement", "min_code_agreement"}} over the rows that re-encoded it."""
+    out = {}
+    for name in sorted({n for r in results for n in r.stream_agreement}):
+        values = [r.stream_agreement[name] for r in results if name in r.stream_agreement]
+        out[name] = {"rows": len(values), "mean_code_agreement": sum(values) / len(values),
+                     "min_code_agreement": min(values)}
+    return out
 
 
 def log_stderr(message: str) -> None:
@@ -128,7 +148,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     count = options.count if options.fraction is None else None
     chosen = sample_keys(keys, count, options.fraction, options.seed)
     order = {k: i for i, k in enumerate(chosen)}
-    rows = sorted(read_rows(tokens, chosen), key=lambda r: order[r["key"]]) if chosen else []
+    columns = [s["column"] for s in provenance.streams]
+    rows = sorted(read_rows(tokens, chosen, columns), key=lambda r: order[r["key"]]) if chosen else []
     if settings.batch_plan == "cuda":  # codes depend on the batch: re-encode each row in the job's batch
         settings = dataclasses.replace(settings, batches=job_batches(tokens, {r["key"] for r in rows}))
     if options.use_ray not in ("auto", "inline", "ray"):
@@ -169,7 +190,7 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
         model_matches_provenance=model_sha256 == provenance.checkpoint_sha256,
         random_weights=random_weights, device=settings.device,
         precision=settings.precision, threads=settings.threads, bandwidths=settings.bandwidths,
-        thresholds=thresholds, report=os.path.abspath(report_dir),
+        thresholds=thresholds, report=os.path.abspath(report_dir), streams=stream_summary(results),
     )
     summary.wall_seconds = time.time() - started
     shown_keys = [r.key for r in results if r.media is not None]

@@ -43,6 +43,8 @@ class VerifySummary:
     report: str
     wall_seconds: float | None = None
     aggregates: list[dict[str, Any]] = field(default_factory=list)
+    # other token streams re-encoded (semantic): {name: {rows, mean_code_agreement, min_code_agreement}}
+    streams: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,5 +56,5 @@ class VerifySummary:
             "random_weights": self.random_weights, "device": self.device, "precision": self.precision,
             "threads": self.threads, "bandwidths": list(self.bandwidths),
             "thresholds": dataclasses.asdict(self.thresholds), "report": self.report,
-            "wall_seconds": self.wall_seconds, "aggregates": list(self.aggregates),
+            "wall_seconds": self.wall_seconds, "aggregates": list(self.aggregates), "streams": dict(self.streams),
         }

@@ -66,6 +66,13 @@ def threshold_failures(results: list[CheckResult], thresholds: VerifyConfig) -> 
             failed.sort(reverse=is_max)
             worst = ", ".join(f"{k} ({v:.4g})" for v, k in failed[:5])
             failures.append(f"{name} {'>' if is_max else '<'} {limit} for {len(failed)}/{len(ok)} rows: {worst}")
+    limit = thresholds.min_code_agreement
+    for stream in sorted({n for r in ok for n in r.stream_agreement}) if limit is not None else []:
+        failed = sorted((r.stream_agreement[stream], r.key) for r in ok
+                        if stream in r.stream_agreement and _fails(r.stream_agreement[stream], limit, False))
+        if failed:
+            worst = ", ".join(f"{k} ({v:.4g})" for v, k in failed[:5])
+            failures.append(f"{stream} code agreement < {limit} for {len(failed)}/{len(ok)} rows: {worst}")
     return failures
 
 
