@@ -26,7 +26,7 @@ from .codewords import nearest
 from .hubert import HubertModel, TooShort, load_hubert
 from .interface import ModelProvenance
 
-__all__ = ["SemanticSpec", "SemanticTokenizer", "TooShort", "load_semantic"]
+__all__ = ["SemanticSpec", "SemanticTokenizer", "TooShort", "layer_features", "load_semantic"]
 
 
 @dataclass(frozen=True)
@@ -78,22 +78,10 @@ class SemanticTokenizer:
         """floor((L - 400) / 320) + 1 for the presets; 0 when L < 400 (such items are refused)."""
         return self.model.frames_for(num_samples)
 
-    @torch.inference_mode()
     def features(self, audio: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
         """audio float [B, 1, T] -> `hidden_states[layer]` float32 [frames_b, dim] per item, on the device.
         TooShort (a ValueError) when an item is shorter than `min_samples`."""
-        if audio.dim() != 3 or audio.shape[1] != 1:
-            raise ValueError(f"audio must be [B, 1, T] mono at {self.sample_rate} Hz; got {tuple(audio.shape)}")
-        lengths = [int(n) for n in lengths]
-        groups = [[b] for b in range(len(lengths))] if self.plan == "cpu" else [list(range(len(lengths)))]
-        out: list[torch.Tensor | None] = [None] * len(lengths)
-        for idx in groups:
-            longest = max(lengths[b] for b in idx)
-            batch = to_device(audio[idx, 0, :longest].float().contiguous(), self.device)
-            hidden, frames = self.model(batch, [lengths[b] for b in idx], self.layer)
-            for j, b in enumerate(idx):
-                out[b] = hidden[j, : frames[j]].float()
-        return out
+        return layer_features(self.model, audio, lengths, self.layer, self.plan)
 
     @torch.inference_mode()
     def encode(self, audio: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
@@ -110,6 +98,27 @@ class SemanticTokenizer:
                 "centroids_fitted_on": None if meta is None else meta.sample,
                 "sample_rate": self.sample_rate, "hop_length": self.hop_length, "frame_rate": self.frame_rate,
                 "min_samples": self.min_samples, "architecture": self.model.config.to_dict()}
+
+
+@torch.inference_mode()
+def layer_features(model: HubertModel, audio: torch.Tensor, lengths: list[int], layer: int,
+                   plan: str) -> list[torch.Tensor]:
+    """audio float [B, 1, T] (host or device) -> `hidden_states[layer]` float32 [frames_b, dim] per item, on
+    the model's device: one item per forward pass, cut to its length, on the "cpu" plan; the whole batch
+    with length masks on the "cuda" plan."""
+    if audio.dim() != 3 or audio.shape[1] != 1:
+        raise ValueError(f"audio must be [B, 1, T] mono at {model.config.sampling_rate} Hz; got {tuple(audio.shape)}")
+    lengths = [int(n) for n in lengths]
+    device = model_device(model)
+    groups = [[b] for b in range(len(lengths))] if plan == "cpu" else [list(range(len(lengths)))]
+    out: list[torch.Tensor] = [torch.empty(0)] * len(lengths)
+    for idx in groups:
+        longest = max(lengths[b] for b in idx)
+        batch = to_device(audio[idx, 0, :longest].float().contiguous(), device)
+        hidden, frames = model(batch, [lengths[b] for b in idx], layer)
+        for j, b in enumerate(idx):
+            out[b] = hidden[j, : frames[j]].float()
+    return out
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
