@@ -25,6 +25,7 @@ import torch
 from ..framed import check_state, random_spec
 from ..interface import ModelProvenance
 from ..loading import random_provenance, read_directory_weights, sha256_file
+from ..runtime import one_thread
 from .config import PRESETS, HubertConfig
 from .model import HubertModel
 
@@ -103,7 +104,8 @@ def build(config: HubertConfig, state: dict[str, torch.Tensor], provenance: Mode
 
 def random_hubert(spec: str) -> HubertModel:
     """`random:hubert_base|hubert_large[:seed=N]`: seeded random weights of the full architecture."""
-    return random_from_config(*random_spec(spec, PRESETS))
+    with one_thread():  # the weight norm's reduction depends on the thread count: same weights in every process
+        return random_from_config(*random_spec(spec, PRESETS))
 
 
 @torch.no_grad()
