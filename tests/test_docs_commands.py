@@ -157,6 +157,17 @@ RUNS = {
         "work", hostile_ready,
         lambda w, p: (w / "out/hostile/hostile.jsonl").is_file() and "expected outcomes" in p.stdout),
     "ruff check .": ("repo", None, lambda w, p: True),
+    # docs/semantic.md: centroids fitted on the demo's first shard, then a two-tokenizer job with them
+    "python -m jobs.fit_kmeans --input demo/shards/demo-000.tar --output out/demo-k32.safetensors --model "
+    "random:hubert_base --layer 9 --k 32 --max-seconds 12 --steps 20": (
+        "work", None, lambda w, p: (w / "out" / "demo-k32.safetensors").is_file()),
+    "RAY_AUTH_MODE=disabled python -m jobs.tokenize --config configs/audiolm_hubert_encodec_24khz.yaml --input "
+    "demo/shards/demo-000.tar --output out/demo-audiolm model=random:24khz semantic.model=random:hubert_base "
+    "semantic.centroids=out/demo-k32.safetensors device=cpu cpus_per_actor=1 verify.sample_count=2": (
+        "work", None,
+        lambda w, p: summary(w / "out" / "demo-audiolm")["rows"] == 4 and summary(w / "out" / "demo-audiolm")[
+            "verify"]["passed"] and json.loads((w / "out/demo-audiolm/_verify/summary.json").read_text())[
+            "streams"]["semantic"] == {"rows": 2, "mean_code_agreement": 1.0, "min_code_agreement": 1.0}),
 }
 
 
