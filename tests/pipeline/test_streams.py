@@ -4,6 +4,7 @@ short for either stream rejected as a whole, and the streams' identity in the Pa
 
 import io
 import json
+import re
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -118,3 +119,61 @@ def test_more_clusters_than_int16_is_refused():
     fake.codebook_size = 40000
     with pytest.raises(ConfigError, match="int16"):
         TokenStream("semantic", fake, demo_config())
+
+
+def test_a_decoder_crash_costs_one_file_in_a_two_stream_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOTOK_TEST_DECODER_FAULTS", "segv:cards")
+    fake = FakeSemantic()
+    _, out, record = _run(tmp_path, "two", [TokenStream("semantic", fake, demo_config())])
+    rows = pads.dataset(out / "tokens").to_table().to_pylist()
+    assert sorted({r["key"].split("#")[0] for r in rows}) == ["hello", "saw"]
+    assert all(len(r["semantic_codes"][0]) > 0 and len(r["codes"][0]) > 0 for r in rows)
+    assert record.rejects_by_reason == {"decoder_crash": 1, "too_short": 1} and record.decoder_restarts >= 1
+
+
+def test_verify_fails_a_stream_below_the_agreement_threshold():
+    from pipeline.config import VerifyConfig
+    from pipeline.verify.result import BandwidthScores, CheckResult
+    from pipeline.verify.thresholds import threshold_failures
+
+    def result(key, semantic):
+        r = CheckResult(key, "s", 100, 1.0, 0.0, code_agreement_all=1.0, stream_agreement={"semantic": semantic})
+        r.bandwidths[6.0] = BandwidthScores(8, 10.0, 1.0, 1.0, 1.0)
+        assert CheckResult.from_json(json.loads(json.dumps(r.to_json()))).stream_agreement == {"semantic": semantic}
+        return r
+
+    limits = VerifyConfig(min_code_agreement=0.999)
+    assert threshold_failures([result("a", 1.0), result("b", 1.0)], limits) == []
+    (line,) = threshold_failures([result("a", 1.0), result("b", 0.75)], limits)
+    assert line == "semantic code agreement < 0.999 for 1/2 rows: b (0.75)"
+
+
+def test_preflight_checks_the_semantic_tokenizer(tmp_path):
+    from pipeline.preflight import check_semantic, settings_changed
+
+    np.save(tmp_path / "c.npy", np.zeros((20, 768), np.float32))
+    np.save(tmp_path / "wide.npy", np.zeros((20, 1024), np.float32))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "many.npy", np.zeros((40000, 768), np.float32))
+    (tmp_path / "c.pkl").write_bytes(b"x")
+
+    def check(*overrides):
+        check_semantic(load_config(None, [f"semantic.centroids={tmp_path / 'c.npy'}", *overrides]))
+
+    check()
+    check("semantic.model=random:hubert_large", "semantic.layer=24", f"semantic.centroids={tmp_path / 'wide.npy'}")
+    for overrides, says in [
+        (["semantic.layer=13"], "semantic.layer 13 is out of range: random:hubert_base has hidden_states 0..12"),
+        ([f"semantic.centroids={tmp_path / 'wide.npy'}"], "are 1024 wide; random:hubert_base's features are 768"),
+        ([f"semantic.centroids={tmp_path / 'obj.npy'}"], "holds object values"),
+        ([f"semantic.centroids={tmp_path / 'many.npy'}"], "40000 clusters do not fit"),
+        ([f"semantic.centroids={tmp_path / 'none.npy'}"], "cannot read it"),
+        ([f"semantic.centroids={tmp_path / 'c.pkl'}"], "must be a .safetensors"),
+        (["semantic.model=random:wav2vec2"], "unknown random model"),
+        (["semantic.model=./no/such/dir"], "not found"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            check(*overrides)
+    cfg = load_config(None, [f"semantic.centroids={tmp_path / 'c.npy'}"])
+    changes = settings_changed({"model_source": cfg.model, "job_config": {"model": cfg.model, "semantic": None}}, cfg)
+    assert len(changes) == 1 and changes[0].startswith("semantic: None -> {")
