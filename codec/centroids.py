@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +70,6 @@ class Centroids:
 def save_centroids(path: str | os.PathLike, vectors: torch.Tensor, meta: CentroidMeta) -> Path:
     """Write `vectors` [k, dim] (as float32) and `meta` to a .safetensors file (atomically: a temporary
     file renamed into place)."""
-    from safetensors.torch import save_file
-
     out = Path(path)
     if out.suffix != ".safetensors":
         raise ValueError(f"centroids are written as .safetensors; got {out}")
@@ -78,9 +78,20 @@ def save_centroids(path: str | os.PathLike, vectors: torch.Tensor, meta: Centroi
         raise ValueError(f"centroids of shape {tuple(vectors.shape)} do not match k={meta.k}, dim={meta.dim}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file({"centroids": vectors}, str(tmp), metadata=meta.to_strings())
+    tmp.write_bytes(safetensors_bytes(vectors, meta.to_strings()))
     os.replace(tmp, out)
     return out
+
+
+def safetensors_bytes(vectors: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """A safetensors file holding one float32 tensor "centroids", its header's JSON keys sorted: the same
+    centroids and metadata give the same bytes (safetensors' own writer orders the metadata at random)."""
+    data = vectors.numpy().astype("<f4").tobytes()
+    header = {"__metadata__": dict(sorted(metadata.items())),
+              "centroids": {"dtype": "F32", "shape": list(vectors.shape), "data_offsets": [0, len(data)]}}
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
 
 
 def load_centroids(path: str | os.PathLike) -> Centroids:

@@ -24,7 +24,7 @@ def reference_of(model: HubertModel):
 def reference_features(ref, model: HubertModel, item: torch.Tensor, layer: int | None) -> torch.Tensor:
     """item [T] alone, through transformers' feature extractor (do_normalize as the model's config) and
     model -> hidden_states[layer][0] [F, D] (layer None: every layer, [L + 1, F, D])."""
-    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=model.config.do_normalize, return_attention_mask=False)
+    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=model.config.do_normalize)
     values = extractor(item.numpy(), sampling_rate=16000, return_tensors="pt").input_values
     hidden = ref(values, output_hidden_states=True).hidden_states
     return torch.stack(hidden)[:, 0] if layer is None else hidden[layer][0]

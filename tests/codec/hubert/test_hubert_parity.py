@@ -15,6 +15,8 @@ from codec.hubert import features as hubert_features
 from tests.codec.hubert.reference import reference_features, reference_of
 from tests.conftest import real_audio
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOLERANCE = 1e-5
 SPEECH = "speech/librivox_0870_16k.wav"
 LENGTHS = [16000, 400, 401, 720, 9999]  # longest first; 400: one frame exactly
