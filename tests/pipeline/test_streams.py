@@ -176,3 +176,22 @@ def test_preflight_checks_the_semantic_tokenizer(tmp_path):
     cfg = load_config(None, [f"semantic.centroids={tmp_path / 'c.npy'}"])
     changes = settings_changed({"model_source": cfg.model, "job_config": {"model": cfg.model, "semantic": None}}, cfg)
     assert len(changes) == 1 and changes[0].startswith("semantic: None -> {")
+
+
+@pytest.mark.parametrize("resample_on", ["decoder", "actor"])
+def test_other_stream_audio_is_the_decoded_file_resampled_once(resample_on):
+    """The 16 kHz pieces hung on the 24 kHz segments equal a 16 kHz job's own segments (same keys, same
+    soxr output from the decoded file, cut at the same seconds), also when the codec's audio is resampled
+    on the actor."""
+    from pipeline.config import AudioConfig
+
+    cfg = AudioConfig(max_duration_s=1.5, resample_on=resample_on)
+    data = corpus_file(CLIPS["hello"]).read_bytes()
+    segments, rejections = audio_prep.prepare(Sample("hello", "x", data, "ogg"), cfg, 24000, 1, [(16000, 1)])
+    alone, _ = audio_prep.prepare(Sample("hello", "x", data, "ogg"), AudioConfig(max_duration_s=1.5), 16000, 1)
+    assert not rejections and [s.key for s in segments] == [s.key for s in alone] == ["hello#0", "hello#1", "hello#2"]
+    for seg, ref in zip(segments, alone):
+        (other,) = seg.other_audio
+        assert np.array_equal(other, ref.audio) and other.dtype == np.float32
+        assert seg.rate == (44100 if resample_on == "actor" else None)
+        assert abs(seg.start_s - ref.start_s) < 1e-9 and abs(seg.duration_s - ref.duration_s) < 1 / 16000
