@@ -156,8 +156,18 @@ RUNS = {
     "python -m tests.hostile_corpus out/hostile": (
         "work", hostile_ready,
         lambda w, p: (w / "out/hostile/hostile.jsonl").is_file() and "expected outcomes" in p.stdout),
+    "python -m jobs.fit_kmeans --input my_audio/ --output out/hubert_base_l9_k50.safetensors --model "
+    "random:hubert_base --layer 9 --k 50 --max-seconds 6 --batch-size 256 --steps 20": (
+        "work", write_my_audio, lambda w, p: fitted_centroids(w / "out/hubert_base_l9_k50.safetensors", 50)),
     "ruff check .": ("repo", None, lambda w, p: True),
 }
+
+
+def fitted_centroids(path: Path, k: int) -> bool:
+    from codec.centroids import load_centroids
+
+    centroids = load_centroids(path)
+    return centroids.k == k and centroids.meta is not None and centroids.meta.layer == 9
 
 
 def test_runs_are_shown_in_the_docs():
