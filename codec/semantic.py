@@ -8,7 +8,8 @@
 Frames per item: floor((L - 400) / 320) + 1 at 50 frames/s; items shorter than 400 samples have none
 and are refused (`TooShort`, a ValueError the job records as a rejection). The CPU plan runs one item
 per forward pass (bit-identical to the item alone, and to transformers); the CUDA plan runs the batch
-as given with length masks (an item then matches itself alone within float rounding). Models: the
+with length masks, in passes under 32-bit index math (an item then matches itself alone within float
+rounding: 1e-5 x the layer's RMS, identical ids in the tests). Models: the
 `hubert` family (`codec/hubert/`); fp32 only. On CUDA, call `runtime.strict_fp32()` first (TF32 off).
 """
 
