@@ -8,7 +8,8 @@
 Frames per item: floor((L - 400) / 320) + 1 at 50 frames/s; items shorter than 400 samples have none
 and are refused (`TooShort`, a ValueError the job records as a rejection). The CPU plan runs one item
 per forward pass (bit-identical to the item alone, and to transformers); the CUDA plan runs the batch
-as given with length masks (an item then matches itself alone within float rounding). Models: the
+with length masks, in passes under 32-bit index math (an item then matches itself alone within float
+rounding: 1e-5 x the layer's RMS, identical ids in the tests). Models: the
 `hubert` family (`codec/hubert/`); fp32 only. On CUDA, call `runtime.strict_fp32()` first (TF32 off).
 """
 
@@ -23,6 +24,7 @@ import torch
 from .batch_plan import resolve_plan, to_device
 from .centroids import Centroids, load_centroids
 from .codewords import nearest
+from .framed import MAX_ELEMENTS
 from .hubert import HubertModel, TooShort, load_hubert
 from .interface import ModelProvenance
 
@@ -105,12 +107,17 @@ def layer_features(model: HubertModel, audio: torch.Tensor, lengths: list[int], 
                    plan: str) -> list[torch.Tensor]:
     """audio float [B, 1, T] (host or device) -> `hidden_states[layer]` float32 [frames_b, dim] per item, on
     the model's device: one item per forward pass, cut to its length, on the "cpu" plan; the whole batch
-    with length masks on the "cuda" plan."""
+    with length masks on the "cuda" plan (split into passes whose first activation stays under MAX_ELEMENTS)."""
     if audio.dim() != 3 or audio.shape[1] != 1:
         raise ValueError(f"audio must be [B, 1, T] mono at {model.config.sampling_rate} Hz; got {tuple(audio.shape)}")
     lengths = [int(n) for n in lengths]
     device = model_device(model)
-    groups = [[b] for b in range(len(lengths))] if plan == "cpu" else [list(range(len(lengths)))]
+    if plan == "cpu":
+        groups = [[b] for b in range(len(lengths))]
+    else:  # the widest activation (first convolution: channels x T / stride) under 32-bit index math
+        widest = model.config.conv_dim[0] * (max(lengths) // model.config.conv_stride[0] + 1)
+        per_pass = max(1, MAX_ELEMENTS // widest)
+        groups = [list(range(i, min(i + per_pass, len(lengths)))) for i in range(0, len(lengths), per_pass)]
     out: list[torch.Tensor] = [torch.empty(0)] * len(lengths)
     for idx in groups:
         longest = max(lengths[b] for b in idx)

@@ -156,6 +156,9 @@ RUNS = {
     "python -m tests.hostile_corpus out/hostile": (
         "work", hostile_ready,
         lambda w, p: (w / "out/hostile/hostile.jsonl").is_file() and "expected outcomes" in p.stdout),
+    "python -m jobs.fit_kmeans --input my_audio/ --output out/hubert_base_l9_k50.safetensors --model "
+    "random:hubert_base --layer 9 --k 50 --max-seconds 6 --batch-size 256 --steps 20": (
+        "work", write_my_audio, lambda w, p: fitted_centroids(w / "out/hubert_base_l9_k50.safetensors", 50)),
     "ruff check .": ("repo", None, lambda w, p: True),
     # docs/semantic.md: centroids fitted on the demo's first shard, then a two-tokenizer job with them
     "python -m jobs.fit_kmeans --input demo/shards/demo-000.tar --output out/demo-k32.safetensors --model "
@@ -169,6 +172,13 @@ RUNS = {
             "verify"]["passed"] and json.loads((w / "out/demo-audiolm/_verify/summary.json").read_text())[
             "streams"]["semantic"] == {"rows": 2, "mean_code_agreement": 1.0, "min_code_agreement": 1.0}),
 }
+
+
+def fitted_centroids(path: Path, k: int) -> bool:
+    from codec.centroids import load_centroids
+
+    centroids = load_centroids(path)
+    return centroids.k == k and centroids.meta is not None and centroids.meta.layer == 9
 
 
 def test_runs_are_shown_in_the_docs():

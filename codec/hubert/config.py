@@ -73,7 +73,7 @@ class HubertConfig:
         """Valid frames after each convolution for an item of `num_samples` (0 once too short)."""
         out, n = [], num_samples
         for kernel, stride in zip(self.conv_kernel, self.conv_stride):
-            n = max(0, (n - kernel) // stride + 1) if n >= kernel else 0
+            n = (n - kernel) // stride + 1 if n >= kernel else 0
             out.append(n)
         return out
 

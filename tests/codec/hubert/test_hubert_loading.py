@@ -86,3 +86,16 @@ def test_transformers_config_defaults_are_the_base_preset():
     from codec.hubert import HubertConfig
 
     assert HubertConfig.from_dict(transformers.HubertConfig().to_dict()) == PRESETS["hubert_base"]
+
+
+def test_hubert_is_a_semantic_family_and_not_an_acoustic_codec():
+    from codec import families
+    from codec.registry import load_codec
+
+    assert families.semantic_family_of("random:hubert_large") is families.HUBERT
+    assert families.semantic_family_of("facebook/hubert-base-ls960") is families.HUBERT
+    with pytest.raises(ValueError, match="random:hubert_base"):
+        families.semantic_family_of("random:hubert_xl")
+    assert not any("hubert" in choice for choice in families.random_choices())
+    with pytest.raises(ValueError, match="unknown random preset"):
+        load_codec("random:hubert_base")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from codec import semantic
 from codec.centroids import CentroidMeta, save_centroids
 from codec.codewords import nearest
 from codec.hubert import PRESETS, TooShort, random_from_config, save_hubert
@@ -42,15 +43,17 @@ def centroids_from(tokenizer_features: list[torch.Tensor], path, k=16):
     return str(path)
 
 
-def test_batch_equals_items_alone_on_both_plans(reduced_dir, speech_batch, tmp_path):
+def test_batch_equals_items_alone_on_both_plans(reduced_dir, speech_batch, tmp_path, monkeypatch):
     spec = SemanticSpec(str(reduced_dir), 4, centroids_from([torch.randn(40, 768)], tmp_path / "rand.npy"))
     tok = load_semantic(spec)
     alone = [tok.features(speech_batch[b : b + 1, :, :n], [n])[0] for b, n in enumerate(LENGTHS)]
     spec = dataclasses.replace(spec, centroids=centroids_from(alone, tmp_path / "c.npy"))
     tok = load_semantic(spec)
     ids_alone = [nearest(f, tok.centroids.vectors)[None] for f in alone]
-    for plan in ("cpu", "cuda"):
-        tok.set_batch_plan(plan)
+    for plan in ("cpu", "cuda", "cuda in passes of 2"):
+        tok.set_batch_plan(plan.split()[0])
+        if plan == "cuda in passes of 2":  # a batch whose first activation would pass MAX_ELEMENTS
+            monkeypatch.setattr(semantic, "MAX_ELEMENTS", 2 * 512 * (max(LENGTHS) // 5 + 1))
         feats, ids = tok.features(speech_batch, LENGTHS), tok.encode(speech_batch, LENGTHS)
         for b, n in enumerate(LENGTHS):
             assert feats[b].shape == (tok.frames_for(n), 768) == (((n - 400) // 320) + 1, 768)
