@@ -5,8 +5,9 @@ worker process). The header is checked before anything is decoded, and decoding 
 budgeted number of frames, so neither a lying header nor a decompression bomb can take more memory
 than `AudioConfig.max_decoded_bytes` (plus one block).
 
-    bytes ─► open once: header_of ─► check_header ─► read [T, C_in] ─► convert_channels [T, C]
-          ─► resample (soxr) ─► [C, T'] ─► split_segments ─► Segment(key or key#n) / Rejection
+    bytes ─► decode_checked (one open: header_of ─► check_header ─► read) [T, C_in]
+          ─► to_model_layout (convert_channels, resample (soxr) unless the actor does) [C, T']
+          ─► split_segments ─► Segment(key or key#n) / Rejection
 
 (`decode_header` and `decode` open the bytes on their own, for callers that need one of the two.)
 """
@@ -216,6 +217,38 @@ def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_s
     return segments, rejections
 
 
+def decode_checked(data: bytes, cfg: AudioConfig, sample_rate: int, channels: int) -> tuple[Header, np.ndarray]:
+    """(header, float32 [T, C_in]) of encoded bytes, opened once, every limit checked; raises AudioRejected."""
+    if not data:
+        raise AudioRejected("empty", "zero-byte audio")
+    with _open(data) as f:  # one open for the header and the samples
+        header = header_of(f)
+        check_header(header, len(data), cfg, sample_rate, channels)
+        x = read(f, header, cfg)
+    if not len(x):
+        raise AudioRejected("no_frames", "decodes to zero samples")
+    if header.frames is None:
+        _check_size(len(x), header, cfg, sample_rate, channels, "decoded")
+    return header, x
+
+
+def to_model_layout(x: np.ndarray, rate_in: int, cfg: AudioConfig, sample_rate: int, channels: int,
+                    ) -> tuple[np.ndarray, int]:
+    """Decoded [T, C_in] at rate_in -> (float32 [channels, T'] C-contiguous, its rate): `sample_rate`, or
+    rate_in when the actor resamples it (cfg.resample_on "actor" and a rate it can do)."""
+    deferred = (cfg.resample_on == "actor" and rate_in != sample_rate
+                and device_resamplable(rate_in, sample_rate))  # resampled next to the model
+    widen = x.shape[1] == 1 and channels > 1  # mono duplicated after resampling: one channel to resample
+    if not widen:
+        x = convert_channels(x, channels)
+    if not deferred:
+        x = resample(x, rate_in, sample_rate, cfg.resample_quality)
+    audio = np.ascontiguousarray(x.T, dtype=np.float32)  # [C, T]: no copy after soxr (planar) or for mono
+    if widen:
+        audio = np.repeat(audio, channels, axis=0)
+    return audio, rate_in if deferred else sample_rate
+
+
 def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -> tuple[list[Segment], list[Rejection]]:
     """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz (at the file's own
     rate, with `Segment.rate` set, when cfg.resample_on is "actor"), or Rejections.
@@ -228,31 +261,11 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int) -
     try:
         if sample.data is None:
             raise AudioRejected("missing_audio", "the sample has no audio data")
-        if not sample.data:
-            raise AudioRejected("empty", "zero-byte audio")
-        with _open(sample.data) as f:  # one open for the header and the samples
-            header = header_of(f)
-            check_header(header, len(sample.data), cfg, sample_rate, channels)
-            x = read(f, header, cfg)
-        if not len(x):
-            raise AudioRejected("no_frames", "decodes to zero samples")
-        if header.frames is None:
-            _check_size(len(x), header, cfg, sample_rate, channels, "decoded")
+        header, x = decode_checked(sample.data, cfg, sample_rate, channels)
     except AudioRejected as exc:
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
-    source_seconds = len(x) / header.sample_rate
-    deferred = (cfg.resample_on == "actor" and header.sample_rate != sample_rate
-                and device_resamplable(header.sample_rate, sample_rate))  # resampled next to the model
-    widen = x.shape[1] == 1 and channels > 1  # mono duplicated after resampling: one channel to resample
-    if not widen:
-        x = convert_channels(x, channels)
-    if not deferred:
-        x = resample(x, header.sample_rate, sample_rate, cfg.resample_quality)
-    rate = header.sample_rate if deferred else sample_rate
-    audio = np.ascontiguousarray(x.T, dtype=np.float32)  # [C, T]: no copy after soxr (planar) or for mono
-    if widen:
-        audio = np.repeat(audio, channels, axis=0)
-    segments, rejections = split_segments(sample, audio, rate, source_seconds, cfg)
-    for seg in segments if deferred else []:
+    audio, rate = to_model_layout(x, header.sample_rate, cfg, sample_rate, channels)
+    segments, rejections = split_segments(sample, audio, rate, len(x) / header.sample_rate, cfg)
+    for seg in segments if rate != sample_rate else []:
         seg.rate = rate
     return segments, rejections
