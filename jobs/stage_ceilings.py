@@ -1,12 +1,16 @@
 """The decoders' stage ceiling vs a decoder process, on the same files, in one session.
 
 python -m jobs.stage_ceilings --kind speech|music [--minutes M] [--rounds R] [--resample-on decoder|actor]
+                              [--malloc decoder|default]
 
 Files: the bench corpus clips (pipeline/bench/corpus.py: 16 kHz mono FLAC speech -> 24 kHz mono,
 44.1 kHz stereo FLAC music -> 48 kHz stereo) repeated to M minutes. Each round times, in turn, the
 stage ceiling (pipeline/bench/stage_ceilings.py: decode and resampling in this process, no hand-over)
 and one decoder process over the same files (pipeline/bench/decoder_process.py: `DecodePool`, calls
 of 64 files, the hand-over included). Prints CPU seconds per audio-hour per round and the medians.
+The ceiling is timed with this process's malloc set as a decoder's (`--malloc decoder`, the default:
+without it every array of a few MB is a fresh mapping to fault in, 0.6 CPU-s per audio-hour of music
+on 2026-12-07, which the decoders do not pay; docs/actor_bench.md).
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--resample-on", choices=["decoder", "actor"], default="decoder")
+    p.add_argument("--malloc", choices=["decoder", "default"], default="decoder",
+                   help="this process's malloc settings while timing the ceiling (default: a decoder's)")
     args = p.parse_args(argv)
+    if args.malloc == "decoder" and not decoder_process.allocate_as_decoder():
+        print("(no glibc: the ceiling is timed with this process's default malloc)")
     rate, channels = TARGETS[args.kind]
     cfg = AudioConfig(resample_on=args.resample_on)
     clips = corpus.sources(args.kind)
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds += clip.seconds
     hours = seconds / 3600
     print(f"stage_ceilings {args.kind}: {len(items)} files, {hours:.3f} h of audio -> {rate} Hz x {channels}, "
-          f"resample_on {args.resample_on}; CPU-s per audio-hour")
+          f"resample_on {args.resample_on}, malloc {args.malloc}; CPU-s per audio-hour")
     pool = DecodePool(cfg, rate, channels, workers=1)
     rows = []
     try:

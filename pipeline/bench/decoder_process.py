@@ -8,13 +8,35 @@ duration in seconds). They are sent to the pool in calls of `per_call` files, as
 what is returned is the worker's CPU seconds (user + system, read from /proc) over those calls: the
 decode and resampling of `pipeline.audio.prepare` plus the messages, the shared-memory copy and the
 process's own Python. Its parent's side (taking the audio) is not in it.
+
+    allocate_as_decoder()    this process's malloc set as a decoder process's (decode_pool.child_env)
+
+for timing decoder work in this process (pipeline/bench/stage_ceilings.py): with glibc's defaults,
+every array of a few MB (a decoded or resampled file) is a fresh mapping, its pages faulted in and
+zeroed each time, which a decoder process does not pay.
 """
 
 from __future__ import annotations
 
+import ctypes
+
 from pipeline.bench import proc_cpu
-from pipeline.decode_pool import DecodePool
+from pipeline.decode_pool import DecodePool, child_env
 from pipeline.records import Sample
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def allocate_as_decoder() -> bool:
+    """glibc's mallopt with the decoder processes' MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_;
+    False (nothing changed) where there is no glibc."""
+    env = child_env()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(env["MALLOC_MMAP_THRESHOLD_"]))
+                and libc.mallopt(_M_TRIM_THRESHOLD, int(env["MALLOC_TRIM_THRESHOLD_"])))
 
 
 def measure(pool: DecodePool, items: list[tuple[bytes, float]], per_call: int = 64) -> float:

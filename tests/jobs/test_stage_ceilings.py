@@ -17,13 +17,23 @@ def needs_corpus():
 
 
 def test_prints_ceiling_and_decoder_process_per_round_and_medians(capsys):
-    stage_ceilings.main(["--kind", "speech", "--minutes", "0.5", "--rounds", "2"])
+    stage_ceilings.main(["--kind", "speech", "--minutes", "0.5", "--rounds", "2", "--malloc", "default"])
     out = capsys.readouterr().out
     row = r"round \d: ceiling decode ([\d.]+) \+ resample ([\d.]+) = [\d.]+ +decoder process ([\d.]+)"
     rounds = re.findall(row, out)
     assert len(rounds) == 2, out
     assert all(float(decode) > 0 and float(resample) > 0 for decode, resample, _ in rounds)
     assert "median: ceiling decode" in out and "decoder process" in out.splitlines()[-1]
+
+
+def test_allocate_as_decoder_in_a_child_process():
+    """mallopt with the decoders' values (run in a child: it would change this test process's malloc)."""
+    import subprocess
+    import sys
+
+    code = "from pipeline.bench import decoder_process; print(decoder_process.allocate_as_decoder())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 def test_decoder_process_measure_needs_one_started_worker():
