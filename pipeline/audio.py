@@ -5,8 +5,11 @@ worker process). The header is checked before anything is decoded, and decoding 
 budgeted number of frames, so neither a lying header nor a decompression bomb can take more memory
 than `AudioConfig.max_decoded_bytes` (plus one block).
 
-    bytes ─► decode_header ─► check_header ─► decode [T, C_in] ─► convert_channels [T, C]
-          ─► resample (soxr) ─► [C, T'] ─► split_segments ─► Segment(key or key#n) / Rejection
+    bytes ─► decode_checked (one open: header_of ─► check_header ─► read) [T, C_in]
+          ─► to_model_layout (convert_channels, resample (soxr) unless the actor does) [C, T']
+          ─► split_segments ─► Segment(key or key#n) / Rejection
+
+(`decode_header` and `decode` open the bytes on their own, for callers that need one of the two.)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ BLOCK_FRAMES = 1 << 16  # frames decoded per block when the header gives no usab
 UNKNOWN_FRAMES = 1 << 62  # libsndfile reports 2**63 - 1 frames for streams of unknown length
 _DECODE_ERRORS = (RuntimeError, TypeError, ValueError, EOFError, OSError)  # LibsndfileError is a RuntimeError
 _HEADER_MESSAGES = ("channel count", "sf_info struct incomplete")  # libsndfile's words for 0 channels / 0 Hz
+_FINITE_SUBTYPES = ("PCM_", "ALAC_", "ULAW", "ALAW")  # integer samples: always finite as floats
 
 
 class AudioRejected(Exception):
@@ -49,16 +53,26 @@ class Header:
     subtype: str
 
 
-def decode_header(data: bytes) -> Header:
-    """Read only the header of an encoded file; raises AudioRejected (undecodable / bad_header)."""
+def _open(data: bytes) -> _Reader:
+    """The encoded file opened once for its header and its samples; raises AudioRejected (undecodable /
+    bad_header) as libsndfile words its failure."""
     try:
-        info = sf.info(io.BytesIO(data))
+        return _Reader(io.BytesIO(data))
     except _DECODE_ERRORS as exc:
         text = f"{type(exc).__name__}: {exc}"[:300]
         raise AudioRejected("bad_header" if any(m in text.lower() for m in _HEADER_MESSAGES) else "undecodable",
                             text) from exc
-    frames = None if not 0 <= info.frames < UNKNOWN_FRAMES else int(info.frames)
-    return Header(int(info.samplerate), int(info.channels), frames, info.format, info.subtype)
+
+
+def header_of(f: sf.SoundFile) -> Header:
+    frames = None if not 0 <= f.frames < UNKNOWN_FRAMES else int(f.frames)
+    return Header(int(f.samplerate), int(f.channels), frames, f.format, f.subtype)
+
+
+def decode_header(data: bytes) -> Header:
+    """Read only the header of an encoded file; raises AudioRejected (undecodable / bad_header)."""
+    with _open(data) as f:
+        return header_of(f)
 
 
 def check_header(header: Header, nbytes: int, cfg: AudioConfig, sample_rate: int, channels: int) -> None:
@@ -87,40 +101,50 @@ def _check_size(frames: int, header: Header, cfg: AudioConfig, sample_rate: int,
 
 
 def decode(data: bytes, header: Header, cfg: AudioConfig) -> np.ndarray:
-    """All frames as float32 [T, C_in]; raises AudioRejected (undecodable / too_large / non_finite).
+    """All frames as float32 [T, C_in]; raises AudioRejected (undecodable / too_large / non_finite)."""
+    with _open(data) as f:
+        return read(f, header, cfg)
+
+
+def read(f: sf.SoundFile, header: Header, cfg: AudioConfig) -> np.ndarray:
+    """All frames of the open file `f` (of `header`) as float32 [T, C_in]; raises AudioRejected
+    (undecodable / too_large / non_finite).
 
     Known frame counts are read in one call of at most header.frames frames (libsndfile never returns
-    more than the header says); unknown ones block by block against the running budget.
+    more than the header says); unknown ones block by block against the running budget. Integer PCM
+    (`_FINITE_SUBTYPES`: FLAC, PCM WAV, ...) decodes to finite floats by construction; other samples are
+    checked for NaN and Inf.
     """
     budget = cfg.max_decoded_bytes // (4 * header.channels)  # frames
+    check = not header.subtype.startswith(_FINITE_SUBTYPES)
     try:
-        with (sf.SoundFile if header.frames is not None else _StreamFile)(io.BytesIO(data)) as f:
-            if header.frames is not None:
-                x = f.read(min(header.frames, budget), dtype="float32", always_2d=True)
-            else:
-                blocks, total = [], 0
-                while True:
-                    block = f.read(min(BLOCK_FRAMES, budget - total + 1), dtype="float32", always_2d=True)
-                    if not len(block):
-                        break
-                    total += len(block)
-                    if total > budget:
-                        raise AudioRejected("too_large", f"decoding passed max_decoded_bytes {cfg.max_decoded_bytes} "
-                                                         "(header gives no frame count)")
-                    if not np.isfinite(block).all():
-                        raise AudioRejected("non_finite", f"NaN or Inf in decoded samples near frame {total}")
-                    blocks.append(block)
-                x = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
+        if header.frames is not None:
+            x = f.read(min(header.frames, budget), dtype="float32", always_2d=True)
+        else:
+            blocks, total = [], 0
+            while True:
+                block = f.read(min(BLOCK_FRAMES, budget - total + 1), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                total += len(block)
+                if total > budget:
+                    raise AudioRejected("too_large", f"decoding passed max_decoded_bytes {cfg.max_decoded_bytes} "
+                                                     "(header gives no frame count)")
+                if check and not np.isfinite(block).all():
+                    raise AudioRejected("non_finite", f"NaN or Inf in decoded samples near frame {total}")
+                blocks.append(block)
+            x = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
     except _DECODE_ERRORS as exc:
         raise AudioRejected("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
-    if not np.isfinite(x).all():
+    if check and not np.isfinite(x).all():
         raise AudioRejected("non_finite", "NaN or Inf in decoded samples")
     return x
 
 
-class _StreamFile(sf.SoundFile):
-    """Read front to back without seeking: soundfile seeks after every read, and libsndfile fails
-    that seek at the end of a stream of unknown length (e.g. FLAC with total_samples = 0)."""
+class _Reader(sf.SoundFile):
+    """Read front to back without seeking. soundfile asks a seekable file for its position before
+    every read and seeks after it; libsndfile fails that seek at the end of a stream of unknown length
+    (e.g. FLAC with total_samples = 0), and it is work for nothing on the others."""
 
     def seekable(self) -> bool:
         return False
@@ -145,11 +169,16 @@ def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
 
 
 def resample(x: np.ndarray, in_rate: int, out_rate: int, quality: str = "HQ") -> np.ndarray:
-    """[T, C] float32 at in_rate -> [T', C] float32 at out_rate, T' ≈ T * out_rate / in_rate (soxr)."""
+    """[T, C] float32 at in_rate -> [T', C] float32 at out_rate, T' ≈ T * out_rate / in_rate (soxr).
+
+    Several channels go to soxr one plane per channel (soxr filters each channel on its own: the same
+    values as interleaved, without soxr's de- and re-interleaving), and come back so: the result's
+    transpose [C, T'] is C-contiguous.
+    """
     if in_rate == out_rate:
         return x
-    y = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), in_rate, out_rate, quality=quality)
-    return np.asarray(y, dtype=np.float32)
+    planar = np.ascontiguousarray(x.T, dtype=np.float32).T  # [T, C] with each channel contiguous
+    return soxr.resample(planar, in_rate, out_rate, quality=quality)
 
 
 # `audio.resample_on: actor` builds one filter per output phase (rate_out / gcd of the rates):
@@ -189,6 +218,38 @@ def split_segments(sample: Sample, audio: np.ndarray, sample_rate: int, source_s
     return segments, rejections
 
 
+def decode_checked(data: bytes, cfg: AudioConfig, sample_rate: int, channels: int) -> tuple[Header, np.ndarray]:
+    """(header, float32 [T, C_in]) of encoded bytes, opened once, every limit checked; raises AudioRejected."""
+    if not data:
+        raise AudioRejected("empty", "zero-byte audio")
+    with _open(data) as f:  # one open for the header and the samples
+        header = header_of(f)
+        check_header(header, len(data), cfg, sample_rate, channels)
+        x = read(f, header, cfg)
+    if not len(x):
+        raise AudioRejected("no_frames", "decodes to zero samples")
+    if header.frames is None:
+        _check_size(len(x), header, cfg, sample_rate, channels, "decoded")
+    return header, x
+
+
+def to_model_layout(x: np.ndarray, rate_in: int, cfg: AudioConfig, sample_rate: int, channels: int,
+                    ) -> tuple[np.ndarray, int]:
+    """Decoded [T, C_in] at rate_in -> (float32 [channels, T'] C-contiguous, its rate): `sample_rate`, or
+    rate_in when the actor resamples it (cfg.resample_on "actor" and a rate it can do)."""
+    deferred = (cfg.resample_on == "actor" and rate_in != sample_rate
+                and device_resamplable(rate_in, sample_rate))  # resampled next to the model
+    widen = x.shape[1] == 1 and channels > 1  # mono duplicated after resampling: one channel to resample
+    if not widen:
+        x = convert_channels(x, channels)
+    if not deferred:
+        x = resample(x, rate_in, sample_rate, cfg.resample_quality)
+    audio = np.ascontiguousarray(x.T, dtype=np.float32)  # [C, T]: no copy after soxr (planar) or for mono
+    if widen:
+        audio = np.repeat(audio, channels, axis=0)
+    return audio, rate_in if deferred else sample_rate
+
+
 def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int,
             other: list[tuple[int, int]] = ()) -> tuple[list[Segment], list[Rejection]]:
     """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz (at the file's own
@@ -203,31 +264,16 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int,
     try:
         if sample.data is None:
             raise AudioRejected("missing_audio", "the sample has no audio data")
-        if not sample.data:
-            raise AudioRejected("empty", "zero-byte audio")
-        header = decode_header(sample.data)
-        check_header(header, len(sample.data), cfg, sample_rate, channels)
-        x = decode(sample.data, header, cfg)
-        if not len(x):
-            raise AudioRejected("no_frames", "decodes to zero samples")
-        if header.frames is None:
-            _check_size(len(x), header, cfg, sample_rate, channels, "decoded")
+        header, x = decode_checked(sample.data, cfg, sample_rate, channels)
     except AudioRejected as exc:
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
     source_seconds = len(x) / header.sample_rate
-    decoded = x
-    x = convert_channels(x, channels)
-    deferred = (cfg.resample_on == "actor" and header.sample_rate != sample_rate
-                and device_resamplable(header.sample_rate, sample_rate))  # resampled next to the model
-    if not deferred:
-        x = resample(x, header.sample_rate, sample_rate, cfg.resample_quality)
-    rate = header.sample_rate if deferred else sample_rate
-    audio = np.ascontiguousarray(x.T, dtype=np.float32)
+    audio, rate = to_model_layout(x, header.sample_rate, cfg, sample_rate, channels)
     segments, rejections = split_segments(sample, audio, rate, source_seconds, cfg)
-    for seg in segments if deferred else []:
+    for seg in segments if rate != sample_rate else []:
         seg.rate = rate
     if other:  # the same pieces for the job's other token streams, resampled from the decoded file
-        audio_at = [resample(convert_channels(decoded, c), header.sample_rate, r, cfg.resample_quality)
+        audio_at = [resample(convert_channels(x, c), header.sample_rate, r, cfg.resample_quality)
                     for r, c in other]
         stream_audio.attach(segments, audio_at, [r for r, _ in other], source_seconds, cfg)
     return segments, rejections

@@ -2,12 +2,14 @@
 
     measure(items, sample_rate, channels, cfg) -> Ceilings
 
-items: encoded audio files held in memory, (bytes, duration in seconds). Each item is decoded with
-pipeline.audio's decode_header + decode (soundfile), then converted to `channels` and resampled to
-`sample_rate` with pipeline.audio's convert_channels + resample (soxr, cfg.resample_quality), one
-item at a time, in this process. Each stage's CPU seconds (time.process_time, all threads of this
-process) are summed separately; audio seconds / CPU seconds is its × realtime on one core, and
-times the core count the machine's ceiling if every core did nothing but that stage.
+items: encoded audio files held in memory, (bytes, duration in seconds). Each item goes through what
+a decoder process does to it (pipeline.audio.prepare's two steps), one item at a time, in this
+process: `decode_checked` (one soundfile open: header, limits, samples), then `to_model_layout`
+(channel conversion, soxr resampling to `sample_rate` at cfg.resample_quality, [C, T] layout).
+Each stage's CPU seconds (time.process_time, all threads of this process) are summed separately;
+audio seconds / CPU seconds is its × realtime on one core, and times the core count the machine's
+ceiling if every core did nothing but that stage. What a decoder process adds to it (messages, the
+shared-memory copy): pipeline/bench/decoder_process.py, both side by side: `python -m jobs.stage_ceilings`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pipeline.config import AudioConfig
 class Ceilings:
     audio_s: float
     decode_cpu_s: float
-    resample_cpu_s: float  # channel conversion + resampling
+    resample_cpu_s: float  # channel conversion + resampling + [C, T] layout
 
     @property
     def decode_rt(self) -> float:
@@ -43,10 +45,9 @@ def measure(items: list[tuple[bytes, float]], sample_rate: int, channels: int, c
     decode_s = resample_s = audio_s = 0.0
     for data, duration in items:
         t0 = time.process_time()
-        header = audio.decode_header(data)
-        x = audio.decode(data, header, cfg)
+        header, x = audio.decode_checked(data, cfg, sample_rate, channels)
         t1 = time.process_time()
-        audio.resample(audio.convert_channels(x, channels), header.sample_rate, sample_rate, cfg.resample_quality)
+        audio.to_model_layout(x, header.sample_rate, cfg, sample_rate, channels)
         t2 = time.process_time()
         decode_s += t1 - t0
         resample_s += t2 - t1

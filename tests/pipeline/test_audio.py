@@ -184,7 +184,7 @@ def test_unknown_frame_count_decodes_everything_in_blocks(monkeypatch):
 
 
 def test_nan_after_first_block_of_unknown_length_stream(monkeypatch):
-    monkeypatch.setattr(audio, "decode_header", lambda data: audio.Header(16000, 1, None, "WAV", "FLOAT"))
+    monkeypatch.setattr(audio, "header_of", lambda f: audio.Header(16000, 1, None, "WAV", "FLOAT"))
     x = np.full(10000, 0.1, np.float32)
     x[9000] = np.nan
     monkeypatch.setattr(audio, "BLOCK_FRAMES", 1024)
