@@ -7,7 +7,7 @@
             freed = inbox.freed()              to send with the next request to that child
 
 Each decoder writes a file's segments one after the other into an *arena*, an anonymous memory
-file (`os.memfd_create`) of `arena_bytes` mapped by the child and by the parent. The parent does
+file (`os.memfd_create`) of `keep_bytes` mapped by the child and by the parent. The parent does
 not copy them out: the segments it takes are views of its mapping, and the batches are built
 straight from there. The space of a segment is freed once no array in the parent looks at it any
 more (a finalizer counts it in `freed`, and the next request to that child carries the count), so
@@ -15,13 +15,13 @@ the child writes a file only where nothing the parent holds lies: an arena is fi
 start, and is written again from its start only once every segment in it is freed; meanwhile the
 child goes on in another arena (a free one it kept, else a new one, its descriptor passed with
 SCM_RIGHTS). The child maps only the arena it writes (its address space stays one arena, however
-much audio the parent holds); it keeps `keep_free_bytes` of free arenas at most and closes the others,
-telling the parent (`"closed"`), which then unmaps them. Kept arenas are written again without
-a page fault or a page zeroed; they hold no more than the parent held at its peak. A file with more decoded audio than an
-arena gets a memory file of its own, mapped by the parent as the segments' storage and freed with
-them. Nothing is pickled; a child that dies before its descriptor arrives is an EOF (EOFError), a
-wrong descriptor an OSError, as a broken socket is. The parent's views of a dead child's arenas
-stay valid (its mappings hold the memory) until they are freed.
+much audio the parent holds); it keeps `keep_free_bytes` of free arenas at most and closes the
+others, telling the parent (`"closed"`), which then unmaps them. Kept arenas are written again
+without a page fault or a page zeroed; they hold no more than the parent held at its peak. A file
+with more decoded audio than an arena gets a memory file of its own, mapped by the parent as the
+segments' storage and freed with them. Nothing is pickled; a child that dies before its descriptor
+arrives is an EOF (EOFError), a wrong descriptor an OSError, as a broken socket is. The parent's
+views of a dead child's arenas stay valid (its mappings hold the memory) until they are freed.
 """
 
 from __future__ import annotations
