@@ -139,7 +139,7 @@ class Outbox:
             fd = _memfd(self.arena_bytes)
             free = _Arena(next(self.ids), fd, self.arena_bytes)
             self.arenas[free.id] = free
-        free.mm = _map(free.fd, free.size, populate=not new)
+        free.mm = _map(free.fd, free.size, populate=True)  # no page fault per page as it is written
         previous, self.current = self.current, free
         if previous is not None and previous.live == 0:
             self._trim()
