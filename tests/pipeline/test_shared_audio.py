@@ -107,7 +107,7 @@ def test_a_missing_or_wrong_hand_over_is_an_error():
     os.close(fd)
 
 
-def test_host_memory_is_recycled_and_slabs_are_shared():
+def test_host_memory_is_recycled():
     recycler = host_memory._RECYCLER
     a = host_memory.empty((3, 1, 1 << 20))
     a[...] = 1.5
@@ -122,11 +122,3 @@ def test_host_memory_is_recycled_and_slabs_are_shared():
     assert b.shape == (3, 1, (1 << 20) - 5) and recycler.held == held
     small = host_memory.empty((10,))
     assert isinstance(small, np.ndarray) and small.shape == (10,)
-    slabs = host_memory.Slabs(slab_bytes=1 << 20)
-    x, y = slabs.take((2, 100)), slabs.take((1, 50))
-    assert x.shape == (2, 100) and y.shape == (1, 50) and x.base.base is y.base.base  # one slab
-    x[...] = 1.0
-    y[...] = 2.0
-    assert x.sum() == 200 and y.sum() == 100
-    big = slabs.take((1, 1 << 18))  # over a quarter slab: memory of its own
-    assert big.shape == (1, 1 << 18) and not np.shares_memory(big, x) and not np.shares_memory(big, y)
