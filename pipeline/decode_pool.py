@@ -4,9 +4,11 @@ libsndfile is C code fed hostile bytes: a segfault, an abort or a hang in it mus
 not the actor. Each worker is `python -m pipeline.decode_pool <fd>`, a fresh interpreter (no fork
 of the threaded Ray worker) that talks to its parent over a socketpair with length-prefixed byte
 messages only (JSON headers and raw bytes; nothing is pickled in either direction), the decoded
-audio in shared memory (`shared_audio`: an arena per decoder, its memfd passed on the socket):
+audio in shared memory (`shared_audio`: arenas per decoder, their memfds passed on the socket; the
+actor batches straight from them and frees each segment's space when it is done with it):
 
-    parent ─► child   {"key", "source", "ext", "try"}  then the encoded bytes
+    parent ─► child   {"key", "source", "ext", "try", "free"}  then the encoded bytes ("free": arena
+                      space the parent no longer looks at)
     child  ─► parent  {"segments": [{key, start_s, duration_s, shape, rate, other_shapes}], "rejections": [...],
                        "rss_mb"}
                       with "audio": where in shared memory the float32 [C, T] segments are
@@ -44,8 +46,6 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-
-import numpy as np
 
 from . import audio as audio_prep
 from . import fault_injection, shared_audio
@@ -204,7 +204,8 @@ class DecodePool:
         raise AssertionError("unreachable")
 
     def _send(self, worker: _Worker, sample: Sample, index: int, attempt: int) -> None:
-        head = {"key": sample.key, "source": sample.source, "ext": sample.ext, "try": attempt}
+        head = {"key": sample.key, "source": sample.source, "ext": sample.ext, "try": attempt,
+                "free": worker.inbox.freed()}
         worker.task = (index, time.monotonic() + self.cfg.decode_timeout_s)
         try:
             worker.conn.send_bytes(json.dumps(head).encode())
@@ -218,7 +219,7 @@ class DecodePool:
             raise DecoderError(f"decoding {sample.key!r} from {sample.source} failed in our code:\n{reply['error']}")
         if self.admit is not None and reply["segments"]:
             waited = time.monotonic()
-            self.admit(sum(4 * int(np.prod(shape)) for s in reply["segments"]
+            self.admit(sum(shared_audio.nbytes(shape) for s in reply["segments"]
                            for shape in [s["shape"], *s.get("other_shapes", [])]))
             waited = time.monotonic() - waited
             for w in self.workers:  # the others' decode time went on while this one waited
@@ -302,6 +303,7 @@ def _child(fd: int) -> None:
         except EOFError:
             return
         try:
+            outbox.release(head["free"])
             if faults:
                 _planted_fault(faults, head["key"], head["try"])
             fault_injection.maybe_fault("decode", head["key"])

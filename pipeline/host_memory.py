@@ -1,6 +1,6 @@
 """Large host arrays on recycled transparent huge pages: no page faults once warm.
 
-Decoded audio and padded batches are hundreds of MB per hour of audio. In fresh memory with 4 KiB
+Padded batches are hundreds of MB per hour of audio. In fresh memory with 4 KiB
 pages the kernel faults in and zeroes every page (345 MB, ~84,000 pages, per copy of an hour of
 24 kHz mono audio), which cost the actor more than copying the audio. Here large arrays live in
 anonymous mappings advised MADV_HUGEPAGE (2 MiB pages where `transparent_hugepage/enabled` allows
@@ -9,8 +9,8 @@ mapping no array looks at any more goes back to a free list (`RETAIN_BYTES` at m
 for the next array of at most its size: after the first batches nothing is faulted in again.
 
     empty(shape, dtype)        an uninitialised array (callers write every element they read)
-    Slabs().take(shape)        float32 arrays carved one after the other from 32 MiB slabs (small
-                               arrays share a slab; it is recycled once every array of it is gone)
+
+(Decoded audio is not copied here: the actor reads it where the decoders wrote it, `shared_audio`.)
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import weakref
 import numpy as np
 
 HUGE = 2 << 20
-SLAB_BYTES = 32 << 20
 RETAIN_BYTES = 1 << 30  # free mappings kept for reuse, at most (the rest are unmapped)
-_ALIGN = 64
 _ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
 
 
@@ -78,24 +76,3 @@ def empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         return np.empty(shape, dtype)
     whole = _RECYCLER.wrap(_RECYCLER.get(count * dtype.itemsize))
     return whole[: count * dtype.itemsize].view(dtype).reshape(shape)
-
-
-class Slabs:
-    """float32 arrays carved from shared slabs (one caller at a time)."""
-
-    def __init__(self, slab_bytes: int = SLAB_BYTES):
-        self.slab_bytes = slab_bytes
-        self.slab: np.ndarray | None = None  # uint8 over the current slab; the arrays carved are views of it
-        self.used = 0
-
-    def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An uninitialised float32 array of `shape`."""
-        count = int(np.prod(shape))
-        nbytes = -(-4 * count // _ALIGN) * _ALIGN
-        if nbytes > self.slab_bytes // 4:  # a large one: a mapping of its own
-            return empty(shape, np.float32)
-        if self.slab is None or self.used + nbytes > len(self.slab):
-            self.slab, self.used = _RECYCLER.wrap(_RECYCLER.get(self.slab_bytes)), 0  # the old one lives in its arrays
-        out = self.slab[self.used : self.used + 4 * count].view(np.float32).reshape(shape)
-        self.used += nbytes
-        return out

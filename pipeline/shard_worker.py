@@ -91,6 +91,7 @@ class ShardTokenizer:
         self.cfg = cfg
         self.out_dir = out_dir
         self.provenance = provenance
+        self._metadata: tuple[Provenance, dict[bytes, bytes]] | None = None
         self.n_q = model.num_quantizers_for(max(cfg.bandwidths))
         # one decoder pool per shard decoding at once (the shard in hand plus prefetch_shards ahead),
         # the decoder processes split between them, so several small shards keep every process busy
@@ -180,7 +181,7 @@ class ShardTokenizer:
                     schema.tokens_table(tokens, list(self.cfg.source.metadata_columns),
                                         [s.column for s in self.streams]),
                     schema.rejects_table(rejections),
-                    record, schema.file_metadata(self.provenance.to_json()), self.cfg.output,
+                    record, self._file_metadata(), self.cfg.output,
                     write_parquet=self.parquet.write,
                 )
             finally:
@@ -191,6 +192,12 @@ class ShardTokenizer:
             with self.turns:  # a call that ended early gives its turn up too
                 self.turned.add(shard.shard_id)
                 self.turns.notify_all()
+
+    def _file_metadata(self) -> dict[bytes, bytes]:
+        """`schema.file_metadata` of the provenance (frozen): built once, not once per shard."""
+        if self._metadata is None or self._metadata[0] is not self.provenance:
+            self._metadata = (self.provenance, schema.file_metadata(self.provenance.to_json()))
+        return self._metadata[1]
 
     def wait_for_commit(self, timeout_s: float) -> bool:
         """Wait until no commit is in flight (up to `timeout_s`); False if one still is."""

@@ -1,35 +1,53 @@
 """Decoded audio handed from a decoder process to the actor through shared memory, not a socket.
 
-    child:  meta, fd = outbox.put(arrays)       arrays copied into shared memory; send meta (JSON),
+    child:  outbox.release(freed)              space the parent no longer looks at (from its request)
+            meta, fd = outbox.put(arrays)       arrays copied into shared memory; send meta (JSON),
             send_fd(sock, fd)                  then the descriptor when there is one to pass
-    parent: arrays = inbox.take(sock, meta, shapes)
+    parent: arrays = inbox.take(sock, meta, shapes)     views of the shared memory, no copy
+            freed = inbox.freed()              to send with the next request to that child
 
-Each decoder keeps one *arena*, an anonymous memory file (`os.memfd_create`) mapped once by the
-child and once by the parent: the child copies a file's segments into it one after the other, the
-parent copies them out into its own memory when it takes the reply. The arena is written again
-only for the next file, which the parent asks for after it has taken this one, so one arena per
-decoder is enough, and after the first files no page of it is faulted in or freed again (a
-socket costs a kernel copy each way and the parent's fresh pages). The arena grows (a new memfd,
-its descriptor passed with SCM_RIGHTS) up to `KEEP_BYTES`; a file with more decoded audio than
-that gets a memory file of its own, mapped by the parent as the segments' storage (no copy) and
-freed with them. Nothing is pickled; a child that dies before its descriptor arrives is an EOF
-(EOFError), a wrong descriptor an OSError, as a broken socket is.
+Each decoder writes a file's segments one after the other into an *arena*, an anonymous memory
+file (`os.memfd_create`) of `keep_bytes` mapped by the child and by the parent. The parent does
+not copy them out: the segments it takes are views of its mapping, and the batches are built
+straight from there. The space of a segment is freed once no array in the parent looks at it any
+more (a finalizer counts it in `freed`, and the next request to that child carries the count), so
+the child writes a file only where nothing the parent holds lies: an arena is filled from its
+start, and is written again from its start only once every segment in it is freed; meanwhile the
+child goes on in another arena (a free one it kept, else a new one, its descriptor passed with
+SCM_RIGHTS). The child maps only the arena it writes (its address space stays one arena, however
+much audio the parent holds); it keeps `keep_free_bytes` of free arenas at most and closes the
+others, telling the parent (`"closed"`), which then unmaps them. Kept arenas are written again
+without a page fault or a page zeroed; they hold no more than the parent held at its peak. A file
+with more decoded audio than an arena gets a memory file of its own, mapped by the parent as the
+segments' storage and freed with them. Nothing is pickled; a child that dies before its descriptor
+arrives is an EOF (EOFError), a wrong descriptor an OSError, as a broken socket is. The parent's
+views of a dead child's arenas stay valid (its mappings hold the memory) until they are freed.
 """
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import socket
+import weakref
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import host_memory
-
-KEEP_BYTES = 64 << 20  # the most an arena grows to; larger files get a memory file of their own
-_FIRST_BYTES = 8 << 20
+KEEP_BYTES = 64 << 20  # the size of an arena; larger files get a memory file of their own
+KEEP_FREE_BYTES = 1 << 30  # free arenas a child keeps for reuse, at most (the rest are closed)
 _ALIGN = 64
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def nbytes(shape) -> int:
+    """Bytes of a float32 array of `shape`."""
+    count = 4
+    for n in shape:
+        count *= int(n)
+    return count
 
 
 def _layout(shapes: list[tuple[int, ...]]) -> tuple[list[int], int]:
@@ -37,7 +55,7 @@ def _layout(shapes: list[tuple[int, ...]]) -> tuple[list[int], int]:
     offsets, total = [], 0
     for shape in shapes:
         offsets.append(total)
-        total += -(-4 * int(np.prod(shape)) // _ALIGN) * _ALIGN
+        total += -(-nbytes(shape) // _ALIGN) * _ALIGN
     return offsets, total
 
 
@@ -63,41 +81,100 @@ def _write(mm: mmap.mmap, arrays: list[np.ndarray], offsets: list[int]) -> None:
         del view  # a mapping closes only once no array looks at it
 
 
-class Outbox:
-    """The child's side: its arena."""
+@dataclass(eq=False)
+class _Arena:
+    id: int
+    fd: int
+    size: int
+    used: int = 0  # bytes written from the start
+    live: int = 0  # segments in it the parent has not freed
+    mm: mmap.mmap | None = None  # mapped while it is the one written
 
-    def __init__(self, keep_bytes: int = KEEP_BYTES):
-        self.keep = keep_bytes
-        self.fd: int | None = None
-        self.mm: mmap.mmap | None = None
-        self.size = 0
+
+class Outbox:
+    """The child's side: its arenas."""
+
+    def __init__(self, keep_bytes: int = KEEP_BYTES, keep_free_bytes: int = KEEP_FREE_BYTES):
+        self.arena_bytes = keep_bytes
+        self.keep_free = max(0, keep_free_bytes // keep_bytes)  # arenas
+        self.arenas: dict[int, _Arena] = {}
+        self.current: _Arena | None = None
+        self.ids = itertools.count()
+        self.closed: list[int] = []  # arenas closed since the last reply: the parent unmaps them
+
+    def release(self, freed: dict) -> None:
+        """Segments the parent freed, {arena id: count} (ids as JSON keys too)."""
+        for key, count in freed.items():
+            arena = self.arenas.get(int(key))
+            if arena is None:
+                raise ValueError(f"freed segments of an unknown arena {key}")
+            arena.live -= int(count)
+            if arena.live < 0:
+                raise ValueError(f"arena {key}: more segments freed than were put")
+            if arena.live == 0:
+                arena.used = 0  # nothing in it is looked at: written again from its start
+                if arena is not self.current:
+                    self._trim()
+
+    def _trim(self) -> None:
+        free = [a for a in self.arenas.values() if a.live == 0 and a is not self.current]
+        for arena in free[self.keep_free:]:
+            self._close(arena)
+
+    def _close(self, arena: _Arena) -> None:
+        if arena.mm is not None:
+            arena.mm.close()
+        os.close(arena.fd)
+        del self.arenas[arena.id]
+        self.closed.append(arena.id)
+
+    def _switch(self) -> bool:
+        """Make a free kept arena, else a new one, the one written; True if new."""
+        if self.current is not None:
+            self.current.mm.close()  # the parent's mapping holds what it still looks at
+            self.current.mm = None
+        free = next((a for a in self.arenas.values() if a.live == 0 and a is not self.current), None)
+        new = free is None
+        if new:
+            fd = _memfd(self.arena_bytes)
+            free = _Arena(next(self.ids), fd, self.arena_bytes)
+            self.arenas[free.id] = free
+        free.mm = _map(free.fd, free.size, populate=True)  # no page fault per page as it is written
+        previous, self.current = self.current, free
+        if previous is not None and previous.live == 0:
+            self._trim()
+        return new
 
     def put(self, arrays: list[np.ndarray]) -> tuple[dict, int | None]:
         """Copy `arrays` (float32 [C, T]) into shared memory: (meta for the reply, a descriptor to
         pass after it, or None). The caller closes the descriptor once passed."""
         offsets, total = _layout([a.shape for a in arrays])
         if not total:
-            return {"via": "none"}, None
-        if total > self.keep:  # a memory file of its own, handed over whole
+            meta, fd = {"via": "none"}, None
+        elif total > self.arena_bytes:  # a memory file of its own, handed over whole
             fd = _memfd(total)
             with _map(fd, total) as mm:
                 _write(mm, arrays, offsets)
-            return {"via": "own", "size": total}, fd
-        new = total > self.size
-        if new:
-            self.close()
-            self.size = min(self.keep, max(total, 2 * self.size, _FIRST_BYTES))
-            self.fd = _memfd(self.size)
-            self.mm = _map(self.fd, self.size)
-        _write(self.mm, arrays, offsets)
-        return {"via": "arena", "size": self.size, "new": new}, (os.dup(self.fd) if new else None)
+            meta = {"via": "own", "size": total}
+        else:
+            new = self.current is None or self.current.used + total > self.current.size
+            if new:
+                new = self._switch()
+            arena = self.current
+            base = arena.used
+            _write(arena.mm, arrays, [base + o for o in offsets])
+            arena.used += total
+            arena.live += len(arrays)
+            meta = {"via": "arena", "arena": arena.id, "size": arena.size, "offset": base, "new": new}
+            fd = os.dup(arena.fd) if new else None
+        if self.closed:
+            meta["closed"], self.closed = self.closed, []
+        return meta, fd
 
     def close(self) -> None:
-        if self.mm is not None:
-            self.mm.close()
-        if self.fd is not None:
-            os.close(self.fd)
-        self.fd, self.mm, self.size = None, None, 0
+        for arena in list(self.arenas.values()):
+            self._close(arena)
+        self.current, self.closed = None, []
 
 
 def send_fd(sock: socket.socket, fd: int | None) -> None:
@@ -124,36 +201,45 @@ def _receive_fd(sock: socket.socket, nbytes: int) -> mmap.mmap:
 
 
 class Inbox:
-    """The parent's side: its mapping of one child's arena."""
+    """The parent's side: its mappings of one child's arenas, and the segments it freed in them."""
 
     def __init__(self):
-        self.mm: mmap.mmap | None = None
-        self.slabs = host_memory.Slabs()  # where the arrays are copied to: huge pages, few faults
+        self.arenas: dict[int, mmap.mmap] = {}
+        self._freed: list[int] = []  # one arena id per segment freed (appended by finalizers, any thread)
+
+    def _free(self, arena: int) -> None:  # (a finalizer: any thread)
+        self._freed.append(arena)
+
+    def freed(self) -> dict[int, int]:
+        """{arena id: segments freed} since the last call."""
+        taken, self._freed = self._freed, []
+        return dict(Counter(taken))
 
     def take(self, sock: socket.socket, meta: dict, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-        """The float32 arrays of `shapes` the child put (writable, the parent's own)."""
+        """The float32 arrays of `shapes` the child put: views of the shared memory (writable)."""
+        for arena in meta.get("closed", ()):
+            self.arenas.pop(int(arena), None)  # unmapped once no array looks at it
         offsets, total = _layout(shapes)
         via = meta.get("via")
         if via == "none" and not total:
             return [np.zeros(s, np.float32) for s in shapes]
-        if via not in ("own", "arena") or total > int(meta["size"]):
+        if via not in ("own", "arena") or total > int(meta["size"]) - int(meta.get("offset", 0)):
             raise OSError(f"bad audio hand-over {meta} for {total} bytes of audio")
         if via == "own":  # its storage becomes the arrays'
             mm = _receive_fd(sock, int(meta["size"]))
-            return [np.frombuffer(mm, np.float32, int(np.prod(s)), o).reshape(s) for s, o in zip(shapes, offsets)]
+            return [np.frombuffer(mm, np.float32, nbytes(s) // 4, o).reshape(s) for s, o in zip(shapes, offsets)]
+        arena, base = int(meta["arena"]), int(meta["offset"])
         if meta["new"]:
-            self.close()
-            self.mm = _receive_fd(sock, int(meta["size"]))
-        if self.mm is None or len(self.mm) != int(meta["size"]):
-            raise OSError(f"audio arena of {meta['size']} bytes was never passed")
+            self.arenas[arena] = _receive_fd(sock, int(meta["size"]))
+        mm = self.arenas.get(arena)
+        if mm is None or len(mm) != int(meta["size"]):
+            raise OSError(f"audio arena {arena} of {meta['size']} bytes was never passed")
         out = []
         for shape, offset in zip(shapes, offsets):
-            mine = self.slabs.take(shape)
-            np.copyto(mine, np.frombuffer(self.mm, np.float32, mine.size, offset).reshape(shape))
-            out.append(mine)
+            view = np.frombuffer(mm, np.float32, nbytes(shape) // 4, base + offset)
+            weakref.finalize(view, self._free, arena)  # counted once no array looks at it
+            out.append(view.reshape(shape))
         return out
 
     def close(self) -> None:
-        if self.mm is not None:
-            self.mm.close()
-            self.mm = None
+        self.arenas = {}  # each mapping is unmapped once no array looks at it

@@ -1,6 +1,7 @@
 """webdataset tar shards: each tar (path, glob, brace pattern or fsspec URL) is one shard.
 
-Tars are streamed with `tarfile` over a timed fsspec file object (`timed_read.open_timed`) rather
+Tars are read with `tarfile` over a timed fsspec file object (`timed_read.open_timed`), member by
+member (a seekable uncompressed tar in tarfile's "r:" mode, anything else streamed), rather
 than read with the webdataset library: a shard cut short anywhere but after its end-of-archive
 block raises ShardReadError (tarfile, and so webdataset, end such a stream quietly), members are
 never extracted to disk, nothing is unpickled, links and devices are never followed, and `pipe:`
@@ -129,13 +130,24 @@ def _finish(group: _Group, shard: Shard, seen: dict[str, int], cfg: SourceConfig
     return Sample(key, shard.url, group.audio, group.ext, meta, path=f"{shard.url}#{group.member}")
 
 
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+
+
+def _mode(f) -> str:
+    """"r:" (members read whole, skipped ones seeked over) for a seekable uncompressed tar; else the
+    stream mode "r|*" (any compression, reads in 10 KiB records: ~2.4x the CPU per byte)."""
+    if f.seekable() and not f.peek(6).startswith(_COMPRESSED):
+        return "r:"
+    return "r|*"
+
+
 def read_tar(shard: Shard, cfg: SourceConfig) -> Iterator[Sample]:
     """Every sample of a tar shard, in member order; raises ShardReadError when the shard breaks off."""
     seen: dict[str, int] = {}
     group: _Group | None = None
     try:
         with open_timed(shard.url, cfg.storage_options, cfg.read_timeout_s) as f, tarfile.open(
-            fileobj=f, mode="r|*", tarinfo=_StrictTarInfo
+            fileobj=f, mode=_mode(f), tarinfo=_StrictTarInfo
         ) as tar:
             for member in tar:
                 if member.isdir():

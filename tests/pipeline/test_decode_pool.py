@@ -118,3 +118,33 @@ def test_decoders_exit_when_their_parent_is_killed(tmp_path):
     while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
         time.sleep(0.1)
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
+def test_segments_are_views_of_the_decoders_arenas_freed_for_reuse_and_outliving_the_decoder():
+    import gc
+
+    pool = DecodePool(AudioConfig(max_duration_s=10.0), 24000, 1, workers=1)
+    batch = samples()[:3]
+    try:
+        for _ in range(20):  # taken and dropped each time: the space is freed and written again
+            pool.prepare_all(batch)
+            gc.collect()
+        assert sorted(pool.workers[0].inbox.arenas) == [0]
+        held = []
+        for _ in range(20):  # held: the arena is never written over, others are made
+            results, _ = pool.prepare_all(batch)
+            held += [s.audio for segments, _ in results for s in segments]
+        worker = pool.workers[0]
+        assert len(worker.inbox.arenas) > 1 and all(a.base is not None for a in held)  # views, no copies
+        copies = [a.copy() for a in held[:3]]
+        want = [s.audio for segments, _ in (audio_prep.prepare(s, pool.cfg, 24000, 1) for s in batch)
+                for s in segments]
+        assert all(np.array_equal(a, b) for a, b in zip(copies, want))
+        os.kill(worker.proc.pid, signal.SIGKILL)  # the decoder dies: what the actor holds stays intact
+        worker.proc.wait()
+        results, stats = pool.prepare_all(batch)
+        assert stats["decoder_restarts"] == 1 and all(segments for segments, _ in results)
+    finally:
+        pool.close()
+    assert all(np.array_equal(a, b) for a, b in zip(held[:3], copies))
+    assert all(np.isfinite(a).all() for a in held)

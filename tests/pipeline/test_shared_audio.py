@@ -27,17 +27,56 @@ def hand_over(outbox, inbox, parts):
         parent.close()
 
 
-def test_arrays_round_trip_through_the_arena_and_it_is_reused():
+def test_arrays_round_trip_as_views_of_the_arena_and_freed_space_is_written_again():
     rng = np.random.default_rng(0)
     outbox, inbox = shared_audio.Outbox(keep_bytes=1 << 20), shared_audio.Inbox()
     kept = []
     for i, parts in enumerate([arrays(rng, 1000, 7), arrays(rng, 5, channels=2), arrays(rng, 100_000, 3)]):
         meta, got = hand_over(outbox, inbox, parts)
-        assert meta["via"] == "arena" and meta["new"] == (i == 0)  # one arena, passed once
+        assert meta["via"] == "arena" and meta["new"] == (i == 0) and meta["arena"] == 0  # one arena, passed once
         assert all(np.array_equal(a, b) and b.flags.writeable for a, b in zip(parts, got))
+        assert all(b.base is not None for b in got)  # views of the shared memory: no copy
         kept.append((parts, got))
-    for parts, got in kept:  # the arena was written again since: the arrays taken are the parent's own
+    for parts, got in kept:  # held arrays are never written over
         assert all(np.array_equal(a, b) for a, b in zip(parts, got))
+    assert inbox.freed() == {}
+    first = kept[0][1][0]
+    del kept, got
+    gc.collect()
+    assert inbox.freed() == {0: 4}  # one count per segment, once no array looks at it
+    outbox.release({"0": 4})
+    meta, got = hand_over(outbox, inbox, arrays(rng, 10))
+    assert meta["offset"] > 0 and not meta["new"]  # one segment still held: not written from the start
+    assert np.isfinite(first).all()
+    del first, got
+    gc.collect()
+    outbox.release(inbox.freed())
+    meta, got = hand_over(outbox, inbox, arrays(rng, 10))
+    assert meta == {"via": "arena", "arena": 0, "size": 1 << 20, "offset": 0, "new": False}
+    with pytest.raises(ValueError):
+        outbox.release({"7": 1})
+    with pytest.raises(ValueError):
+        outbox.release({"0": 2})  # more than it holds
+    outbox.close()
+    inbox.close()
+
+
+def test_a_full_held_arena_is_left_for_another_and_free_arenas_beyond_keep_free_are_closed():
+    rng = np.random.default_rng(3)
+    outbox, inbox = shared_audio.Outbox(keep_bytes=1 << 16, keep_free_bytes=1 << 16), shared_audio.Inbox()
+    held = []
+    for _ in range(3):  # each fills most of an arena: three arenas, each passed once
+        meta, got = hand_over(outbox, inbox, parts := arrays(rng, 12_000))
+        assert meta["new"] and meta["offset"] == 0
+        held.append((parts, got))
+    assert [m for m in sorted(inbox.arenas)] == [0, 1, 2] and len(outbox.arenas) == 3
+    assert all(np.array_equal(a[0], b[0]) for a, b in held)
+    del held, got
+    gc.collect()
+    outbox.release(inbox.freed())  # all free: 2 (written) is written again from its start, 0 kept, 1 closed
+    meta, got = hand_over(outbox, inbox, arrays(rng, 12_000))
+    assert meta["closed"] == [1] and meta["arena"] == 2 and meta["offset"] == 0 and not meta["new"]
+    assert sorted(inbox.arenas) == [0, 2] and sorted(outbox.arenas) == [0, 2]
     outbox.close()
     inbox.close()
 
@@ -68,7 +107,7 @@ def test_a_missing_or_wrong_hand_over_is_an_error():
     os.close(fd)
 
 
-def test_host_memory_is_recycled_and_slabs_are_shared():
+def test_host_memory_is_recycled():
     recycler = host_memory._RECYCLER
     a = host_memory.empty((3, 1, 1 << 20))
     a[...] = 1.5
@@ -83,11 +122,3 @@ def test_host_memory_is_recycled_and_slabs_are_shared():
     assert b.shape == (3, 1, (1 << 20) - 5) and recycler.held == held
     small = host_memory.empty((10,))
     assert isinstance(small, np.ndarray) and small.shape == (10,)
-    slabs = host_memory.Slabs(slab_bytes=1 << 20)
-    x, y = slabs.take((2, 100)), slabs.take((1, 50))
-    assert x.shape == (2, 100) and y.shape == (1, 50) and x.base.base is y.base.base  # one slab
-    x[...] = 1.0
-    y[...] = 2.0
-    assert x.sum() == 200 and y.sum() == 100
-    big = slabs.take((1, 1 << 18))  # over a quarter slab: memory of its own
-    assert big.shape == (1, 1 << 18) and not np.shares_memory(big, x) and not np.shares_memory(big, y)

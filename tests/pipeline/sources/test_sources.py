@@ -381,3 +381,25 @@ def test_gzipped_tar_and_truncated_gzip(tmp_path):
     (tmp_path / "cut.tar.gz").write_bytes(packed[: len(packed) // 2])
     with pytest.raises(ShardReadError, match="cut.tar.gz"):
         read_all(str(tmp_path / "cut.tar.gz"))
+
+
+def test_a_plain_tar_is_read_member_by_member_with_the_same_samples_as_streamed(tmp_path, monkeypatch):
+    import gzip
+
+    from pipeline.sources import tar as tar_source
+
+    members = [("a.flac", audio(FLAC)), ("a.json", b'{"text": "t"}'), ("b.wav", audio(WAV)), ("c.txt", b"x")]
+    (tmp_path / "s.tar").write_bytes(write_tar_bytes(members))
+    (tmp_path / "s.tar.gz").write_bytes(gzip.compress(write_tar_bytes(members)))
+    modes = []
+    choose = tar_source._mode
+    monkeypatch.setattr(tar_source, "_mode", lambda f: modes.append(choose(f)) or modes[-1])
+    cfg = SourceConfig(metadata_columns=("text",))
+    plain, packed = read_all(str(tmp_path / "s.tar"), cfg), read_all(str(tmp_path / "s.tar.gz"), cfg)
+    assert modes == ["r:", "r|*"]
+    monkeypatch.setattr(tar_source, "_mode", lambda f: "r|*")
+    streamed = read_all(str(tmp_path / "s.tar"), cfg)
+    for got in (plain, packed):
+        assert [(s.key, s.data, s.ext, s.meta, s.reject) for s in got] == \
+               [(s.key, s.data, s.ext, s.meta, s.reject) for s in streamed]
+    assert [s.key for s in plain] == ["a", "b", "c"] and plain[0].meta == {"text": "t"}
