@@ -164,7 +164,8 @@ def lstm_rows(preset: str, device: str, scale: float, max_item_s: float | None =
     rows = []
     for label, items, samples, max_batch in budget_shapes(preset, scale, max_item_s):
         x = torch.randn(items, model.config.audio_channels, samples, device=device) * 0.1
-        encode_codes(model, x, bw, max_batch)  # warm-up
+        if device == "cuda":  # warm-up: cuDNN's plans and the allocator's blocks (the CPU has neither)
+            encode_codes(model, x, bw, max_batch)
         with LstmTimer(model.encoder, device, cuda) as timer:
             encode_codes(model, x, bw, max_batch)
         del x
