@@ -62,8 +62,8 @@ GPU = Sizes(mode="gpu", clip_s=10.0, max_clips=16, fit_seconds=60.0, kmeans_iter
             e2e_minutes={"speech": 600.0, "music": 180.0}, verify_rows=24, variants=("bf16", "fp16", "tf32", "compile"),
             budget_s=285.0)
 CPU = Sizes(mode="cpu", clip_s=1.0, max_clips=2, fit_seconds=4.0, kmeans_iters=2, kmeans_frames=500,
-            batches=(2, 3), budget_scale=1 / 256, profile_batch=2, e2e_minutes={"speech": 0.1},
-            verify_rows=1, variants=("bf16", "fp16", "tf32"), budget_s=900.0, max_item_s=2.0,
+            batches=(2, 3), budget_scale=1 / 512, profile_batch=2, e2e_minutes={"speech": 0.1},
+            verify_rows=1, variants=("bf16", "fp16", "tf32"), budget_s=900.0, max_item_s=1.0,
             verify_bandwidths=(24.0,), e2e_per_shard=2, baseline_minutes=0.1, baseline_limit_s=120.0,
             job_limit_s=120.0, actor_minutes=0.5, actor_per_shard=8, family_clip_s=1.0)
 
