@@ -75,7 +75,7 @@ def pass_samples(model, items: int, samples: int, max_chunks: int | None) -> int
     if chunk is None:
         return items * samples
     chunks = items * len(model.chunk_spans(samples))
-    return min(chunks, max_chunks or chunks) * chunk
+    return min(chunks, max_chunks or chunks) * min(chunk, samples)  # an item shorter than a chunk is one short chunk
 
 
 def _encode_row(model, meter, items: int, samples: int, max_batch: int | None, device: str):
