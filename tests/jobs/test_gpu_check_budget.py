@@ -78,10 +78,10 @@ class FakeCuda:
 
 def test_memory_rows_measure_through_the_cuda_api_and_check_the_recommended_budget(monkeypatch):
     model_cfg, cfg = profile_rows._preset("24khz")
-    short = replace(cfg, audio=replace(cfg.audio, max_duration_s=0.5))  # keeps the at-budget batch small here
+    short = replace(cfg, audio=replace(cfg.audio, max_duration_s=0.25))  # keeps the at-budget batch small here
     monkeypatch.setattr(profile_rows, "_preset", lambda preset: (model_cfg, short))
     fake = FakeCuda(card_bytes=32 * 2**20, resident=4 * 2**20)
-    rows = profile_rows.memory_rows("24khz", "cpu", 1 / 512, 0.5, meter=peak_memory.CudaMeter(cuda=fake))
+    rows = profile_rows.memory_rows("24khz", "cpu", 1 / 2048, 0.25, meter=peak_memory.CudaMeter(cuda=fake))
     by_name = {r.name: r for r in rows}
     measured = [r for r in rows if "budget:" in r.name]
     assert len(measured) == 2 and all(r.data["meter"] == "torch.cuda.max_memory_allocated" for r in measured)
