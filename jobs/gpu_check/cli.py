@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, help="rows not started by then are skipped (GPU 285, CPU 900)")
     p.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections not to run")
     p.add_argument("--minutes", type=float, nargs=2, metavar=("SPEECH", "MUSIC"),
-                   help="end-to-end corpus minutes (GPU default 60 20; CPU 0.1 and no music); 0 skips a kind")
+                   help="end-to-end corpus minutes, at least (GPU 600 180; CPU 0.1 and no music); 0 skips a kind")
     p.add_argument("--prepare", metavar="DIR", help="build the data folder DIR instead of checking")
     bundle = p.add_mutually_exclusive_group()
     bundle.add_argument("--bundle", help="with --prepare: copy this site.tar.xz instead of building one")

@@ -85,17 +85,19 @@ def write_shards(clips: list[Clip], seconds: float, out: Path, per_shard: int = 
         count += 1
     shards: list[str] = []
     written: dict[tuple[int, int], Path] = {}
+    files = 0  # shards written as files (at least `distinct`, more when their clips differ)
     for first in range(0, count, per_shard):
         size = min(per_shard, count - first)
         start = (first_clip + first) % len(clips)
         path = out / f"bench-{len(shards):05d}.tar"
         same = written.get((start, size))  # a shard of the same clips in the same order: linked
-        if same is None or len(written) < distinct:
+        if same is None or files < distinct:
             with wds.TarWriter(str(path), encoder=False, mtime=0) as sink:
                 for i in range(size):
                     clip = clips[(start + i) % len(clips)]
                     sink.write({"__key__": f"item{i:04d}", "flac": clip.flac})
             written.setdefault((start, size), path)
+            files += 1
         else:
             os.link(same, path)
         shards.append(str(path))

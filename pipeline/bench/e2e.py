@@ -65,6 +65,7 @@ class Run:
     peak_rss: list[tuple[str, float]] = field(default_factory=list)
     startup_s: float | None = None  # part of wall_s: model load (and actor start) before the first item
     gpus: int = 0  # GPUs the run used
+    cut_at_s: float | None = None  # stopped at its time limit (limit_s): audio_s / wall_s are what it did by then
 
     @property
     def realtime(self) -> float:
@@ -123,8 +124,14 @@ def build_corpus(files: list[tuple[bytes, float]], minutes: float, out: Path,
     return shards, items
 
 
-def baseline(shards: list[str], model_source: str, out: Path) -> Run:
-    """What a user writes today with datasets + transformers (see module docstring)."""
+class TimeLimitReached(Exception):
+    """A timed run passed its `limit_s` (raised inside it to stop it; the run reports what it did)."""
+
+
+def baseline(shards: list[str], model_source: str, out: Path, limit_s: float | None = None) -> Run:
+    """What a user writes today with datasets + transformers (see module docstring). With `limit_s`
+    it stops after the first batch that ends past `limit_s` seconds (start-up included) and reports
+    the audio encoded by then (`Run.cut_at_s`)."""
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -169,6 +176,7 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
         features = datasets.Features({"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
                                       "flac": datasets.Value("binary")})
         ds = datasets.load_dataset("webdataset", data_files=shards, split="train", streaming=True, features=features)
+        cut = None
         for example in ds:
             a, sr = sf.read(io.BytesIO(example["flac"]), dtype="float32", always_2d=True)
             a = a.mean(1, keepdims=True) if channels == 1 else (np.repeat(a, 2, 1) if a.shape[1] == 1 else a[:, :2])
@@ -177,6 +185,9 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
             batch.append(np.ascontiguousarray(a.T))
             if len(batch) == 16:
                 flush()
+                if limit_s is not None and time.perf_counter() - started > limit_s:
+                    cut = time.perf_counter() - started
+                    break
         if batch:
             flush()
         pq.write_table(pa.table({"codes": rows}), out / "baseline.parquet", compression="zstd")
@@ -185,14 +196,19 @@ def baseline(shards: list[str], model_source: str, out: Path) -> Run:
     return Run("baseline (datasets + transformers, batch 16, fp32, TF32 off)", wall, audio_s, len(rows),
                1 - true / padded, monitor.usage,
                [("driver (ru_maxrss of this process so far: corpus, ceilings, model load, run)", rss)],
-               startup_s=startup, gpus=int(device == "cuda"))
+               startup_s=startup, gpus=int(device == "cuda"), cut_at_s=cut)
 
 
 STARTED_LINE = "[audiotok] model:"  # run_job logs it once the first actor has started and loaded the model
 
 
-def ours(shards: list[str], cfg, out: Path, name: str = "ours") -> tuple[Run, JobStages]:
-    """Our job on `shards` into `out/name`; start-up is the time until run_job logs STARTED_LINE."""
+def ours(shards: list[str], cfg, out: Path, name: str = "ours", limit_s: float | None = None) -> tuple[Run, JobStages]:
+    """Our job on `shards` into `out/name`; start-up is the time until run_job logs STARTED_LINE.
+
+    With `limit_s` the job is stopped at the first line it logs past `limit_s` seconds (it logs
+    progress every `progress_interval_s`; run_job then stops its actors) and the run is what the
+    committed shards hold: audio and rows of those shards over the time until the last one committed
+    (`Run.cut_at_s`; shards in flight are lost, so the rate is a lower bound)."""
     from pipeline import writer
     from pipeline.engine.ray_backend import connect_ray
     from pipeline.job import run_job
@@ -204,12 +220,20 @@ def ours(shards: list[str], cfg, out: Path, name: str = "ours") -> tuple[Run, Jo
     def log(message: str) -> None:
         if not startup and str(message).startswith(STARTED_LINE):
             startup.append(time.perf_counter() - started)
+        if limit_s is not None and time.perf_counter() - started > limit_s:
+            raise TimeLimitReached(f"{name} passed its {limit_s:g} s")
 
+    summary, cut = None, None
     with ResourceMonitor() as monitor:
-        started = time.perf_counter()
-        summary = run_job(cfg, spec, str(out / name), log=log)
+        started_unix, started = time.time(), time.perf_counter()
+        try:
+            summary = run_job(cfg, spec, str(out / name), log=log)
+        except TimeLimitReached:
+            cut = time.perf_counter() - started
         wall = time.perf_counter() - started
     records = list(writer.committed_shards(str(out / name)).values())
+    if summary is None:
+        return _cut_run(records, cfg, wall, started_unix, startup, monitor.usage, cut)
     peak = [("actor", max((r.worker_peak_rss_mb for r in records), default=0)),
             ("decoder process", max((r.decoder_peak_rss_mb for r in records), default=0))]
     gpus = summary.actors if cfg.device != "cpu" and cuda_devices() else 0
@@ -218,6 +242,23 @@ def ours(shards: list[str], cfg, out: Path, name: str = "ours") -> tuple[Run, Jo
     stages = JobStages(sum(r.read_seconds for r in records),
                        sum(r.encode_seconds for r in records), summary.actors)
     return run, stages
+
+
+def _cut_run(records, cfg, wall: float, started_unix: float, startup: list[float], usage: Usage,
+             cut: float) -> tuple[Run, JobStages]:
+    """`ours` stopped at its limit: the committed shards' audio over the time until the last commit."""
+    ends = [r.finished_at for r in records if r.finished_at]
+    if ends:
+        wall = max(ends) - started_unix
+    padded, true = sum(r.padded_samples for r in records), sum(r.true_samples for r in records)
+    actors = max(1, cfg.num_actors or 1)
+    peak = [("actor", max((r.worker_peak_rss_mb for r in records), default=0)),
+            ("decoder process", max((r.decoder_peak_rss_mb for r in records), default=0))]
+    run = Run(f"audiotok job ({actors} actor(s), stopped at {cut:.0f} s)", max(wall, 1e-9),
+              sum(r.audio_seconds for r in records), sum(r.rows for r in records),
+              1 - true / padded if padded else 0.0, usage, peak, startup_s=startup[0] if startup else None,
+              gpus=actors if cfg.device != "cpu" and cuda_devices() else 0, cut_at_s=cut)
+    return run, JobStages(sum(r.read_seconds for r in records), sum(r.encode_seconds for r in records), actors)
 
 
 def cuda_devices() -> int:

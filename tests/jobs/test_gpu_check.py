@@ -77,7 +77,7 @@ def test_cpu_mode_end_to_end(tmp_path):
     for c in checks:
         by_section.setdefault(c["section"], []).append(c)
     assert set(by_section) == {"env", "setup", "agreement", "invariance", "determinism", "memory", "profile", "e2e",
-                               "verify", "variants", "families"}
+                               "verify", "actor", "variants", "families"}
     names = [c["name"] for c in checks]
     for preset in ("24khz", "48khz"):
         assert {f"{preset} 6 kbps, batch 2", f"{preset} 24 kbps, batch 2"} <= set(names)
@@ -91,7 +91,19 @@ def test_cpu_mode_end_to_end(tmp_path):
     for c in by_section["invariance"]:
         assert c["status"] == ("ok" if c["data"]["codes_differing"] == 0 else "fail"), c
         assert c["data"]["codes_differing"] < 0.05 * c["data"]["codes"], c
+    memory = {c["name"]: c for c in by_section["memory"]}
+    for preset in ("24khz", "32khz", "48khz"):  # CPU: live tensor bytes; the rule on a nominal card
+        advice = memory[f"{preset} recommended batch budget"]
+        assert advice["status"] == "ok" and advice["data"]["nominal_card"] and advice["data"]["bytes_per_sample"] > 100
+        assert advice["data"]["budget_samples"] > advice["data"]["configured_samples"]
+        assert memory[f"{preset} at the recommended budget"]["status"] == "skipped"
+        shares = [c for c in by_section["profile"] if c["name"].startswith(f"{preset} LSTM share")]
+        assert len(shares) == 2 and all(0 < c["data"]["share"] < 1 and c["data"]["lstm_calls"] >= 1 for c in shares)
     e2e = {c["name"]: c for c in by_section["e2e"]}
+    corpus = e2e["speech: corpus + CPU ceilings"]["data"]
+    assert corpus["per_shard"] == 2 and corpus["items"] % 2 == 0 and corpus["audio_s"] >= 6
+    actor = by_section["actor"][0]
+    assert actor["status"] == "ok" and actor["data"]["total_cpu_s_per_audio_h"] > 0 and actor["data"]["audio_s"] >= 30
     assert e2e["speech: baseline (transformers, TF32 off)"]["data"]["gpus"] == 0
     for mode in ("decoder", "actor"):
         ours = e2e[f"speech: ours, resample_on {mode}"]["data"]

@@ -11,15 +11,21 @@ Rows (section: what; module):
   agreement    the device's batched path vs the reference at 6 and 24 kbps (codec_rows.py)
   invariance   one item alone vs inside mixed batches of 16 / 64 / 256 (codec_rows.py)
   determinism  the same batch twice; again with most GPU memory taken (codec_rows.py)
-  memory       peak memory at the preset configs' batch budgets (profile_rows.py)
-  profile      host syncs per batch, cost of a new shape, forward passes per batch (profile_rows.py)
-  e2e          transformers baseline vs our job on one GPU, also with resample_on: actor: × realtime,
-               start-up apart, GPU / CPU busy %, bound-by line (e2e_rows.py, through pipeline.bench.e2e)
+  memory       24 / 32 / 48 kHz: our peak memory at the preset configs' batch budgets (peak_memory.py:
+               torch.cuda.max_memory_allocated, reset per row), the batch budget it recommends for the
+               card (batch_budget.py) and one batch at that budget (profile_rows.py)
+  profile      host syncs per batch, cost of a new shape, forward passes per batch; the LSTM's share of
+               a batch's time (lstm_share.py) (profile_rows.py)
+  e2e          transformers baseline (on a slice) vs our job on one GPU, also with resample_on: actor, on
+               corpora of hours in 512-item shards: × realtime, start-up apart, GPU / CPU busy %, bound-by
+               line; each run stopped at its time limit (e2e_rows.py, through pipeline.bench.e2e)
   verify       jobs.verify on our GPU output (e2e_rows.py)
-  variants     bf16 / fp16 / compile with their agreement (codec_rows.py)
+  actor        the actor bench, pipeline.bench.actor (e2e_rows.py)
+  variants     bf16 / fp16 / tf32 / compile with their agreement (codec_rows.py)
   families     DAC 44 kHz and Mimi: a mixed-length batch on the device vs one item at a time on the CPU
                plan, agreement and × realtime (family_rows.py)
 Each row is guarded (table.py): an out-of-memory or an exception becomes that row's status and the
 others still run; a time budget skips rows that would start too late. `--prepare DIR` builds the
-folder to copy to the GPU machine (prepare.py); sizes.py holds the GPU and CPU sizes.
+folder to copy to the GPU machine (prepare.py); sizes.py holds the GPU and CPU sizes and the GPU's
+time budget per row.
 """

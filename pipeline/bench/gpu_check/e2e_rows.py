@@ -1,17 +1,26 @@
 """End-to-end rows (pipeline.bench.e2e on one GPU): the transformers baseline, our job with the preset
 config limited to one actor (one GPU), again with `audio.resample_on: actor`, the ratio (whole run and
-steady state: start-up reported apart), GPU / CPU busy %, the bound-by line, and verify on our output.
+steady state: start-up reported apart), GPU / CPU busy %, the bound-by line, and verify on our output;
+and the actor bench (pipeline.bench.actor: the actor's own CPU per audio-hour, stand-in model).
 
-The corpus for each kind is built here from the clips bench_e2e names (AUDIOTOK_CORPUS), repeated to
-the size asked for. Both runs use random weights (throughput does not depend on the codebook values).
+Corpora are built on the machine from the carried clips (pipeline.bench.corpus: the clips as FLAC,
+repeated; `per_shard` items per shard, the shards past the first few hard links to identical ones, so
+hours of audio cost megabytes of disk), sized in whole shards to at least the minutes asked for. The
+baseline runs on a slice (its own shards of the same clips, `baseline_minutes`): one Python process
+cannot reach our job's rate, and its × realtime is a rate. Every run is bounded: the baseline stops
+after `baseline_limit_s`, our job after `job_limit_s` (it then reports what its committed shards
+hold), the actor bench is sized to finish well inside its row. Both runs use random weights
+(throughput does not depend on the codebook values).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.bench import corpus as bench_corpus
 from pipeline.bench import e2e as bench_e2e
 from pipeline.bench import stage_ceilings
 
@@ -19,16 +28,22 @@ from .table import Check
 
 REPO = Path(__file__).resolve().parents[3]
 PRESET = {"speech": "24khz", "music": "48khz"}
+PLACEMENT_TIMEOUT_S = 30  # our job fails when its actor cannot start within this (a GPU Ray does not see)
 
 
 @dataclass
 class E2E:
-    """State shared by one kind's rows."""
+    """State shared by one kind's rows; sizes from sizes.Sizes (e2e_per_shard, baseline_minutes, limits)."""
 
     kind: str
     minutes: float
     work: Path
+    per_shard: int = 512
+    baseline_minutes: float = 10.0
+    baseline_limit_s: float = 15.0
+    job_limit_s: float = 25.0
     shards: list[str] = field(default_factory=list)
+    slice_shards: list[str] = field(default_factory=list)
     audio_s: float = 0.0
     ceilings: object = None
     base: bench_e2e.Run | None = None
@@ -46,12 +61,14 @@ class E2E:
 def _usage(run: bench_e2e.Run) -> str:
     u = run.usage
     if u.gpu:
-        gpu = f"GPU busy {u.gpu.busy_pct:.0f} %, GPU mem {u.gpu.peak_mem_mib:.0f} MiB"
+        gpu = f"GPU busy {u.gpu.busy_pct:.0f} %, GPU mem {u.gpu.peak_mem_mib:.0f} MiB (nvidia-smi, device-wide)"
     else:
         gpu = f"GPU n/a ({u.gpu_missing})"
     cpu = "CPU n/a" if u.cpu_busy_pct is None else f"CPU busy {u.cpu_busy_pct:.0f} % of {os.cpu_count()} cores"
     startup = "n/a" if run.startup_s is None else f"{run.startup_s:.1f} s"
-    return f"{gpu}; {cpu}; start-up {startup}; wall {run.wall_s:.1f} s; padding {100 * run.padding_waste:.1f} %"
+    cut = "" if run.cut_at_s is None else f"; STOPPED at its limit after {run.cut_at_s:.0f} s"
+    return (f"{gpu}; {cpu}; start-up {startup}; wall {run.wall_s:.1f} s; {run.audio_s / 3600:.2f} h of audio; "
+            f"padding {100 * run.padding_waste:.1f} %{cut}")
 
 
 def _run_data(run: bench_e2e.Run) -> dict:
@@ -60,34 +77,54 @@ def _run_data(run: bench_e2e.Run) -> dict:
             "wall_s": run.wall_s, "audio_s": run.audio_s, "rows": run.rows, "gpus": run.gpus,
             "gpu_busy_pct": u.gpu.busy_pct if u.gpu else None,
             "gpu_peak_mem_mib": u.gpu.peak_mem_mib if u.gpu else None,
-            "cpu_busy_pct": u.cpu_busy_pct, "padding_waste": run.padding_waste, "peak_rss": run.peak_rss}
+            "cpu_busy_pct": u.cpu_busy_pct, "padding_waste": run.padding_waste, "peak_rss": run.peak_rss,
+            "cut_at_s": run.cut_at_s}
 
 
 def _value(run: bench_e2e.Run) -> str:
     return f"{bench_e2e.rt(run.realtime)} rt, steady {bench_e2e.rt(run.steady_realtime)}"
 
 
+def whole_shards_s(clips: list, minutes: float, per_shard: int) -> float:
+    """Seconds of audio to ask write_shards for: at least `minutes`, rounded up to whole shards of
+    `per_shard` items (the clips repeat in order, so a shard holds per_shard x their mean duration)."""
+    mean = sum(c.seconds for c in clips) / len(clips)
+    items = math.ceil(minutes * 60 / mean / per_shard) * per_shard
+    return items * mean - 1e-6
+
+
 def corpus_row(e2e: E2E) -> Check:
-    files = bench_e2e.flac_sources(e2e.kind)
-    e2e.shards, items = bench_e2e.build_corpus(files, e2e.minutes, e2e.work / "shards", per_shard=8)
-    e2e.audio_s = sum(d for _, d in items)
+    """The kind's corpus (whole shards, at least e2e.minutes) and the baseline's slice; CPU ceilings."""
+    clips = bench_corpus.sources(e2e.kind)
+    built = bench_corpus.write_shards(clips, whole_shards_s(clips, e2e.minutes, e2e.per_shard), e2e.work / "shards",
+                                      e2e.per_shard)
+    e2e.shards, e2e.audio_s = built.shards, built.seconds
+    per = min(e2e.per_shard, max(1, math.ceil(e2e.baseline_minutes * 60 / (built.seconds / built.items))))
+    sliced = bench_corpus.write_shards(clips, min(e2e.baseline_minutes * 60, built.seconds), e2e.work / "baseline",
+                                       per, distinct=1)
+    e2e.slice_shards = sliced.shards
+    files = len({os.stat(s).st_ino for s in built.shards})
     rate, channels = e2e.rate_channels
     from pipeline.config import AudioConfig
 
-    e2e.ceilings = stage_ceilings.measure(files, rate, channels, AudioConfig())  # per-core rates: the unique files
+    e2e.ceilings = stage_ceilings.measure([(c.flac, c.seconds) for c in clips], rate, channels, AudioConfig())
     cores = os.cpu_count() or 1
     return Check("e2e", f"{e2e.kind}: corpus + CPU ceilings", "ok",
-                 f"{e2e.audio_s / 60:.1f} min, {len(e2e.shards)} shards",
-                 f"per core: decode {bench_e2e.rt(e2e.ceilings.decode_rt)}, decode + resample "
-                 f"{bench_e2e.rt(e2e.ceilings.prepare_rt)}; x {cores} cores",
-                 {"audio_s": e2e.audio_s, "shards": len(e2e.shards), "decode_rt_per_core": e2e.ceilings.decode_rt,
-                  "prepare_rt_per_core": e2e.ceilings.prepare_rt, "cores": cores})
+                 f"{e2e.audio_s / 3600:.2f} h, {len(e2e.shards)} shards x {e2e.per_shard}",
+                 f"{built.items} items ({files} shard files, the rest hard links); baseline slice "
+                 f"{sliced.seconds / 60:.1f} min in {len(sliced.shards)} shard(s); per core: decode "
+                 f"{bench_e2e.rt(e2e.ceilings.decode_rt)}, decode + resample {bench_e2e.rt(e2e.ceilings.prepare_rt)}; "
+                 f"x {cores} cores",
+                 {"audio_s": e2e.audio_s, "shards": len(e2e.shards), "items": built.items,
+                  "per_shard": e2e.per_shard, "shard_files": files, "slice_audio_s": sliced.seconds,
+                  "decode_rt_per_core": e2e.ceilings.decode_rt, "prepare_rt_per_core": e2e.ceilings.prepare_rt,
+                  "cores": cores})
 
 
 def baseline_row(e2e: E2E) -> Check:
-    e2e.base = bench_e2e.baseline(e2e.shards, f"random:{e2e.preset}", e2e.work)
-    return Check("e2e", f"{e2e.kind}: baseline (transformers, TF32 off)", "ok", _value(e2e.base), _usage(e2e.base),
-                 _run_data(e2e.base))
+    e2e.base = bench_e2e.baseline(e2e.slice_shards, f"random:{e2e.preset}", e2e.work, limit_s=e2e.baseline_limit_s)
+    return Check("e2e", f"{e2e.kind}: baseline (transformers, TF32 off)", "ok", _value(e2e.base),
+                 f"on the slice; {_usage(e2e.base)}", _run_data(e2e.base))
 
 
 def ours_rows(e2e: E2E, resample_on: str, gpu: bool) -> list[Check]:
@@ -98,13 +135,16 @@ def ours_rows(e2e: E2E, resample_on: str, gpu: bool) -> list[Check]:
     config = REPO / "configs" / f"encodec_{e2e.preset}.yaml"
     cpus = min(load_config(str(config)).cpus_per_actor, cores)
     cfg = load_config(str(config), [f"model=random:{e2e.preset}", f"cpus_per_actor={cpus}", "num_actors=1",
-                                    f"audio.resample_on={resample_on}", f"device={'cuda' if gpu else 'cpu'}"])
+                                    f"audio.resample_on={resample_on}", f"device={'cuda' if gpu else 'cpu'}",
+                                    f"placement_timeout_s={PLACEMENT_TIMEOUT_S}", "progress_interval_s=1"])
     name = f"ours-{resample_on}"
-    run, stages = bench_e2e.ours(e2e.shards, cfg, e2e.work, name)
-    e2e.outputs[resample_on] = e2e.work / name
+    run, stages = bench_e2e.ours(e2e.shards, cfg, e2e.work, name, limit_s=e2e.job_limit_s)
+    if run.rows:  # verify needs committed rows (a run stopped before its first commit has none)
+        e2e.outputs[resample_on] = e2e.work / name
     label = f"{e2e.kind}: ours, resample_on {resample_on}"
-    base_rows = f" (baseline {e2e.base.rows}; ours splits items over max_duration_s)" if e2e.base else ""
-    rows = [Check("e2e", label, "ok", _value(run), _usage(run) + f"; {run.rows} rows{base_rows}", _run_data(run))]
+    base_rows = f" (baseline {e2e.base.rows} on its slice)" if e2e.base else ""
+    status = "ok" if run.rows > 0 else "fail"
+    rows = [Check("e2e", label, status, _value(run), _usage(run) + f"; {run.rows} rows{base_rows}", _run_data(run))]
     if e2e.base is not None:
         ratio = bench_e2e.ratio_line(run, e2e.base)
         like = run.gpus == e2e.base.gpus
@@ -112,9 +152,29 @@ def ours_rows(e2e: E2E, resample_on: str, gpu: bool) -> list[Check]:
                           ratio, {"whole": run.realtime / e2e.base.realtime, "steady": (
                               run.steady_realtime / e2e.base.steady_realtime
                               if run.steady_realtime and e2e.base.steady_realtime else None)}))
-    bound = bench_e2e.bound_line(run.realtime, stages, run.audio_s, e2e.ceilings, cores, resample_on == "decoder")
-    rows.append(Check("e2e", f"{label}: bound by", "ok", bound.split(":", 1)[0][:30], bound))
+    if run.audio_s > 0:
+        bound = bench_e2e.bound_line(run.realtime, stages, run.audio_s, e2e.ceilings, cores, resample_on == "decoder")
+        rows.append(Check("e2e", f"{label}: bound by", "ok", bound.split(":", 1)[0][:30], bound))
     return rows
+
+
+def actor_row(kind: str, minutes: float, per_shard: int, work: Path) -> Check:
+    """pipeline.bench.actor on `minutes` of `kind`: the actor's and its decoders' CPU per audio-hour
+    (one ShardTokenizer in this process, stand-in model, decoders as on this machine, less one core)."""
+    from pipeline.bench import actor as bench_actor
+
+    decoders = max(1, min(8, (os.cpu_count() or 2) - 1))
+    result = bench_actor.run(bench_actor.BenchSettings(kind=kind, minutes=minutes, per_shard=per_shard,
+                                                       decoders=decoders), work)
+    per_h = {role: result.per_hour(role) for role in result.roles()}
+    total = sum(per_h.values())
+    return Check("actor", f"{kind}: actor bench (stand-in model)", "ok", f"{total:.2f} CPU-s per audio-h",
+                 "; ".join(f"{role} {v:.2f}" for role, v in per_h.items())
+                 + f"; {result.audio_h:.2f} h in {result.shards} shards of {per_shard}, {decoders} decoder(s); "
+                 f"steady {bench_e2e.rt(result.realtime)} rt",
+                 {"kind": kind, "cpu_s_per_audio_h": per_h, "total_cpu_s_per_audio_h": total,
+                  "audio_s": result.audio_s, "wall_s": result.wall_s, "realtime": result.realtime,
+                  "decoders": decoders, "shards": result.shards})
 
 
 def verify_row(e2e: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | None = None) -> Check:
@@ -123,7 +183,7 @@ def verify_row(e2e: E2E, rows: int, gpu: bool, bandwidths: tuple[float, ...] | N
 
     out = e2e.outputs.get("decoder")
     if out is None:
-        return Check("verify", f"{e2e.kind}: verify our output", "skipped", "no output", "our run did not finish")
+        return Check("verify", f"{e2e.kind}: verify our output", "skipped", "no output", "our run committed no shard")
     summary = run_verify(str(out), str(e2e.work / f"verify-{e2e.kind}"),
                          VerifyOptions(count=rows, device="cuda" if gpu else "cpu", use_ray="inline",
                                        max_media_items=0, bandwidths=list(bandwidths) if bandwidths else None),

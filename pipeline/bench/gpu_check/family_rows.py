@@ -27,11 +27,11 @@ FAMILY_CLIPS = 4
 
 
 def family_row(source: str, device: str, sizes) -> Check:
-    """One preset's row (see the module docstring); sizes: clip_s and max_clips (`sizes.Sizes`)."""
+    """One preset's row (see the module docstring); sizes: family_clip_s and max_clips (`sizes.Sizes`)."""
     base = load_codec(source).set_batch_plan("cpu")
     rate, bw = base.sample_rate, max(base.target_bandwidths)
-    _, held = bench_codec.load_audio(rate, base.channels, 0.1, FAMILY_CLIPS * sizes.clip_s)
-    clips = bench_codec.cut_clips(held, rate, sizes.clip_s)[: min(FAMILY_CLIPS, sizes.max_clips)]
+    _, held = bench_codec.load_audio(rate, base.channels, 0.1, FAMILY_CLIPS * sizes.family_clip_s)
+    clips = bench_codec.cut_clips(held, rate, sizes.family_clip_s)[: min(FAMILY_CLIPS, sizes.max_clips)]
     x, lengths = mixed_batch(clips, clips.shape[0], probe_at=0)
     with torch.inference_mode():
         reference = [base.encode(x[i:i + 1, :, :n], bandwidth=bw)[0].codes for i, n in enumerate(lengths)]

@@ -4,7 +4,7 @@ and the package bundle of ../shared/tools/gpu-bundle.sh (DIR/site.tar.xz: ray, s
 webdataset, datasets; the GPU image has torch, transformers, pyarrow, numpy, pandas, fsspec).
 
 No weights travel: the check uses seeded random models and fits their codebooks on the machine.
-Longer corpora are built there by repeating these clips (pipeline.bench.e2e.build_corpus).
+Longer corpora are built there by repeating these clips (pipeline.bench.corpus.write_shards).
 """
 
 from __future__ import annotations
@@ -15,18 +15,21 @@ import subprocess
 from pathlib import Path
 
 from pipeline.bench import codec as bench_codec
+from pipeline.bench import corpus as bench_corpus
 from pipeline.bench import e2e as bench_e2e
 
 REPO = Path(__file__).resolve().parents[3]
 LIMIT_MIB = 64.0
-# bench_e2e's clips (its corpus, and k-means fitting: they are not held out) plus held-out files for
-# the codec clips (bench_codec.held_out), speech and music; no non-commercial (CC-BY-NC) file.
+# the bench corpus clips (pipeline.bench.corpus: the end-to-end and actor corpora; k-means fitting: they are
+# not held out) plus held-out files for the codec clips (bench_codec.held_out), speech and music; no
+# non-commercial (CC-BY-NC) file.
 HELD_OUT = ["speech/fillets_en_deu-l-tovarisci_22k.ogg", "speech/synth_festival_kal_diphone_16k.wav",
             "speech/klettres_en_saw_44k.ogg", "music/heroes_xm_heroes03_12s_48k.flac",
             "music/asc_frontiers_30s_22k_orig.mp3", "music/drascula_track10_71s_44k.ogg",
             "music/midi_openttd_flying_scotsman_12s_44k.flac", "env/supertux_rain_10s_44k_stereo.flac",
             "env/noisy_librivox0870_plus_rain_snr5_16k.wav"]
-CLIPS = [*bench_e2e.SPEECH, *bench_e2e.MUSIC, *HELD_OUT]
+CLIPS = list(dict.fromkeys([*bench_corpus.SPEECH, *bench_corpus.MUSIC, *bench_e2e.SPEECH, *bench_e2e.MUSIC,
+                            *HELD_OUT]))
 
 
 def shared_dir() -> Path:

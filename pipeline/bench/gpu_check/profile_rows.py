@@ -1,5 +1,6 @@
-"""Peak memory at the presets' batch budgets and a profile of one encode: host syncs per batch, the
-cost of a new input shape, forward passes per batch.
+"""Peak memory at the presets' batch budgets, the batch budget it recommends (batch_budget.py), and
+a profile of one encode: host syncs per batch, the cost of a new input shape, forward passes per
+batch, the LSTM's share of a batch's time (lstm_share.py).
 
 Host syncs are counted by `codec.host_syncs` (the torch.Tensor methods that wait for the device,
 called on tensors of the model's device); on CUDA, torch's own sync debug mode (`torch.cuda.set_sync_debug_mode`) counts
@@ -18,9 +19,10 @@ from pathlib import Path
 import torch
 
 from codec.host_syncs import count_host_syncs, forward_passes
-from pipeline.bench import codec as bench_codec
 
+from . import batch_budget, peak_memory
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
+from .lstm_share import LstmTimer
 from .table import Check
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,36 +46,135 @@ def cuda_sync_warnings():
             caught.extend(w for w in seen if "synchroniz" in str(w.message).lower())
 
 
+def _preset(preset: str):
+    from codec.config import PRESETS
+    from pipeline.config import load_config
+
+    return PRESETS[preset], load_config(str(REPO / "configs" / f"encodec_{preset}.yaml"))
+
+
 def budget_shapes(preset: str, scale: float, max_item_s: float | None = None) -> list[tuple[str, int, int, int | None]]:
     """(label, items, samples each, max_batch) of two batches at the preset config's batch budget
     (× scale): many short items (max_batch_items) and as many max-duration items (max_item_s when
     given) as fit."""
-    from pipeline.config import load_config
-
-    cfg = load_config(str(REPO / "configs" / f"encodec_{preset}.yaml"))
-    rate = 24000 if preset == "24khz" else 48000
+    model_cfg, cfg = _preset(preset)
+    rate, chunk = model_cfg.sampling_rate, model_cfg.chunk_length
     budget = max(1, int(cfg.buckets.batch_budget_samples * scale))
     most = max(1, int(cfg.buckets.max_batch_items * scale))
     longest = int((max_item_s or cfg.audio.max_duration_s) * rate)
-    max_chunks = None if preset == "24khz" else max(1, min(most, budget // rate))  # as the shard worker
+    max_chunks = None if chunk is None else max(1, min(most, budget // chunk))  # as the shard worker
     short = max(rate // 10, budget // most)
     return [(f"{most} x {short / rate:.2f} s", most, short, max_chunks),
             (f"{max(1, budget // longest)} x {longest / rate:.0f} s", max(1, budget // longest), longest, max_chunks)]
 
 
-def memory_rows(fitted: Fitted, device: str, scale: float, max_item_s: float | None = None) -> list[Check]:
-    model, _ = device_model(fitted.base, device)
-    rows = []
-    for label, items, samples, max_batch in budget_shapes(fitted.preset, scale, max_item_s):
+def pass_samples(model, items: int, samples: int, max_chunks: int | None) -> int:
+    """Padded samples per channel in the largest forward pass of the batch: the whole batch, or for a
+    chunked model (48 kHz) at most `max_chunks` chunks of chunk_length (what the budget bounds there)."""
+    chunk = model.config.chunk_length
+    if chunk is None:
+        return items * samples
+    chunks = items * len(model.chunk_spans(samples))
+    return min(chunks, max_chunks or chunks) * min(chunk, samples)  # an item shorter than a chunk is one short chunk
+
+
+def _encode_row(model, meter, items: int, samples: int, max_batch: int | None, device: str):
+    """One batch of `items` noise items made and encoded inside the meter's row: its RowMemory."""
+    bw = max(model.config.target_bandwidths)
+    with meter.row() as mem:
         x = torch.randn(items, model.config.audio_channels, samples, device=device) * 0.1
-        with bench_codec.PeakMemory(device) as mem:
-            encode_codes(model, x, 24.0, max_batch)
-        what = "CUDA max allocated" if device == "cuda" else "process RSS"
-        rows.append(Check("memory", f"{fitted.preset} budget: {label}", "ok", f"{mem.peak:.0f} MiB",
-                          f"{what}; budget x {scale:g}" + ("" if max_batch is None else f", {max_batch} chunks/pass"),
-                          {"preset": fitted.preset, "items": items, "samples": samples, "peak_mib": mem.peak,
-                           "budget_scale": scale}))
+        encode_codes(model, x, bw, max_batch)
         del x
+    return mem
+
+
+def memory_rows(preset: str, device: str, scale: float, max_item_s: float | None = None, meter=None,
+                card_bytes: int | None = None) -> list[Check]:
+    """Our peak memory at the preset config's batch budget (× scale; `budget_shapes`), from torch
+    (peak_memory: CUDA max_memory_allocated, reset per row, empty_cache between rows); then the
+    batch budget the rule of batch_budget.py recommends for the card (a nominal 80 GiB one in CPU
+    mode, or `card_bytes`), and on a card one batch at that budget, measured."""
+    from codec import random_model
+
+    meter = meter or peak_memory.meter_for(device)
+    model_cfg, cfg = _preset(preset)
+    model, _ = device_model(random_model(f"random:{preset}"), device)  # codebook values do not change memory
+    rate, chunk = model_cfg.sampling_rate, model_cfg.chunk_length
+    rows, points = [], []
+    mib = 2**20
+    for label, items, samples, max_batch in budget_shapes(preset, scale, max_item_s):
+        mem = _encode_row(model, meter, items, samples, max_batch, device)
+        point = batch_budget.MemoryPoint(label, pass_samples(model, items, samples, max_batch), mem.peak_bytes,
+                                         mem.resident_bytes)
+        points.append(point)
+        reserved = "" if mem.reserved_peak_bytes is None else f"; reserved peak {mem.reserved_peak_bytes / mib:.0f} MiB"
+        rows.append(Check("memory", f"{preset} budget: {label}", "ok", f"{mem.peak_bytes / mib:.0f} MiB",
+                          f"{meter.what}; resident {mem.resident_bytes / mib:.0f} MiB, {point.bytes_per_sample:.0f} "
+                          f"bytes/sample{reserved}; budget x {scale:g}"
+                          + ("" if max_batch is None else f", {max_batch} chunks/pass"),
+                          {"preset": preset, "items": items, "samples": samples, "padded_samples": point.padded_samples,
+                           "peak_bytes": mem.peak_bytes, "resident_bytes": mem.resident_bytes,
+                           "reserved_peak_bytes": mem.reserved_peak_bytes, "peak_mib": mem.peak_bytes / mib,
+                           "bytes_per_sample": point.bytes_per_sample, "budget_scale": scale, "meter": meter.what}))
+    card = meter.card_bytes() or card_bytes
+    nominal = card is None
+    card = card or int(batch_budget.NOMINAL_CARD_GIB * 2**30)
+    longest = int(cfg.audio.max_duration_s * rate)
+    try:
+        advice = batch_budget.recommend(preset, points, card, rate, longest, cfg.buckets.batch_budget_samples,
+                                        cfg.buckets.max_batch_items, chunk)
+    except ValueError as exc:
+        rows.append(Check("memory", f"{preset} recommended batch budget", "fail", "does not fit", str(exc)))
+        return rows
+    where = (f"CPU mode: {meter.what} on a nominal {batch_budget.NOMINAL_CARD_GIB:g} GiB card (a prediction, "
+             "not a GPU measurement)" if nominal else f"{meter.what} on this card")
+    rows.append(Check("memory", f"{preset} recommended batch budget", "ok", f"{advice.budget_samples:,} samples",
+                      f"{advice.line()}; {where}",
+                      {"preset": preset, "budget_samples": advice.budget_samples,
+                       "max_batch_items": advice.max_batch_items, "card_bytes": card, "nominal_card": nominal,
+                       "headroom": advice.headroom, "bytes_per_sample": advice.bytes_per_sample,
+                       "resident_bytes": advice.resident_bytes, "configured_samples": advice.configured_samples,
+                       "predicted_peak_bytes": advice.predicted_peak_bytes(advice.budget_samples)}))
+    if nominal:
+        rows.append(Check("memory", f"{preset} at the recommended budget", "skipped", "CUDA only",
+                          "one batch at the recommended budget needs the card it was sized for"))
+        return rows
+    items = max(1, advice.budget_samples // longest)
+    max_batch = None if chunk is None else max(1, min(advice.max_batch_items, advice.budget_samples // chunk))
+    mem = _encode_row(model, meter, items, longest, max_batch, device)
+    predicted = advice.predicted_peak_bytes(pass_samples(model, items, longest, max_batch))
+    fits = mem.peak_bytes <= advice.usable_bytes
+    rows.append(Check("memory", f"{preset} at the recommended budget", "ok" if fits else "fail",
+                      f"{mem.peak_bytes / 2**30:.1f} GiB", f"{items} x {longest / rate:.0f} s; predicted "
+                      f"{predicted / 2**30:.1f} GiB, usable {advice.usable_bytes / 2**30:.1f} GiB of "
+                      f"{card / 2**30:.0f} GiB" + ("" if mem.reserved_peak_bytes is None else
+                                                   f"; reserved peak {mem.reserved_peak_bytes / 2**30:.1f} GiB"),
+                      {"preset": preset, "items": items, "samples": longest, "peak_bytes": mem.peak_bytes,
+                       "predicted_bytes": predicted, "usable_bytes": advice.usable_bytes,
+                       "reserved_peak_bytes": mem.reserved_peak_bytes}))
+    return rows
+
+
+def lstm_rows(preset: str, device: str, scale: float, max_item_s: float | None = None, cuda=None) -> list[Check]:
+    """The LSTM's share of one batch's encode time (lstm_share.LstmTimer), at the budget shapes."""
+    from codec import random_model
+
+    model, _ = device_model(random_model(f"random:{preset}"), device)
+    bw = max(model.config.target_bandwidths)
+    rows = []
+    for label, items, samples, max_batch in budget_shapes(preset, scale, max_item_s):
+        x = torch.randn(items, model.config.audio_channels, samples, device=device) * 0.1
+        if device == "cuda":  # warm-up: cuDNN's plans and the allocator's blocks (the CPU has neither)
+            encode_codes(model, x, bw, max_batch)
+        with LstmTimer(model.encoder, device, cuda) as timer:
+            encode_codes(model, x, bw, max_batch)
+        del x
+        audio_s = items * samples / model.config.sampling_rate
+        rows.append(Check("profile", f"{preset} LSTM share: {label}", "ok", f"{100 * timer.share:.0f} % of the batch",
+                          f"LSTM {1000 * timer.lstm_s:.1f} ms in {timer.calls} call(s) of {1000 * timer.total_s:.1f} "
+                          f"ms (encode, {audio_s:.1f} s of audio); budget x {scale:g}",
+                          {"preset": preset, "items": items, "samples": samples, "lstm_s": timer.lstm_s,
+                           "total_s": timer.total_s, "share": timer.share, "lstm_calls": timer.calls}))
     return rows
 
 
