@@ -118,6 +118,15 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], family: 
             raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
 
 
+def with_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], provenance, family: str) -> torch.nn.Module:
+    """`model` (eval mode) holding `state` in fp32, its `provenance` set; ValueError from `check_state` on any
+    key or shape that does not match (the one way DAC, Mimi and HuBERT checkpoints are put into a model)."""
+    check_state(model, state, family)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.provenance = provenance
+    return model.eval()
+
+
 def save_directory(model: torch.nn.Module, directory: str | os.PathLike, model_type: str,
                    extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write `config.json` (the config's transformers fields + model_type, architectures) and `model.safetensors`

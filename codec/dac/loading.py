@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import fold_weight_norm
-from ..framed import check_state, is_model_directory, preset_name, random_spec, read_model_directory, save_directory
+from ..framed import is_model_directory, preset_name, random_spec, read_model_directory, save_directory, with_weights
 from ..interface import ModelProvenance
 from ..loading import random_provenance, sha256_file
 from ..runtime import one_thread
@@ -56,11 +56,7 @@ def build(config: DacConfig, state: dict[str, torch.Tensor], provenance: ModelPr
     """A DacModel (eval mode) with `state`'s weights, weight norm folded; ValueError on any key or shape
     that does not match the config."""
     plain, _ = fold_weight_norm(state)
-    model = DacModel(config)
-    check_state(model, plain, "DAC")
-    model.load_state_dict(plain)
-    model.provenance = provenance
-    return model.eval()
+    return with_weights(DacModel(config), plain, provenance, "DAC")
 
 
 def random_dac(spec: str) -> DacModel:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..framed import check_state, random_spec
+from ..framed import random_spec, with_weights
 from ..interface import ModelProvenance
 from ..loading import random_provenance, read_directory_weights, sha256_file
 from ..runtime import one_thread
@@ -94,12 +94,7 @@ def to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def build(config: HubertConfig, state: dict[str, torch.Tensor], provenance: ModelProvenance) -> HubertModel:
     """A HubertModel (eval mode) with `state`'s weights; ValueError on any key or shape that does not match."""
-    plain = to_ours(state)
-    model = HubertModel(config)
-    check_state(model, plain, "HuBERT")
-    model.load_state_dict({k: v.float() for k, v in plain.items()})
-    model.provenance = provenance
-    return model.eval()
+    return with_weights(HubertModel(config), to_ours(state), provenance, "HuBERT")
 
 
 def random_hubert(spec: str) -> HubertModel:

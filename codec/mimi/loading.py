@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..framed import check_state, is_model_directory, random_spec, read_model_directory, save_directory
+from ..framed import is_model_directory, random_spec, read_model_directory, save_directory, with_weights
 from ..interface import ModelProvenance
 from ..loading import random_provenance, sha256_file
 from ..runtime import one_thread
@@ -54,11 +54,7 @@ def load_mimi_file(path: Path) -> MimiModel:
 
 def build(config: MimiConfig, state: dict[str, torch.Tensor], provenance: ModelProvenance) -> MimiModel:
     """A MimiModel (eval mode) with `state`'s weights; ValueError on any missing key or wrong shape."""
-    model = MimiModel(config)
-    check_state(model, state, "Mimi")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.provenance = provenance
-    return model.eval()
+    return with_weights(MimiModel(config), state, provenance, "Mimi")
 
 
 def random_mimi(spec: str) -> MimiModel:
