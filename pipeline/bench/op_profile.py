@@ -45,13 +45,15 @@ from . import corpus
 class OpSettings:
     model: str = "random:24khz"
     reps: int = 3  # timed encodes per run (after one warm-up), besides the profiled one
+    items: int = 8  # the first `items` clips of the batch (tests take fewer)
+    clip_s: float | None = None  # each clip cut to at most this long (tests); None: whole clips
     torch_threads: int = 1
 
 
 # ----- one side, in its own tree's process -------------------------------------------------------
 
-def speech_batch(rate: int):
-    """The fixed batch: (x float32 [8, 1, T], lengths) of the bench's speech clips at `rate` Hz."""
+def speech_batch(rate: int, items: int = 8, clip_s: float | None = None):
+    """The fixed batch: (x float32 [items, 1, T], lengths) of the bench's speech clips at `rate` Hz."""
     import io
 
     import numpy as np
@@ -60,9 +62,10 @@ def speech_batch(rate: int):
     import torch
 
     clips = []
-    for clip in corpus.sources("speech"):
+    for clip in corpus.sources("speech")[:items]:
         data, got = sf.read(io.BytesIO(clip.flac), dtype="float32", always_2d=True)
-        clips.append(np.ascontiguousarray(soxr.resample(data[:, 0], got, rate, quality="HQ"), dtype=np.float32))
+        audio = soxr.resample(data[:, 0], got, rate, quality="HQ")[: None if clip_s is None else int(clip_s * rate)]
+        clips.append(np.ascontiguousarray(audio, dtype=np.float32))
     lengths = [len(c) for c in clips]
     x = torch.zeros(len(clips), 1, max(lengths))
     for b, c in enumerate(clips):
@@ -75,8 +78,9 @@ def _usage() -> tuple[float, float, int]:
     return u.ru_utime, u.ru_stime, u.ru_minflt
 
 
-def measure(settings: OpSettings) -> dict:
-    """Run the encode in this process (this tree's `codec`) and return what `report` compares."""
+def measure(settings: OpSettings, model=None) -> dict:
+    """Run the encode in this process (this tree's `codec`; `model`: already loaded `settings.model`) and
+    return what `report` compares."""
     import numpy as np
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -85,9 +89,9 @@ def measure(settings: OpSettings) -> dict:
     from codec import load_model
 
     torch.set_num_threads(settings.torch_threads)
-    model = load_model(settings.model)
+    model = model if model is not None else load_model(settings.model)
     rate = getattr(model, "sample_rate", None) or model.config.sampling_rate
-    x, lengths = speech_batch(rate)
+    x, lengths = speech_batch(rate, settings.items, settings.clip_s)
     items = model.encode(x, lengths)  # warm-up: first calls, oneDNN primitives, allocator
     digest = hashlib.sha256()
     for item in items:
