@@ -104,3 +104,15 @@ def test_page_faults_and_system_time_are_read_per_process():
         child.wait()
     own = [p for p in proc_cpu.cpu_between(before, proc_cpu.snapshot()) if p.role == "actor"][0]
     assert own.minflt >= 0 and own.sys_s >= 0.0
+
+
+def test_ab_summary_prints_system_time_and_page_faults_when_recorded():
+    from pipeline.bench import ab
+
+    new = {"cpu_s_per_audio_h": {"actor": 300.0}, "sys_s_per_audio_h": {"actor": 2.5},
+           "minflt_per_audio_h": {"actor": 4_000_000.0}, "realtime": 10.0, "pipeline": "/tree/pipeline"}
+    old = {"cpu_s_per_audio_h": {"actor": 310.0}, "realtime": 9.0, "pipeline": "/old/pipeline"}  # older JSON
+    text = ab.summary({"new": [new], "old": [old]})
+    assert "actor sys-s/audio-h" in text and "2.500" in text
+    assert "actor kfaults/audio-h" in text and "4000.000" in text
+    assert "310.000" in text
