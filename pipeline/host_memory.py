@@ -9,6 +9,16 @@ mapping no array looks at any more goes back to a free list (`RETAIN_BYTES` at m
 for the next array of at most its size: after the first batches nothing is faulted in again.
 
     empty(shape, dtype)        an uninitialised array (callers write every element they read)
+    keep_freed_heap()          the same for what torch allocates on the host (the encoder's
+                               activations on the CPU): malloc keeps freed memory for the next call
+
+torch's CPU tensors come from glibc malloc. By default a block above a threshold that adapts as blocks are
+freed (at most 32 MiB) is a fresh mmap, and a free top of the heap beyond twice that threshold goes back
+to the kernel: the encoder's activations (tens of MB per layer for a few seconds of 24 kHz audio) are then
+faulted in again, page by page, in many passes, and how many depends on the history of the process's heap,
+so the same encode costs a varying amount of kernel time (docs/actor_bench.md). `keep_freed_heap` fixes
+both thresholds high, as `decode_pool.child_env` does for the decoders through the environment: after the
+first passes the heap holds the activations' peak and nothing is faulted in again. Values are unchanged.
 
 (Decoded audio is not copied here: the actor reads it where the decoders wrote it, `shared_audio`.)
 """
@@ -16,7 +26,9 @@ for the next array of at most its size: after the first batches nothing is fault
 from __future__ import annotations
 
 import bisect
+import ctypes
 import mmap
+import platform
 import threading
 import weakref
 
@@ -76,3 +88,22 @@ def empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         return np.empty(shape, dtype)
     whole = _RECYCLER.wrap(_RECYCLER.get(count * dtype.itemsize))
     return whole[: count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+HEAP_MMAP_THRESHOLD = 256 << 20  # blocks below this come from the heap (a 30 s item's activation is ~92 MB)
+HEAP_TRIM_THRESHOLD = 1 << 30  # free heap top kept, at most
+
+
+def keep_freed_heap(mmap_threshold: int = HEAP_MMAP_THRESHOLD, trim_threshold: int = HEAP_TRIM_THRESHOLD) -> bool:
+    """Set glibc malloc's fixed mmap and trim thresholds for this process (see the module docstring).
+    True if set; False where the C library is not glibc (nothing changes there)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no mallopt in this process's C library
+        return False
+    set_mmap = mallopt(_M_MMAP_THRESHOLD, mmap_threshold)  # 1 when accepted
+    set_trim = mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    return bool(set_mmap and set_trim)

@@ -40,7 +40,7 @@ import torch
 
 from codec import Codec
 
-from . import buckets, fault_injection, schema, sources, writer
+from . import buckets, fault_injection, host_memory, schema, sources, writer
 from . import streams as other_streams
 from .config import JobConfig
 from .cuda_errors import is_out_of_memory
@@ -86,6 +86,7 @@ class _Decode:
 class ShardTokenizer:
     def __init__(self, model: Codec, cfg: JobConfig, out_dir: str, provenance: Provenance,
                  decoders: int | None = None, streams: list[other_streams.TokenStream] = ()):
+        host_memory.keep_freed_heap()  # the encode's host tensors: no page faults once warm
         self.model = model
         self.streams = list(streams)  # token streams beside `codes` (pipeline/streams.py)
         self.cfg = cfg

@@ -14,4 +14,5 @@
     proc_cpu.py          CPU seconds of this process and its children, from the OS
     actor.py             ShardTokenizer without Ray: CPU-s per audio-hour of every process, steady × realtime
     ab.py                alternating A/B runs of the actor bench in git worktrees of other refs
+    op_profile.py        op-level A/B of the encode between refs: codes, ops by shape, FLOPs, CPU per op
 """

@@ -77,6 +77,10 @@ def summary(runs: dict[str, list[dict]]) -> str:
         for res in results:
             for role, value in res["cpu_s_per_audio_h"].items():
                 metrics.setdefault(f"{role} CPU-s/audio-h", []).append(value)
+            for role, value in res.get("sys_s_per_audio_h", {}).items():  # of which in the kernel
+                metrics.setdefault(f"{role} sys-s/audio-h", []).append(value)
+            for role, value in res.get("minflt_per_audio_h", {}).items():  # page faults: fresh pages
+                metrics.setdefault(f"{role} kfaults/audio-h", []).append(value / 1e3)
             metrics.setdefault("steady x realtime", []).append(res["realtime"])
         for metric, values in metrics.items():
             lines.append(f"{name:<9} {len(values):>4}  {metric:<28} {statistics.median(values):>8.3f}"

@@ -191,4 +191,8 @@ def to_json(result: BenchResult) -> dict:
             "audio_s": result.audio_s, "wall_s": result.wall_s,
             "rows": result.rows, "shards": result.shards, "realtime": result.realtime,
             "cpu_s_per_audio_h": {role: result.per_hour(role) for role in result.roles()},
+            "sys_s_per_audio_h": {role: sum(p.sys_s for p in result.processes if p.role == role) / result.audio_h
+                                  for role in result.roles()},
+            "minflt_per_audio_h": {role: sum(p.minflt for p in result.processes if p.role == role) / result.audio_h
+                                   for role in result.roles()},
             "processes": [dataclasses.asdict(p) for p in result.processes]}

@@ -82,3 +82,37 @@ def test_corpus_refuses_a_wrong_kind(tmp_path):
     assert built.seconds >= 30 and len(built.shards) == -(-built.items // 2)
     assert all(os.path.getsize(p) > 0 for p in built.shards)
     assert np.isclose(sum(clips[i % len(clips)].seconds for i in range(built.items)), built.seconds)
+
+
+def test_page_faults_and_system_time_are_read_per_process():
+    import subprocess
+    import sys
+
+    before = proc_cpu.snapshot()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nb = b'x' * (80 << 20)\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        rows = []
+        while time.monotonic() < deadline:  # 80 MiB written: ~20,000 pages of 4 KiB faulted in
+            rows = [p for p in proc_cpu.cpu_between(before, proc_cpu.snapshot()) if p.pid == child.pid]
+            if rows and rows[0].minflt > 15000:
+                break
+            time.sleep(0.2)
+        assert rows and rows[0].minflt > 15000 and 0.0 <= rows[0].sys_s <= rows[0].cpu_s + 0.02
+    finally:
+        child.kill()
+        child.wait()
+    own = [p for p in proc_cpu.cpu_between(before, proc_cpu.snapshot()) if p.role == "actor"][0]
+    assert own.minflt >= 0 and own.sys_s >= 0.0
+
+
+def test_ab_summary_prints_system_time_and_page_faults_when_recorded():
+    from pipeline.bench import ab
+
+    new = {"cpu_s_per_audio_h": {"actor": 300.0}, "sys_s_per_audio_h": {"actor": 2.5},
+           "minflt_per_audio_h": {"actor": 4_000_000.0}, "realtime": 10.0, "pipeline": "/tree/pipeline"}
+    old = {"cpu_s_per_audio_h": {"actor": 310.0}, "realtime": 9.0, "pipeline": "/old/pipeline"}  # older JSON
+    text = ab.summary({"new": [new], "old": [old]})
+    assert "actor sys-s/audio-h" in text and "2.500" in text
+    assert "actor kfaults/audio-h" in text and "4000.000" in text
+    assert "310.000" in text
