@@ -5,6 +5,8 @@ Layout under the output directory (a local path or an fsspec URL):
   tokens/part-<shard_id>.parquet    the shard's token rows
   rejects/part-<shard_id>.parquet   its rejections (always written, maybe 0 rows)
   _manifest/<shard_id>.json         the commit point: one record per finished shard, written last
+  _manifest/_snapshot/              the compacted manifest: all committed records in one file, read
+                                    with the records newer than it (`manifest_snapshot`)
   _provenance.json                  model and config, outside Parquet too (datasets drops file metadata)
   _summary.json                     the last run's summary (`write_summary`)
 
@@ -45,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from . import fault_injection
+from . import fault_injection, manifest_snapshot
 from .config import OutputConfig
 from .errors import InputError
 from .records import ShardRecord
@@ -190,49 +192,12 @@ def _remove_uncommitted_parts(fs, finals: dict[str, str]) -> None:
         log.warning("could not remove the parts of a failed commit (%s); the next run removes them", exc)
 
 
-def _list(fs, path: str) -> dict[str, int]:
-    """{file name: size} of the plain files directly in `path` ({} when it does not exist).
-
-    Listed afresh: s3fs and gcsfs cache listings per filesystem instance, and fsspec reuses the
-    instance, so a driver would otherwise not see the shards its actors committed since.
-    """
-    fs.invalidate_cache(path)
-    try:
-        entries = fs.ls(path, detail=True)
-    except FileNotFoundError:
-        return {}
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("size") for e in entries if e.get("type") == "file"}
-
-
-def committed_shards(out_dir: str) -> dict[str, ShardRecord]:
-    """{shard_id: committed record} from `_manifest/`; unreadable records are skipped with a warning."""
-    fs, root = _fs(out_dir)
-    names = sorted(n for n in _list(fs, f"{root}/{MANIFEST}") if n.endswith(".json") and not n.startswith(TMP_PREFIX))
-    if not names:
-        return {}
-    paths = [f"{root}/{MANIFEST}/{n}" for n in names]
-    if isinstance(fs, LocalFileSystem):
-        blobs = {}
-        for p in paths:
-            try:
-                blobs[p] = fs.cat_file(p)
-            except OSError:
-                pass
-    else:
-        blobs = fs.cat(paths, on_error="omit")
-    out = {}
-    for name in names:
-        blob = blobs.get(f"{root}/{MANIFEST}/{name}")
-        try:
-            record = json.loads(blob)
-        except (TypeError, ValueError):
-            log.warning("unreadable manifest record %s/%s/%s: ignored", root, MANIFEST, name)
-            continue
-        if record.get("shard_id") != name[: -len(".json")]:
-            log.warning("manifest record %s names shard %r: ignored", name, record.get("shard_id"))
-            continue
-        out[record["shard_id"]] = ShardRecord.from_json(record)
-    return out
+def committed_shards(out_dir: str, state: manifest_snapshot.ManifestState | None = None,
+                     storage_options: dict | None = None) -> dict[str, ShardRecord]:
+    """{shard_id: committed record}, sorted by shard id: the manifest's snapshot and the records newer
+    than it (`manifest_snapshot.load`), or `state` when the caller has read it already. Unreadable
+    records are skipped with a warning."""
+    return (state or manifest_snapshot.load(out_dir, storage_options=storage_options)).records
 
 
 def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
@@ -247,66 +212,81 @@ def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
     return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
 
 
-def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, int]]) -> bool:
+def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, manifest_snapshot.Listed]]) -> bool:
     for kind in PARTS:
         name = f"part-{shard_id}.parquet"
         want = record.files.get(kind, {}).get("bytes")
-        if name not in listings[kind] or (want is not None and listings[kind][name] not in (None, want)):
+        if name not in listings[kind] or (want is not None and listings[kind][name].size not in (None, want)):
             return False
     return True
 
 
-def cleanup_uncommitted(out_dir: str) -> list[str]:
+def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | None = None,
+                        storage_options: dict | None = None) -> list[str]:
     """Make the output directory hold exactly the committed shards; returns the paths removed.
 
     Removes `.tmp-*` files, manifest records whose part files are missing or have another size
     (the record goes first, so the shard counts as not done), and part files with no record.
-    Run it before a job starts, never while another job writes to the same directory.
+    The parts are checked against one listing of each part folder, taken with the manifest's
+    (`state`: a job start's `manifest_snapshot.load(out_dir, start=True)`, updated here: the records
+    removed leave `state.records`; else read here). Run it before a job starts, never while another
+    job writes to the same directory.
     """
-    fs, root = _fs(out_dir)
+    if state is None:
+        state = manifest_snapshot.load(out_dir, start=True, storage_options=storage_options)
+    if not state.started:
+        raise ValueError("cleanup_uncommitted needs the part folders listed: manifest_snapshot.load(..., start=True)")
+    fs, root = state.fs, state.root
+    listings = state.listings
+
+    def folder(kind: str) -> str:
+        return f"{root}/{kind}" if kind else root
+
+    temps = [f"{folder(kind)}/{name}" for kind in (*PARTS, MANIFEST, manifest_snapshot.SNAPSHOTS, "")
+             for name in listings.get(kind, {}) if name.startswith(TMP_PREFIX)]
+    broken = [s for s, record in state.records.items() if not _intact(s, record, listings)]
+    for shard_id in broken:
+        log.warning("shard %s: manifest record without its intact part files; it will be redone", shard_id)
+        del state.records[shard_id]
+    records = [state.record_path(s) for s in broken]
+    parts = [f"{root}/{kind}/{name}" for kind in PARTS for name in listings[kind]
+             if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in state.records]
     removed: list[str] = []
-
-    def rm(path: str) -> None:
-        fs.rm(path)
-        removed.append(path)
-
-    listings = {kind: _list(fs, f"{root}/{kind}") for kind in (*PARTS, MANIFEST)}
-    listings[""] = _list(fs, root)
-    for kind, names in listings.items():
-        for name in [n for n in names if n.startswith(TMP_PREFIX)]:
-            rm(f"{root}/{kind}/{name}" if kind else f"{root}/{name}")
-    committed = committed_shards(out_dir)
-    for shard_id, record in committed.items():
-        if not _intact(shard_id, record, listings):
-            log.warning("shard %s: manifest record without its intact part files; it will be redone", shard_id)
-            rm(f"{root}/{MANIFEST}/{shard_id}.json")
-    kept = {s for s in committed if f"{root}/{MANIFEST}/{s}.json" not in removed}
-    for kind in PARTS:
-        for name in listings[kind]:
-            if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in kept:
-                rm(f"{root}/{kind}/{name}")
+    for batch in (temps, records, parts):  # records before parts: a shard never looks committed without them
+        if batch:
+            fs.rm(batch)
+            removed.extend(batch)
     if removed:
         log.warning("removed %d uncommitted file(s) under %s", len(removed), out_dir)
     return removed
 
 
-def write_provenance(out_dir: str, provenance: dict) -> None:
-    """Write `_provenance.json` (atomically where the filesystem allows).
-
-    Refuses (InputError, a ValueError) to replace a sidecar that describes different tokens (another model,
-    checkpoint, codec config, rate, bandwidth map, precision, resampler or format) while committed
-    shards exist: rows of two tokenizations would be mixed in one dataset.
-    """
-    fs, root = _fs(out_dir)
-    path = f"{root}/{PROVENANCE}"
+def check_provenance(out_dir: str, old: dict | None, provenance: dict, committed: bool) -> dict:
+    """The sidecar to write for `provenance`; InputError (a ValueError) when committed shards exist and
+    the sidecar there (`old`) describes different tokens (another model, checkpoint, codec config,
+    rate, bandwidth map, precision, resampler or format): rows of two tokenizations would be mixed."""
     data = {"format_version": FORMAT_VERSION, **provenance}
-    if fs.exists(path) and committed_shards(out_dir):
-        old = json.loads(fs.cat_file(path))
+    if old is not None and committed:
         keys = ["format_version", *(k for k in REQUIRED_PROVENANCE if k != "pipeline_version")]
         changed = [k for k in keys if json.dumps(old.get(k), sort_keys=True) != json.dumps(data.get(k), sort_keys=True)]
         if changed:
             raise InputError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
                              f"write to a new output directory")
+    return data
+
+
+def write_provenance(out_dir: str, provenance: dict, state: manifest_snapshot.ManifestState | None = None) -> None:
+    """Write `_provenance.json` (atomically where the filesystem allows), after `check_provenance`
+    against the sidecar and committed shards there (from `state`, a job start's read, when given)."""
+    if state is None or not state.started:
+        state = manifest_snapshot.load(out_dir, start=True)
+    data = check_provenance(out_dir, state.provenance, provenance, bool(state.records))
+    write_provenance_file(out_dir, data)
+
+
+def write_provenance_file(out_dir: str, data: dict) -> None:
+    """`_provenance.json` := data (already checked: `check_provenance`)."""
+    fs, root = _fs(out_dir)
     _replace_file(fs, root, PROVENANCE, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 

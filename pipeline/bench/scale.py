@@ -5,7 +5,11 @@ output of `synthetic_output.build`, either on the local disk (wall and CPU secon
 or on the fake object store (`object_store`: requests counted by kind, bytes, simulated seconds at
 20 ms a request, 10 in flight). Figures, as the job and the trainer meet them:
 
-    job_start     writer.cleanup_uncommitted, writer.committed_shards, the to-do list, write_provenance
+    job_start     job_start.start (one read of the committed state: the manifest's snapshot and the records
+                  newer than it; cleanup, the to-do list, the snapshot) and the provenance sidecar, on an
+                  output that holds its snapshot (as every run leaves it)
+    job_start_records  the same on an output without a snapshot (as written before #30): every record
+                  read, then the snapshot written
     row_index     training.index.RowIndex.build
     fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch)
     listing       sources.paths.match of a brace pattern naming every input shard
@@ -19,14 +23,16 @@ estimate (every figure here grows linearly in the shards, except the scheduler's
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
 from . import synthetic_output
 from .synthetic_output import SyntheticOutput
 
-FIGURES = ("job_start", "row_index", "fragments", "listing", "listing_each", "scheduler")
+FIGURES = ("job_start", "job_start_records", "row_index", "fragments", "listing", "listing_each", "scheduler")
 
 
 @dataclass(frozen=True)
@@ -70,24 +76,23 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     from ..training.index import RowIndex
 
     where = out.url if fake else out.local_dir
-    if name == "job_start":
-        def job_start():
-            from .object_store import FakeObjectStore
+    if name in ("job_start", "job_start_records"):
+        from .. import job_start
+        from ..records import Shard
+        from .object_store import FakeObjectStore
 
-            clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
-            marks = [clock()]
-            writer.cleanup_uncommitted(where)
-            marks.append(clock())
-            done = writer.committed_shards(where)
-            marks.append(clock())
-            todo = [s for s in out.shard_ids() if s not in done]
-            marks.append(clock())
-            writer.write_provenance(where, synthetic_output.provenance(out.n_q))
-            marks.append(clock())
-            steps = ", ".join(f"{step} {b - a:.2f} s" for step, a, b in
-                              zip(("cleanup", "committed", "to-do", "provenance"), marks, marks[1:]))
-            return f"{len(done):,} committed, {len(todo):,} to do; {steps}"
-        return job_start
+        shards = [Shard(s, f"s3://corpus/{s}.tar", "webdataset") for s in out.shard_ids()]
+        clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
+
+        def start():
+            begun = job_start.start(where, shards, log=lambda line: None, clock=clock)
+            mark = clock()
+            writer.write_provenance_file(where, begun.check_provenance(synthetic_output.provenance(out.n_q)))
+            steps = {**begun.steps, "provenance": clock() - mark}
+            return (f"{len(begun.done):,} committed, {len(begun.todo):,} to do; {begun.describe()}; "
+                    f"snapshot {'written' if begun.snapshot else 'current'}; "
+                    + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
+        return start
     if name == "row_index":
         return lambda: f"{len(RowIndex.build(where)):,} rows"
     if name == "fragments":
@@ -125,6 +130,21 @@ def scheduler_end_of_run(actors: int, shards_per_actor: int = 3) -> str:
             f"end of run {tail:.2f} s CPU, {backend.events:,} events")
 
 
+def _prepare(name: str, out: SyntheticOutput, fake: bool) -> None:
+    """What a figure needs in place before it is measured (run in a process of its own when isolated, so
+    that the figure's peak RSS is its own), through the storage measured: its listing stamps are the
+    snapshot's."""
+    from .. import manifest_snapshot
+    from .object_store import FakeObjectStore
+
+    if name == "job_start":  # the steady state: the output holds the snapshot its last run wrote
+        if fake:
+            FakeObjectStore.use(out.root)
+        manifest_snapshot.write(manifest_snapshot.load(out.url if fake else out.local_dir))
+    elif name == "job_start_records":  # an output as written before snapshots: records only
+        shutil.rmtree(os.path.join(out.local_dir, *manifest_snapshot.SNAPSHOTS.split("/")), ignore_errors=True)
+
+
 def _measure(name: str, out: SyntheticOutput, fake: bool, actors: int, queue) -> None:
     from .object_store import FakeObjectStore
 
@@ -144,6 +164,7 @@ def measure(name: str, out: SyntheticOutput, fake: bool, actors: int = 2048, iso
     """Figure `name` measured in a fresh process (isolated=False: in this one, its peak RSS then only
     what the operation added to this process's peak)."""
     if not isolated:
+        _prepare(name, out, fake)
         results: list[Figure] = []
 
         class Into:
@@ -152,6 +173,12 @@ def measure(name: str, out: SyntheticOutput, fake: bool, actors: int = 2048, iso
         _measure(name, out, fake, actors, Into)
         return results[0]
     ctx = multiprocessing.get_context("spawn")
+    if name in ("job_start", "job_start_records"):
+        setup = ctx.Process(target=_prepare, args=(name, out, fake))
+        setup.start()
+        setup.join()
+        if setup.exitcode:
+            raise RuntimeError(f"the set-up of figure {name} failed in its process (exit code {setup.exitcode})")
     queue = ctx.Queue()
     process = ctx.Process(target=_measure, args=(name, out, fake, actors, queue))
     process.start()

@@ -39,7 +39,10 @@ def test_every_figure_runs_on_both_storages(figures):
     _, found = figures
     assert {n for n, _ in found} == set(scale.FIGURES)
     for storage in ("local", "fake"):
-        assert found["job_start", storage].note.startswith("200 committed, 0 to do; cleanup ")
+        assert found["job_start_records", storage].note.startswith(
+            "200 committed, 0 to do; 0 record(s) from the manifest's snapshot, 200 from their files; snapshot written")
+        assert found["job_start", storage].note.startswith(
+            "200 committed, 0 to do; 200 record(s) from the manifest's snapshot, 0 from their files; snapshot current")
     assert found["row_index", "fake"].note == f"{SHARDS * 6:,} rows"
     assert found["fragments", "fake"].note == f"{SHARDS:,} fragments"
     assert "end of run" in found["scheduler", "local"].note
@@ -50,8 +53,10 @@ def test_the_store_figures_count_requests_and_charge_them(figures):
     assert found["listing", "fake"].requests == {"list": 1}
     each = found["listing_each", "fake"]
     assert each.requests == {"head": SHARDS} and each.seconds == pytest.approx(SHARDS / 10 * 0.020)
-    start = found["job_start", "fake"]  # today: the manifest read three times, each record a GET
-    assert start.requests["get"] >= SHARDS and start.seconds >= start.requests["get"] / 10 * 0.020
+    before = found["job_start_records", "fake"]  # no snapshot yet: every record a GET (10 at a time), once
+    assert before.requests["get"] == SHARDS + 1 and before.seconds >= SHARDS / 10 * 0.020
+    start = found["job_start", "fake"]  # the snapshot and the sidecar: two GETs, whatever the shard count
+    assert start.requests["get"] == 2 and start.requests["head"] == 1 and start.seconds < before.seconds / 3
     index = found["row_index", "fake"]  # parts opened one after another: a HEAD and GETs each
     assert index.requests["head"] >= SHARDS and index.seconds >= SHARDS * 2 * 0.020
     assert index.bytes_read > 0 and "at 1,000,000 shards (x5000)" in index.line(1_000_000)
@@ -69,3 +74,30 @@ def test_bench_scale_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, s
         bench_scale.main(["--root", str(tmp_path), *args])
     assert exited.value.code == 2 and says in capsys.readouterr().err
     assert not os.listdir(tmp_path)  # refused before building anything
+
+
+def test_the_job_start_at_10k_shards_reads_the_snapshot_and_lists_each_folder_once(tmp_path):
+    """The scale bench at 10,000 shards (CI): the job start's requests, counted on the fake store.
+    An output written before snapshots: every record read once (10,000 GETs, 10 at a time), the
+    snapshot written; then a start reads the snapshot (a HEAD and a GET) and the sidecar, and lists
+    the manifest, the part folders, the snapshots and the root once each, 1,000 keys a page."""
+    shards = 10_000
+    found = {(f.name, f.storage): f for f in scale.run(
+        str(tmp_path), shards, ("job_start_records", "job_start"), ("local", "fake"), log=lambda line: None,
+        isolated=False, rows=2, frames=8, n_q=2, templates=2)}
+    FakeObjectStore.state = None
+    pages = shards // 1000
+    before, start = found["job_start_records", "fake"], found["job_start", "fake"]
+    # listings: the manifest, the snapshots' folder, the two part folders, the root
+    assert before.requests == {"list": pages + 1 + 2 * pages + 1, "get": shards + 1, "put": 2, "copy": 1,
+                               "delete": 1}
+    # the manifest's listing now holds the snapshots' folder too: one more key, one more page
+    assert start.requests == {"list": 1 + (pages + 1) + 2 * pages + 1, "get": 2, "head": 1, "put": 1, "copy": 1,
+                              "delete": 1}
+    assert before.seconds >= shards / 10 * 0.020 and start.seconds < before.seconds / 20
+    assert start.seconds * 1_000_000 / shards <= 5 * 60  # the target at 1M shards, by the same simulation
+    for storage in ("local", "fake"):
+        assert f"{shards:,} record(s) from the manifest's snapshot, 0 from their files" in \
+            found["job_start", storage].note
+        assert f"0 record(s) from the manifest's snapshot, {shards:,} from their files" in \
+            found["job_start_records", storage].note
