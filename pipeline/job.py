@@ -21,6 +21,7 @@ from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import RunSummary, summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
+from .manifest_snapshot import ManifestState
 from .records import Shard
 from .shard_actor import ActorSetup, ShardWork
 from .sources.common import input_root, normalize
@@ -71,13 +72,14 @@ def _place(cfg: JobConfig, shards: int, log) -> Placement:
 
 
 def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
-            shards: list[Shard] | None = None) -> JobSummary:
+            shards: list[Shard] | None = None, state: ManifestState | None = None) -> JobSummary:
     """Tokenize every shard of `input_spec` (or the `shards` listed from it by preflight.preflight)
-    into `out_dir`; returns the run summary (also written)."""
+    into `out_dir`; returns the run summary (also written). state: the output's committed state as
+    preflight read it (else read here)."""
     started = time.time()
     out_dir = normalize(str(out_dir))  # every node must find the same directory
     shards = sources.list_shards(input_spec, cfg.source, log) if shards is None else shards
-    begun = job_start.start(out_dir, shards, cfg.retry_unreadable, log)  # one read of the committed state
+    begun = job_start.start(out_dir, shards, cfg.retry_unreadable, log, state=state)  # one read of the committed state
     done, todo = begun.done, begun.todo
     log(f"[audiotok] {len(shards)} shards, {len(done)} already committed, {len(todo)} to do ({begun.describe()})")
 

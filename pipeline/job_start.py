@@ -53,10 +53,13 @@ class JobStart:
 
 
 def start(out_dir: str, shards: list[Shard], retry_unreadable: bool = False, log: Callable[[str], None] = print,
-          clock: Callable[[], float] = time.perf_counter, storage_options: dict | None = None) -> JobStart:
-    """Read the committed state of `out_dir` once, clean it up, list what to do and snapshot the rest."""
+          clock: Callable[[], float] = time.perf_counter, storage_options: dict | None = None,
+          state: manifest_snapshot.ManifestState | None = None) -> JobStart:
+    """Read the committed state of `out_dir` once (or take `state`, read by preflight for this start),
+    clean it up, list what to do and snapshot the rest."""
     marks = [clock()]
-    state = manifest_snapshot.load(out_dir, start=True, storage_options=storage_options)
+    if state is None or not state.started:
+        state = manifest_snapshot.load(out_dir, start=True, storage_options=storage_options)
     marks.append(clock())
     removed = writer.cleanup_uncommitted(out_dir, state)
     marks.append(clock())

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline import fault_injection, manifest_snapshot, writer
 from pipeline.bench.object_store import FakeObjectStore
+from pipeline.records import EncodeBatch
 from tests.conftest import REPO
 from tests.pipeline.test_writer import CFG, METADATA, commit, shard
 
@@ -155,5 +156,45 @@ def test_on_the_object_store_a_start_reads_the_snapshot_not_every_record(tmp_pat
         read = FakeObjectStore.stats().minus(before)
         assert again.records == state.records and again.from_snapshot == 5
         assert read.requests == {"list": 5, "get": 2, "head": 1}  # the sidecar; the snapshot: HEAD + GET
+    finally:
+        FakeObjectStore.state = None
+
+
+def test_the_snapshot_holds_each_record_as_its_file_does(tmp_path):
+    want = committed(tmp_path, 2)
+    want["sh-1"].encode_batches = [EncodeBatch(["sh-1/k0", "sh-1/k1"], 16)]
+    state = manifest_snapshot.load(str(tmp_path))
+    state.records["sh-1"] = want["sh-1"]
+    path = manifest_snapshot.write(state)
+    held = manifest_snapshot.read_snapshot(state.fs, path)
+    assert {s: record for s, (_, record) in held.items()} == {s: r.to_json() for s, r in want.items()}
+    again = manifest_snapshot.load(str(tmp_path)).records["sh-1"]
+    assert again.encode_batches == [EncodeBatch(["sh-1/k0", "sh-1/k1"], 16)]
+
+
+def test_a_run_ends_with_a_snapshot_of_every_record_without_reading_the_ones_it_committed(tmp_path):
+    from pipeline import job_start
+    from pipeline.records import Shard
+
+    FakeObjectStore.use(str(tmp_path))
+    try:
+        out = "fakes3://bucket/out"
+        for i in range(2):
+            _, tokens, rejects, record = shard(f"sh-{i}", n=2, seed=i)
+            writer.commit_shard(out, f"sh-{i}", tokens, rejects, record, METADATA, CFG)
+        begun = job_start.start(out, [Shard(f"sh-{i}", f"/data/sh-{i}.tar", "webdataset") for i in range(4)],
+                                log=print)
+        assert sorted(begun.done) == ["sh-0", "sh-1"] and [s.shard_id for s in begun.todo] == ["sh-2", "sh-3"]
+        assert begun.snapshot.endswith("snapshot-0000000001.jsonl.zst")  # after cleanup: the two records
+        records = dict(begun.done)
+        for i in (2, 3):  # the run: the actors commit and return their records
+            _, tokens, rejects, record = shard(f"sh-{i}", n=2, seed=i)
+            records[f"sh-{i}"] = writer.commit_shard(out, f"sh-{i}", tokens, rejects, record, METADATA, CFG)
+        before = FakeObjectStore.stats()
+        assert job_start.finish(begun, records).endswith("snapshot-0000000002.jsonl.zst")
+        closing = FakeObjectStore.stats().minus(before)
+        assert "get" not in closing.requests and closing.requests["put"] == 1  # listed, not read; one PUT
+        again = manifest_snapshot.load(out)
+        assert again.records == records and (again.from_snapshot, again.from_files) == (4, 0)
     finally:
         FakeObjectStore.state = None
