@@ -6,9 +6,10 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import writer
+from pipeline import job_start, writer
 from pipeline.bench import scale, synthetic_output
 from pipeline.bench.object_store import FakeObjectStore
+from pipeline.records import Shard
 
 SHARDS = 200
 
@@ -82,12 +83,13 @@ def test_the_job_start_at_10k_shards_reads_the_snapshot_and_lists_each_folder_on
     snapshot written; then a start reads the snapshot (a HEAD and a GET) and the sidecar, and lists
     the manifest, the part folders, the snapshots and the root once each, 1,000 keys a page."""
     shards = 10_000
-    found = {(f.name, f.storage): f for f in scale.run(
+    shape = {"rows": 2, "frames": 8, "n_q": 2, "templates": 2}
+    out = synthetic_output.build(str(tmp_path), shards, **shape)
+    found = {("job_start", "local"): scale.measure("job_start", out, False, isolated=False)}
+    found |= {(f.name, f.storage): f for f in scale.run(
         str(tmp_path), shards, ("job_start_records", "job_start"), ("fake",), log=lambda line: None,
-        isolated=False, rows=2, frames=8, n_q=2, templates=2)}
+        isolated=False, **shape)}
     FakeObjectStore.state = None
-    out = synthetic_output.SyntheticOutput(str(tmp_path), shards, 2, 2)
-    found["job_start", "local"] = scale.measure("job_start", out, False, isolated=False)
     pages = shards // 1000
     before, start = found["job_start_records", "fake"], found["job_start", "fake"]
     # listings: the manifest, the snapshots' folder, the two part folders, the root
@@ -99,6 +101,20 @@ def test_the_job_start_at_10k_shards_reads_the_snapshot_and_lists_each_folder_on
     assert before.seconds >= shards / 10 * 0.020 and start.seconds < before.seconds / 20
     assert start.seconds * 1_000_000 / shards <= 5 * 60  # the target at 1M shards, by the same simulation
     assert f"0 record(s) from the manifest's snapshot, {shards:,} from their files" in before.note
+    # a resume: 5 records committed again since the snapshot (a new object each): read, the rest not
+    for i in range(5):
+        path = os.path.join(out.local_dir, "_manifest", f"{synthetic_output.shard_id(i)}.json")
+        with open(path, "rb") as f, open(path + ".new", "wb") as g:
+            g.write(f.read())
+        os.replace(path + ".new", path)
+    FakeObjectStore.use(str(tmp_path))
+    try:
+        begun = job_start.start(out.url, [Shard(s, s, "webdataset") for s in out.shard_ids()], log=lambda line: None)
+        resumed = FakeObjectStore.stats()
+    finally:
+        FakeObjectStore.state = None
+    assert (begun.state.from_snapshot, begun.state.from_files, len(begun.todo)) == (shards - 5, 5, 0)
+    assert resumed.requests["get"] == 1 + 1 + 5 and resumed.requests["head"] == 1 and begun.snapshot
     for storage in ("local", "fake"):
         assert f"{shards:,} record(s) from the manifest's snapshot, 0 from their files" in \
             found["job_start", storage].note
