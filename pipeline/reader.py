@@ -102,6 +102,24 @@ def arrow_dataset(path: str) -> pads.Dataset:
                         filesystem=PyFileSystem(FSSpecHandler(fs)))
 
 
+def part_fragments(path: str, parts: list[str]) -> list:
+    """Parquet fragments of the part files `parts` (paths or URLs) of dataset `path`, made without a request
+    to the storage (the footer is read when a fragment is read)."""
+    if not parts:
+        return []
+    fs, _ = fsspec.core.url_to_fs(str(path))
+    fmt = pads.ParquetFileFormat()
+    if isinstance(fs, LocalFileSystem):
+        from pyarrow.fs import LocalFileSystem as ArrowLocal
+
+        local = ArrowLocal()
+        return [fmt.make_fragment(p, filesystem=local) for p in parts]
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    arrow_fs = PyFileSystem(FSSpecHandler(fs))
+    return [fmt.make_fragment(fs._strip_protocol(p), filesystem=arrow_fs) for p in parts]
+
+
 def codes_from_arrow(codes: pa.Array, n_q: int | None = None) -> list[np.ndarray]:
     """A `codes` column (list<list<int16>>, any slice) -> one int16 array [n_q, num_frames] per row.
 
@@ -162,17 +180,22 @@ class TokenDataset(IterableDataset):
             upper = pc.field("num_frames") <= max_frames
             self.filter = upper if self.filter is None else self.filter & upper
         self.batch_rows, self.shuffle_buffer, self.seed, self.epoch = batch_rows, shuffle_buffer, seed, 0
+        self.refresh()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def refresh(self) -> None:
+        """Read the committed parts again (the dataset reads those committed when it was made, so that
+        no DataLoader worker reads the manifest again each epoch): for a dataset a job still writes."""
+        self.parts = [sorted(writer.committed_parts(p)) for p in self.paths]
+
     def fragments(self) -> list:
-        """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0)."""
+        """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0).
+        Made from the part paths read once (`refresh`): no request to the storage here."""
         fragments = []
-        for path in self.paths:
-            dataset = arrow_dataset(path)
-            if isinstance(dataset, pads.FileSystemDataset):  # else nothing committed yet
-                fragments.extend(sorted(dataset.get_fragments(), key=lambda f: f.path))
+        for path, parts in zip(self.paths, self.parts):
+            fragments.extend(part_fragments(path, parts))
         if self.shuffle_buffer:
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(fragments)
         info = get_worker_info()

@@ -6,8 +6,12 @@ or on the fake object store (`object_store`: requests counted by kind, bytes, si
 20 ms a request, 10 in flight). Figures, as the job and the trainer meet them:
 
     job_start     writer.cleanup_uncommitted, writer.committed_shards, the to-do list, write_provenance
-    row_index     training.index.RowIndex.build
-    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch)
+    row_index     training.index.RowIndex.build, first time: reads every shard's row-index file, writes
+                  the gathered files (`rows_gathered`, one per 1,000 shards)
+    row_index_cached  the same once the gathered files are there (~1 read per 1,000 shards)
+    row_index_parts   the same on an output without row-index files (as before #30: every part opened)
+    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch; the
+                  dataset, made once per job, reads the committed parts: its time is in the note)
     listing       sources.paths.match of a brace pattern naming every input shard
     listing_each  the same, asking about each name (sources.paths.LIST_FROM out of reach): before #30
     scheduler     the end of a run (no shard left to hand out) at `actors` actors on bench.cluster
@@ -19,6 +23,7 @@ estimate (every figure here grows linearly in the shards, except the scheduler's
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from . import synthetic_output
 from .synthetic_output import SyntheticOutput
 
-FIGURES = ("job_start", "row_index", "fragments", "listing", "listing_each", "scheduler")
+FIGURES = ("job_start", "row_index", "row_index_cached", "row_index_parts", "fragments", "listing", "listing_each",
+           "scheduler")
 
 
 @dataclass(frozen=True)
@@ -64,17 +70,15 @@ def _rss_mb() -> float:
 
 def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     """The callable measured for figure `name` (imports done beforehand, outside the measure)."""
-    from .. import reader, writer
+    from .. import reader, rows_gathered, writer
     from ..config import SourceConfig
     from ..sources import paths
-    from ..training.index import RowIndex
+    from .object_store import FakeObjectStore
 
     where = out.url if fake else out.local_dir
+    clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
     if name == "job_start":
         def job_start():
-            from .object_store import FakeObjectStore
-
-            clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
             marks = [clock()]
             writer.cleanup_uncommitted(where)
             marks.append(clock())
@@ -88,11 +92,18 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
                               zip(("cleanup", "committed", "to-do", "provenance"), marks, marks[1:]))
             return f"{len(done):,} committed, {len(todo):,} to do; {steps}"
         return job_start
-    if name == "row_index":
-        return lambda: f"{len(RowIndex.build(where)):,} rows"
+    if name.startswith("row_index"):
+        if name in ("row_index", "row_index_parts"):  # no gathered files (an earlier figure wrote them)
+            _remove_gathered(out.local_dir)
+        elif name == "row_index_cached":
+            rows_gathered.gather(where)
+        return lambda: _row_index(where, parts_only=name == "row_index_parts", clock=clock)
     if name == "fragments":
+        made = clock()
         dataset = reader.TokenDataset(where)
-        return lambda: f"{len(dataset.fragments()):,} fragments"
+        made = clock() - made
+        return lambda: (f"{len(dataset.fragments()):,} fragments (the dataset, made once per job, read the "
+                        f"manifest in {made:.2f} s)")
     if name in ("listing", "listing_each"):
         def listing():
             list_from = paths.LIST_FROM
@@ -105,6 +116,46 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     if name == "scheduler":
         return lambda: scheduler_end_of_run(actors)
     raise ValueError(f"unknown figure {name!r}; choose from {FIGURES}")
+
+
+def _remove_gathered(local_dir: str) -> None:
+    import shutil
+
+    from ..rows_gathered import FOLDER
+
+    shutil.rmtree(os.path.join(local_dir, FOLDER), ignore_errors=True)
+
+
+def _row_index(where: str, parts_only: bool, clock) -> str:
+    """RowIndex.build of `where`, the seconds it spends reading the committed set (the manifest) told
+    apart; parts_only: as on an output written before the row-index files (each part opened)."""
+    import pickle
+
+    from .. import rows_gathered, writer
+    from ..training.index import RowIndex
+
+    spent = [0.0]
+    committed_shards, has_rows = writer.committed_shards, rows_gathered._has_rows_file
+
+    def timed(*args, **kwargs):
+        started = clock()
+        try:
+            return committed_shards(*args, **kwargs)
+        finally:
+            spent[0] += clock() - started
+
+    writer.committed_shards = timed
+    if parts_only:
+        rows_gathered._has_rows_file = lambda record: False
+    try:
+        index = RowIndex.build(where, write_gathered=not parts_only)
+    finally:
+        writer.committed_shards, rows_gathered._has_rows_file = committed_shards, has_rows
+    rows = max(1, len(index))
+    names = sum(len(f) + 49 for f in index.files)
+    return (f"{len(index):,} rows; the committed set (manifest) {spent[0]:.2f} s of it; arrays "
+            f"{index.nbytes / rows:.1f} B/row + file names {names / 1e6:.1f} MB; pickled "
+            f"{len(pickle.dumps(index)) / 1e6:.1f} MB")
 
 
 def scheduler_end_of_run(actors: int, shards_per_actor: int = 3) -> str:

@@ -6,7 +6,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import writer
+from pipeline import shard_rows, writer
 from pipeline.bench import scale, synthetic_output
 from pipeline.bench.object_store import FakeObjectStore
 
@@ -28,9 +28,12 @@ def test_the_synthetic_output_is_a_committed_output(figures):
     records = writer.committed_shards(out.local_dir)
     assert sorted(records) == out.shard_ids() and writer.cleanup_uncommitted(out.local_dir) == []
     copy = records["shard-0000007"]  # a copy of template 1: its parts are the template's bytes
-    assert copy.url == "s3://corpus/shard-0000007.tar" and copy.rows == 6 and copy.encode_batches[0].keys
+    assert copy.url == "s3://corpus/shard-0000007.tar" and copy.rows == 6 and copy.encode_batches == []
     part = os.path.join(out.local_dir, copy.files["tokens"]["path"])
     assert pq.read_table(part).column("key").to_pylist()[0] == "shard-0000001/utt-00000"
+    rows = pq.read_table(os.path.join(out.local_dir, copy.files["rows"]["path"]))  # its own row index
+    assert set(rows.column("part").to_pylist()) == {"tokens/part-shard-0000007.parquet"}
+    assert shard_rows.encode_batches(rows)[0].keys[0] == "shard-0000001/utt-00000"
     with open(os.path.join(root, "bench-shape.json")) as f:
         assert json.load(f)["shards"] == SHARDS
 
@@ -40,8 +43,9 @@ def test_every_figure_runs_on_both_storages(figures):
     assert {n for n, _ in found} == set(scale.FIGURES)
     for storage in ("local", "fake"):
         assert found["job_start", storage].note.startswith("200 committed, 0 to do; cleanup ")
-    assert found["row_index", "fake"].note == f"{SHARDS * 6:,} rows"
-    assert found["fragments", "fake"].note == f"{SHARDS:,} fragments"
+    for name in ("row_index", "row_index_cached", "row_index_parts"):
+        assert found[name, "fake"].note.startswith(f"{SHARDS * 6:,} rows; the committed set (manifest) ")
+    assert found["fragments", "fake"].note.startswith(f"{SHARDS:,} fragments")
     assert "end of run" in found["scheduler", "local"].note
 
 
@@ -52,9 +56,17 @@ def test_the_store_figures_count_requests_and_charge_them(figures):
     assert each.requests == {"head": SHARDS} and each.seconds == pytest.approx(SHARDS / 10 * 0.020)
     start = found["job_start", "fake"]  # today: the manifest read three times, each record a GET
     assert start.requests["get"] >= SHARDS and start.seconds >= start.requests["get"] / 10 * 0.020
-    index = found["row_index", "fake"]  # parts opened one after another: a HEAD and GETs each
-    assert index.requests["head"] >= SHARDS and index.seconds >= SHARDS * 2 * 0.020
-    assert index.bytes_read > 0 and "at 1,000,000 shards (x5000)" in index.line(1_000_000)
+    parts = found["row_index_parts", "fake"]  # as before: parts opened one after another, a HEAD and GETs each
+    assert parts.requests["head"] >= SHARDS and parts.seconds >= SHARDS * 2 * 0.020
+    assert parts.bytes_read > 0 and "at 1,000,000 shards (x5000)" in parts.line(1_000_000)
+    cold = found["row_index", "fake"]  # the manifest, every row-index file (in parallel), one gathered file put;
+    # the one HEAD: is there a provenance sidecar
+    assert cold.requests["get"] >= 2 * SHARDS and cold.requests["put"] == 1 and cold.requests["head"] == 1
+    cached = found["row_index_cached", "fake"]  # the manifest, then one gathered file for the 200 shards
+    assert cached.requests["get"] <= SHARDS + 3 and "put" not in cached.requests and cached.requests["head"] == 1
+    assert cached.seconds < parts.seconds / 10 and cached.bytes_read < parts.bytes_read / 5
+    fragments = found["fragments", "fake"]  # per worker per epoch: no request at all
+    assert fragments.requests == {}
 
 
 @pytest.mark.parametrize("args, says", [
