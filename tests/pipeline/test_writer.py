@@ -48,7 +48,8 @@ def test_commit_layout_and_record(tmp_path):
     assert record.files["tokens"] == {"path": "tokens/part-sh-0.parquet",
                                       "bytes": os.path.getsize(tmp_path / "tokens/part-sh-0.parquet")}
     assert record.rows == 10 and record.rejects_by_reason == {"undecodable": 1} and record.finished_at > 0
-    assert record.files["rows"] == {"path": "rows/sh-0.parquet", "bytes": os.path.getsize(tmp_path / "rows/sh-0.parquet")}
+    rows = tmp_path / "rows/sh-0.parquet"
+    assert record.files["rows"] == {"path": "rows/sh-0.parquet", "bytes": os.path.getsize(rows)}
     assert writer.committed_parts(str(tmp_path)) == [str(tmp_path / "tokens/part-sh-0.parquet")]
 
 
