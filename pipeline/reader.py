@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
@@ -102,22 +102,20 @@ def arrow_dataset(path: str) -> pads.Dataset:
                         filesystem=PyFileSystem(FSSpecHandler(fs)))
 
 
-def part_fragments(path: str, parts: list[str]) -> list:
-    """Parquet fragments of the part files `parts` (paths or URLs) of dataset `path`, made without a request
-    to the storage (the footer is read when a fragment is read)."""
-    if not parts:
-        return []
+def fragment_maker(path: str) -> Callable[[str], pads.Fragment]:
+    """part path or URL of dataset `path` -> its Parquet fragment, made without a request to the storage
+    (the footer is read when the fragment is read)."""
     fs, _ = fsspec.core.url_to_fs(str(path))
     fmt = pads.ParquetFileFormat()
     if isinstance(fs, LocalFileSystem):
         from pyarrow.fs import LocalFileSystem as ArrowLocal
 
         local = ArrowLocal()
-        return [fmt.make_fragment(p, filesystem=local) for p in parts]
+        return lambda part: fmt.make_fragment(part, filesystem=local)
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
     arrow_fs = PyFileSystem(FSSpecHandler(fs))
-    return [fmt.make_fragment(fs._strip_protocol(p), filesystem=arrow_fs) for p in parts]
+    return lambda part: fmt.make_fragment(fs._strip_protocol(part), filesystem=arrow_fs)
 
 
 def codes_from_arrow(codes: pa.Array, n_q: int | None = None) -> list[np.ndarray]:
@@ -193,13 +191,13 @@ class TokenDataset(IterableDataset):
     def fragments(self) -> list:
         """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0).
         Made from the part paths read once (`refresh`): no request to the storage here."""
-        fragments = []
-        for path, parts in zip(self.paths, self.parts):
-            fragments.extend(part_fragments(path, parts))
+        files = [(d, part) for d, parts in enumerate(self.parts) for part in parts]
         if self.shuffle_buffer:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(fragments)
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(files)
         info = get_worker_info()
-        return fragments if info is None else fragments[info.id :: info.num_workers]
+        mine = files if info is None else files[info.id :: info.num_workers]
+        makers = [fragment_maker(p) for p in self.paths]
+        return [makers[d](part) for d, part in mine]
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Items in file order (no shuffling), this worker's files only."""

@@ -102,7 +102,8 @@ def _gather(fs, root: str, records: list[ShardRecord], blobs: dict[str, bytes]) 
         blob = blobs.get(f"{root}/{shard_rows.file_name(r.shard_id)}") if _has_rows_file(r) else None
         if blob is None and _has_rows_file(r):
             log.warning("shard %s: its row-index file cannot be read; indexing its tokens part instead", r.shard_id)
-        tables.append(pq.read_table(io.BytesIO(blob)) if blob is not None else _from_part(fs, root, r))
+        tables.append(pq.read_table(io.BytesIO(blob), use_threads=False) if blob is not None
+                      else _from_part(fs, root, r))
     columns = _common_columns(tables)
     table = pa.concat_tables(_same_schema(tables), promote_options="default") if tables else None
     meta = {shard_rows.VERSION_KEY: str(shard_rows.VERSION).encode()}

@@ -97,7 +97,9 @@ class RowIndex:
         counts = np.array([records[s].rows for s in ids], dtype=np.int64)
         file_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         pos_type = np.uint32 if file_starts[-1] < 2**32 else np.int64
-        positions, frames, crcs, group_starts = [], [], [], []
+        total = int(file_starts[-1])  # filled in place (no second copy at the end), trimmed when rows are left out
+        positions, frames = np.empty(total, dtype=pos_type), np.empty(total, dtype=np.int32)
+        crcs, group_starts, filled = np.empty(total, dtype=np.uint32), [], 0
         groups_per_file = np.zeros(len(ids), dtype=np.int64)
         digest = hashlib.sha256()
         first, keyed = 0, False
@@ -126,19 +128,22 @@ class RowIndex:
             keys = table.column("key").to_pylist() if keep_key is not None else None
             kept = (np.ones(len(rows), dtype=bool) if keep_key is None
                     else np.fromiter((bool(keep_key(k)) for k in keys), dtype=bool, count=len(keys)))
-            positions.append((file_starts[first + local] + rows)[kept].astype(pos_type))
-            frames.append(table.column(shard_rows.FRAMES_PREFIX + _STREAM).to_numpy().astype(np.int32)[kept])
-            crcs.append(table.column("key_crc").to_numpy().astype(np.uint32)[kept])
+            n = int(kept.sum())
+            positions[filled : filled + n] = (file_starts[first + local] + rows)[kept]
+            frames[filled : filled + n] = table.column(shard_rows.FRAMES_PREFIX + _STREAM).to_numpy()[kept]
+            crcs[filled : filled + n] = table.column("key_crc").to_numpy()[kept]
+            filled += n
             kept_keys = ([k for k, keep in zip(keys, kept) if keep] if keys is not None
                          else table.column("key").to_pylist())
             if kept_keys:  # sha256 of "\n".join(every kept key), fed a chunk at a time
                 digest.update((b"\n" if keyed else b"") + "\n".join(kept_keys).encode())
                 keyed = True
             first += n_files
-        all_frames = _cat(frames, np.int32)
-        for i in range(0, len(all_frames), 1 << 20):  # the keys, then every row's frames as int64 (as before)
-            digest.update(all_frames[i : i + (1 << 20)].astype(np.int64).tobytes())
-        return cls(str(path), files, file_starts, _cat(positions, pos_type), all_frames, _cat(crcs, np.uint32),
+        if filled < total:
+            positions, frames, crcs = positions[:filled].copy(), frames[:filled].copy(), crcs[:filled].copy()
+        for i in range(0, filled, 1 << 20):  # the keys, then every row's frames as int64 (as before)
+            digest.update(frames[i : i + (1 << 20)].astype(np.int64).tobytes())
+        return cls(str(path), files, file_starts, positions, frames, crcs,
                    _cat(group_starts, np.int64), np.concatenate([[0], np.cumsum(groups_per_file)]).astype(np.int64),
                    n_q, tuple(columns), digest.hexdigest()[:16], None if card is None else int(card))
 
