@@ -96,14 +96,23 @@ def _common_columns(tables: list[pa.Table]) -> list[str] | None:
     return common
 
 
+def _parquet(blob: bytes, what: str) -> pa.Table | None:
+    """The Parquet file `blob`, None (with a warning) when it is not one (truncated, overwritten)."""
+    try:
+        return pq.read_table(io.BytesIO(blob), use_threads=False)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        log.warning("%s is not a readable Parquet file (%s: %s)", what, type(exc).__name__, exc)
+        return None
+
+
 def _gather(fs, root: str, records: list[ShardRecord], blobs: dict[str, bytes]) -> pa.Table:
     tables = []
     for r in records:
         blob = blobs.get(f"{root}/{shard_rows.file_name(r.shard_id)}") if _has_rows_file(r) else None
-        if blob is None and _has_rows_file(r):
+        table = _parquet(blob, f"shard {r.shard_id}'s row-index file") if blob is not None else None
+        if table is None and _has_rows_file(r):
             log.warning("shard %s: its row-index file cannot be read; indexing its tokens part instead", r.shard_id)
-        tables.append(pq.read_table(io.BytesIO(blob), use_threads=False) if blob is not None
-                      else _from_part(fs, root, r))
+        tables.append(table if table is not None else _from_part(fs, root, r))
     columns = _common_columns(tables)
     table = pa.concat_tables(_same_schema(tables), promote_options="default") if tables else None
     meta = {shard_rows.VERSION_KEY: str(shard_rows.VERSION).encode()}
@@ -175,9 +184,11 @@ def chunks(out_dir: str, records: dict[str, ShardRecord], write: bool = True) ->
                             if _has_rows_file(r)])
         for name, group in zip(names, window):
             blob = gathered.get(f"{root}/{FOLDER}/{name}")
-            if blob is not None:
-                table = pq.read_table(io.BytesIO(blob))
-            else:
+            table = _parquet(blob, f"{root}/{FOLDER}/{name}") if blob is not None else None
+            if table is None:
+                if blob is not None:  # a broken gathered file: gathered again from the shards' files
+                    singles = {**singles, **_cat(fs, [f"{root}/{shard_rows.file_name(r.shard_id)}" for r in group
+                                                      if _has_rows_file(r)])}
                 table = _gather(fs, root, group, singles)
                 out.put(name, table)
             yield RowChunk([r.shard_id for r in group], table, shard_rows.part_columns(table))

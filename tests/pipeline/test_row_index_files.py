@@ -187,3 +187,18 @@ def test_a_part_rewritten_since_the_index_was_built_is_caught(tmp_path):
     pq.write_table(table.take([1, 0, 2]).replace_schema_metadata(table.schema.metadata), part)
     with pytest.raises(RuntimeError, match="changed since the index was built"):
         RowReader(index).read(3, 0, 1)
+
+
+def test_broken_or_missing_row_index_files_fall_back_to_the_parts(tmp_path, caplog):
+    write_tokens(tmp_path, [4, 3, 5], seed=6, max_frames=30)
+    expected, fingerprint = index_as_before(tmp_path)
+    (tmp_path / "rows/s0.parquet").write_bytes(b"not parquet")  # overwritten
+    (tmp_path / "rows/s2.parquet").unlink()  # lost
+    index = RowIndex.build(str(tmp_path))
+    assert index_rows(index) == expected and index.fingerprint == fingerprint
+    assert "s0's row-index file is not a readable Parquet file" in caplog.text
+    assert "shard s2: its row-index file cannot be read" in caplog.text
+    (gathered,) = (tmp_path / rows_gathered.FOLDER).iterdir()
+    gathered.write_bytes(b"truncated")  # a broken gathered file is gathered again
+    assert index_rows(RowIndex.build(str(tmp_path))) == expected
+    assert pq.read_table(gathered).num_rows == 12
