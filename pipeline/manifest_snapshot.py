@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "_manifest"
 SNAPSHOTS = f"{MANIFEST}/_snapshot"
 PROVENANCE = "_provenance.json"
-PART_DIRS = ("tokens", "rejects")
+PART_DIRS = ("tokens", "rejects", "rows")  # listed at a start: the parts, and the row-index files (`shard_rows`)
 TMP_PREFIX = ".tmp-"
 FORMAT = 1
 _NAME = re.compile(r"snapshot-(\d{10})\.jsonl\.zst")
@@ -81,7 +81,7 @@ class ManifestState:
     records: {shard_id: record} of the committed shards, sorted by shard id.
     stamps: {shard_id: the stamp of its record file}.
     listings: {folder: {file name: Listed}} of what was listed: `_manifest`, `_manifest/_snapshot`,
-        and for a job start (`load(..., start=True)`) `tokens`, `rejects` and "" (the root).
+        and for a job start (`load(..., start=True)`) `tokens`, `rejects`, `rows` and "" (the root).
     provenance: the `_provenance.json` sidecar as found (start=True; None when there is none).
     snapshot: the path of the snapshot read (None: none usable); generation: its generation (0: none).
     from_snapshot / from_files: how many committed records came from the snapshot / from their files.
@@ -366,10 +366,13 @@ def refresh(state: ManifestState, committed: dict[str, ShardRecord]) -> Manifest
                          state.snapshot, generation, state.snapshot_stamps, started=False)
 
 
+_FIELDS = dataclasses.fields(ShardRecord)
+
+
 def _record_json(record: ShardRecord) -> dict:
     """`record.to_json()` without `dataclasses.asdict`'s deep copies (6x faster): its fields, and lists of
     dataclasses (the encode batches) as their fields."""
-    out = dict(record.__dict__)
+    out = {f.name: getattr(record, f.name) for f in _FIELDS}  # slots: no __dict__
     for name, value in out.items():
         if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
             out[name] = [dict(item.__dict__) for item in value]

@@ -4,6 +4,8 @@ Layout under the output directory (a local path or an fsspec URL):
 
   tokens/part-<shard_id>.parquet    the shard's token rows
   rejects/part-<shard_id>.parquet   its rejections (always written, maybe 0 rows)
+  rows/<shard_id>.parquet           its row index: per row key, frames, part, row, encode batch
+                                    (`shard_rows`; outputs written before it have none)
   _manifest/<shard_id>.json         the commit point: one record per finished shard, written last
   _manifest/_snapshot/              the compacted manifest: all committed records in one file, read
                                     with the records newer than it (`manifest_snapshot`)
@@ -12,7 +14,8 @@ Layout under the output directory (a local path or an fsspec URL):
 
 Files are first written next to their final name as `.tmp-<shard_id>-<uuid>` (a dot-file with
 no extension: pyarrow.dataset, datasets, Spark and `*.parquet` globs all skip it), then renamed
-into place: tokens, rejects, and last the manifest record. A crash before the last rename leaves
+into place: tokens, rejects, the row index, and last the manifest record (counts only: the
+per-row details, encode batches included, are in the row index). A crash before the last rename leaves
 parts without a record; `cleanup_uncommitted` deletes them (and temp files), so a re-run redoes
 that shard and no row appears twice.
 
@@ -47,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from . import fault_injection, manifest_snapshot
+from . import fault_injection, manifest_snapshot, shard_rows
 from .config import OutputConfig
 from .errors import InputError
 from .records import ShardRecord
@@ -56,6 +59,7 @@ from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVE
 log = logging.getLogger(__name__)
 
 PARTS = ("tokens", "rejects")
+ROWS = shard_rows.FOLDER  # the row-index file's kind in a record's `files`
 MANIFEST = "_manifest"
 PROVENANCE = "_provenance.json"
 RUN_MARKER = "_run.json"  # written by the driver at start; actors check they see it
@@ -128,36 +132,40 @@ def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: Sh
 
 def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: ShardRecord,
                  metadata: dict, cfg: OutputConfig, write_parquet=None) -> ShardRecord:
-    """Write a shard's tokens, rejects and manifest record so that it is committed all at once.
+    """Write a shard's tokens, rejects, row index and manifest record so that it is committed all at once.
 
     metadata: Parquet key/value metadata for both files (see `schema.file_metadata`).
     write_parquet(path, table, metadata, cfg, sync): writes one Parquet file (default: in this
     process; `parquet_process.ParquetProcess.write` builds it in a helper process).
     record: `rows`/`rejects` equal to the tables' row counts; the committed record adds
     `finished_at` (unix seconds, unless given), `format_version` and `files` ({kind: {"path":
-    relative path, "bytes": size}}). Returns the committed record. A commit that fails removes
-    the part files it already moved into place, so readers never see a shard without its record.
+    relative path, "bytes": size}} for tokens, rejects and rows); its `encode_batches` go to the
+    row-index file (`shard_rows`), the committed record keeps none (the count stays in `batches`).
+    Returns the committed record. A commit that fails removes the part files (and row index) it
+    already moved into place, so readers never see a shard without its record.
     """
     _check_inputs(shard_id, tokens, rejects, record)
     fs, root = _fs(out_dir)
     tag = f"{TMP_PREFIX}{shard_id}-{uuid.uuid4().hex}"
-    finals = {kind: f"{root}/{part_name(kind, shard_id)}" for kind in PARTS}
+    names = {**{kind: part_name(kind, shard_id) for kind in PARTS}, ROWS: shard_rows.file_name(shard_id)}
+    finals = {kind: f"{root}/{name}" for kind, name in names.items()}
     finals[MANIFEST] = f"{root}/{MANIFEST}/{shard_id}.json"
     temps = {kind: f"{final.rsplit('/', 1)[0]}/{tag}" for kind, final in finals.items()}
     local = isinstance(fs, LocalFileSystem)
-    for kind in finals:
-        fs.makedirs(f"{root}/{kind}", exist_ok=True)
+    for final in finals.values():
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="audiotok-") as spool:
         staged = temps if local else {kind: os.path.join(spool, kind) for kind in temps}
         try:
             for kind, table in zip(PARTS, (tokens, rejects)):
                 (write_parquet or _write_parquet)(staged[kind], table, metadata, cfg, local)
-            files = {k: {"path": part_name(k, shard_id), "bytes": os.path.getsize(staged[k])} for k in PARTS}
+            _write_row_index(staged[ROWS], tokens, record, names["tokens"], staged["tokens"], local)
+            files = {k: {"path": names[k], "bytes": os.path.getsize(staged[k])} for k in (*PARTS, ROWS)}
             committed = dataclasses.replace(record, finished_at=record.finished_at or time.time(),
-                                            format_version=FORMAT_VERSION, files=files)
+                                            format_version=FORMAT_VERSION, files=files, encode_batches=[])
             record_blob = json.dumps(committed.to_json(), indent=1, sort_keys=True, default=_plain).encode()
             _write_bytes(staged[MANIFEST], record_blob, sync=local)
-            for kind in (*PARTS, MANIFEST):
+            for kind in (*PARTS, ROWS, MANIFEST):
                 if kind == MANIFEST:
                     fault_injection.maybe_fault("between_renames", shard_id)
                 if local:
@@ -179,13 +187,26 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
     return committed
 
 
+def _write_row_index(path: str, tokens: pa.Table, record: ShardRecord, part: str, written_part: str,
+                     sync: bool) -> None:
+    """The shard's row-index file (`shard_rows`) at `path`, its row groups read from the part as written."""
+    meta = pq.read_metadata(written_part)
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    table = shard_rows.from_tokens(tokens, record.encode_batches, part, sizes)
+    with open(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def _remove_uncommitted_parts(fs, finals: dict[str, str]) -> None:
     """After a failed commit: delete the shard's part files unless its manifest record exists (best
     effort: what cannot be removed now, `cleanup_uncommitted` removes before the next run)."""
     try:
         if fs.isfile(finals[MANIFEST]):
             return
-        for kind in PARTS:
+        for kind in (*PARTS, ROWS):
             if fs.isfile(finals[kind]):
                 fs.rm(finals[kind])
     except OSError as exc:
@@ -212,6 +233,13 @@ def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
     return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
 
 
+def part_paths(out_dir: str, shard_ids: list[str], kind: str = "tokens") -> list[str]:
+    """Paths (or URLs) of the part files of `kind` of `shard_ids`, in their order (as `committed_parts`)."""
+    fs, root = _fs(out_dir)
+    paths = [f"{root}/{part_name(kind, s)}" for s in shard_ids]
+    return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
+
+
 def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, manifest_snapshot.Listed]]) -> bool:
     for kind in PARTS:
         name = f"part-{shard_id}.parquet"
@@ -226,7 +254,8 @@ def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | N
     """Make the output directory hold exactly the committed shards; returns the paths removed.
 
     Removes `.tmp-*` files, manifest records whose part files are missing or have another size
-    (the record goes first, so the shard counts as not done), and part files with no record.
+    (the record goes first, so the shard counts as not done), and part files and row-index files
+    (`rows/`) with no record.
     The parts are checked against one listing of each part folder, taken with the manifest's
     (`state`: a job start's `manifest_snapshot.load(out_dir, start=True)`, updated here: the records
     removed leave `state.records`; else read here). Run it before a job starts, never while another
@@ -242,7 +271,7 @@ def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | N
     def folder(kind: str) -> str:
         return f"{root}/{kind}" if kind else root
 
-    temps = [f"{folder(kind)}/{name}" for kind in (*PARTS, MANIFEST, manifest_snapshot.SNAPSHOTS, "")
+    temps = [f"{folder(kind)}/{name}" for kind in (*PARTS, ROWS, MANIFEST, manifest_snapshot.SNAPSHOTS, "")
              for name in listings.get(kind, {}) if name.startswith(TMP_PREFIX)]
     broken = [s for s, record in state.records.items() if not _intact(s, record, listings)]
     for shard_id in broken:
@@ -251,6 +280,8 @@ def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | N
     records = [state.record_path(s) for s in broken]
     parts = [f"{root}/{kind}/{name}" for kind in PARTS for name in listings[kind]
              if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in state.records]
+    parts += [f"{root}/{ROWS}/{name}" for name in listings.get(ROWS, {})  # row-index files of shards not committed
+              if not name.startswith(TMP_PREFIX) and name.endswith(".parquet") and name[:-8] not in state.records]
     removed: list[str] = []
     for batch in (temps, records, parts):  # records before parts: a shard never looks committed without them
         if batch:

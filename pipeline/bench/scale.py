@@ -10,8 +10,12 @@ or on the fake object store (`object_store`: requests counted by kind, bytes, si
                   output that holds its snapshot (as every run leaves it)
     job_start_records  the same on an output without a snapshot (as written before #30): every record
                   read, then the snapshot written
-    row_index     training.index.RowIndex.build
-    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch)
+    row_index     training.index.RowIndex.build, first time: reads every shard's row-index file, writes
+                  the gathered files (`rows_gathered`, one per 1,000 shards)
+    row_index_cached  the same once the gathered files are there (~1 read per 1,000 shards)
+    row_index_parts   the same on an output without row-index files (as before #30: every part opened)
+    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch; the
+                  dataset, made once per job, reads the committed parts: its time is in the note)
     listing       sources.paths.match of a brace pattern naming every input shard
     listing_each  the same, asking about each name (sources.paths.LIST_FROM out of reach): before #30
     scheduler     the end of a run (no shard left to hand out) at `actors` actors on bench.cluster
@@ -32,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from . import synthetic_output
 from .synthetic_output import SyntheticOutput
 
-FIGURES = ("job_start", "job_start_records", "row_index", "fragments", "listing", "listing_each", "scheduler")
+FIGURES = ("job_start", "job_start_records", "row_index", "row_index_cached", "row_index_parts", "fragments",
+           "listing", "listing_each", "scheduler")
 
 
 @dataclass(frozen=True)
@@ -70,19 +75,18 @@ def _rss_mb() -> float:
 
 def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     """The callable measured for figure `name` (imports done beforehand, outside the measure)."""
-    from .. import reader, writer
+    from .. import reader, rows_gathered, writer
     from ..config import SourceConfig
     from ..sources import paths
-    from ..training.index import RowIndex
+    from .object_store import FakeObjectStore
 
     where = out.url if fake else out.local_dir
+    clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
     if name in ("job_start", "job_start_records"):
         from .. import job_start
         from ..records import Shard
-        from .object_store import FakeObjectStore
 
         shards = [Shard(s, f"s3://corpus/{s}.tar", "webdataset") for s in out.shard_ids()]
-        clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
 
         def start():
             begun = job_start.start(where, shards, log=lambda line: None, clock=clock)
@@ -93,11 +97,18 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
                     f"snapshot {'written' if begun.snapshot else 'current'}; "
                     + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
         return start
-    if name == "row_index":
-        return lambda: f"{len(RowIndex.build(where)):,} rows"
+    if name.startswith("row_index"):
+        if name in ("row_index", "row_index_parts"):  # no gathered files (an earlier figure wrote them)
+            _remove_gathered(out.local_dir)
+        elif name == "row_index_cached":
+            rows_gathered.gather(where)
+        return lambda: _row_index(where, parts_only=name == "row_index_parts", clock=clock)
     if name == "fragments":
+        made = clock()
         dataset = reader.TokenDataset(where)
-        return lambda: f"{len(dataset.fragments()):,} fragments"
+        made = clock() - made
+        return lambda: (f"{len(dataset.fragments()):,} fragments (the dataset, made once per job, read the "
+                        f"manifest in {made:.2f} s)")
     if name in ("listing", "listing_each"):
         def listing():
             list_from = paths.LIST_FROM
@@ -110,6 +121,46 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     if name == "scheduler":
         return lambda: scheduler_end_of_run(actors)
     raise ValueError(f"unknown figure {name!r}; choose from {FIGURES}")
+
+
+def _remove_gathered(local_dir: str) -> None:
+    import shutil
+
+    from ..rows_gathered import FOLDER
+
+    shutil.rmtree(os.path.join(local_dir, FOLDER), ignore_errors=True)
+
+
+def _row_index(where: str, parts_only: bool, clock) -> str:
+    """RowIndex.build of `where`, the seconds it spends reading the committed set (the manifest) told
+    apart; parts_only: as on an output written before the row-index files (each part opened)."""
+    import pickle
+
+    from .. import rows_gathered, writer
+    from ..training.index import RowIndex
+
+    spent = [0.0]
+    committed_shards, has_rows = writer.committed_shards, rows_gathered._has_rows_file
+
+    def timed(*args, **kwargs):
+        started = clock()
+        try:
+            return committed_shards(*args, **kwargs)
+        finally:
+            spent[0] += clock() - started
+
+    writer.committed_shards = timed
+    if parts_only:
+        rows_gathered._has_rows_file = lambda record: False
+    try:
+        index = RowIndex.build(where, write_gathered=not parts_only)
+    finally:
+        writer.committed_shards, rows_gathered._has_rows_file = committed_shards, has_rows
+    rows = max(1, len(index))
+    names = sum(len(f) + 49 for f in index.files)
+    return (f"{len(index):,} rows; the committed set (manifest) {spent[0]:.2f} s of it; arrays "
+            f"{index.nbytes / rows:.1f} B/row + file names {names / 1e6:.1f} MB; pickled "
+            f"{len(pickle.dumps(index)) / 1e6:.1f} MB")
 
 
 def scheduler_end_of_run(actors: int, shards_per_actor: int = 3) -> str:

@@ -6,7 +6,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import job_start, writer
+from pipeline import job_start, shard_rows, writer
 from pipeline.bench import scale, synthetic_output
 from pipeline.bench.object_store import FakeObjectStore
 from pipeline.records import Shard
@@ -29,9 +29,12 @@ def test_the_synthetic_output_is_a_committed_output(figures):
     records = writer.committed_shards(out.local_dir)
     assert sorted(records) == out.shard_ids() and writer.cleanup_uncommitted(out.local_dir) == []
     copy = records["shard-0000007"]  # a copy of template 1: its parts are the template's bytes
-    assert copy.url == "s3://corpus/shard-0000007.tar" and copy.rows == 6 and copy.encode_batches[0].keys
+    assert copy.url == "s3://corpus/shard-0000007.tar" and copy.rows == 6 and copy.encode_batches == []
     part = os.path.join(out.local_dir, copy.files["tokens"]["path"])
     assert pq.read_table(part).column("key").to_pylist()[0] == "shard-0000001/utt-00000"
+    rows = pq.read_table(os.path.join(out.local_dir, copy.files["rows"]["path"]))  # its own row index
+    assert set(rows.column("part").to_pylist()) == {"tokens/part-shard-0000007.parquet"}
+    assert shard_rows.encode_batches(rows)[0].keys[0] == "shard-0000001/utt-00000"
     with open(os.path.join(root, "bench-shape.json")) as f:
         assert json.load(f)["shards"] == SHARDS
 
@@ -44,8 +47,9 @@ def test_every_figure_runs_on_both_storages(figures):
             "200 committed, 0 to do; 0 record(s) from the manifest's snapshot, 200 from their files; snapshot written")
         assert found["job_start", storage].note.startswith(
             "200 committed, 0 to do; 200 record(s) from the manifest's snapshot, 0 from their files; snapshot current")
-    assert found["row_index", "fake"].note == f"{SHARDS * 6:,} rows"
-    assert found["fragments", "fake"].note == f"{SHARDS:,} fragments"
+    for name in ("row_index", "row_index_cached", "row_index_parts"):
+        assert found[name, "fake"].note.startswith(f"{SHARDS * 6:,} rows; the committed set (manifest) ")
+    assert found["fragments", "fake"].note.startswith(f"{SHARDS:,} fragments")
     assert "end of run" in found["scheduler", "local"].note
 
 
@@ -58,9 +62,17 @@ def test_the_store_figures_count_requests_and_charge_them(figures):
     assert before.requests["get"] == SHARDS + 1 and before.seconds >= SHARDS / 10 * 0.020
     start = found["job_start", "fake"]  # the snapshot and the sidecar: two GETs, whatever the shard count
     assert start.requests["get"] == 2 and start.requests["head"] == 1 and start.seconds < before.seconds / 3
-    index = found["row_index", "fake"]  # parts opened one after another: a HEAD and GETs each
-    assert index.requests["head"] >= SHARDS and index.seconds >= SHARDS * 2 * 0.020
-    assert index.bytes_read > 0 and "at 1,000,000 shards (x5000)" in index.line(1_000_000)
+    parts = found["row_index_parts", "fake"]  # as before: parts opened one after another, a HEAD and GETs each
+    assert parts.requests["head"] >= SHARDS and parts.seconds >= SHARDS * 2 * 0.020
+    assert parts.bytes_read > 0 and "at 1,000,000 shards (x5000)" in parts.line(1_000_000)
+    cold = found["row_index", "fake"]  # the committed set (the snapshot), every row-index file (in parallel),
+    # one gathered file put; the one HEAD: is there a provenance sidecar
+    assert SHARDS <= cold.requests["get"] <= SHARDS + 3 and cold.requests["put"] == 1 and cold.requests["head"] == 1
+    cached = found["row_index_cached", "fake"]  # the snapshot, then one gathered file for the 200 shards
+    assert cached.requests["get"] <= 3 and "put" not in cached.requests and cached.requests["head"] == 1
+    assert cached.seconds < parts.seconds / 10 and cached.bytes_read < parts.bytes_read / 5
+    fragments = found["fragments", "fake"]  # per worker per epoch: no request at all
+    assert fragments.requests == {}
 
 
 @pytest.mark.parametrize("args, says", [
