@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline import fault_injection, manifest_snapshot, writer
+from pipeline import fault_injection, manifest_snapshot, rows_gathered, writer
 from pipeline.bench.object_store import FakeObjectStore
 from pipeline.records import EncodeBatch, ShardRecord
 from tests.conftest import REPO
@@ -57,7 +57,8 @@ def test_a_snapshot_never_makes_a_shard_committed_whose_record_or_parts_are_gone
     assert sorted(state.records) == ["sh-1", "sh-2"] and state.from_snapshot == 2
     removed = writer.cleanup_uncommitted(str(tmp_path), state)
     assert sorted(os.path.relpath(p, tmp_path) for p in removed) == [
-        "_manifest/sh-1.json", "rejects/part-sh-0.parquet", "rejects/part-sh-1.parquet", "tokens/part-sh-0.parquet"]
+        "_manifest/sh-1.json", "rejects/part-sh-0.parquet", "rejects/part-sh-1.parquet", "rows/sh-0.parquet",
+        "rows/sh-1.parquet", "tokens/part-sh-0.parquet"]
     assert sorted(state.records) == ["sh-2"] and list(writer.committed_shards(str(tmp_path))) == ["sh-2"]
 
 
@@ -146,16 +147,16 @@ def test_on_the_object_store_a_start_reads_the_snapshot_not_every_record(tmp_pat
         before = FakeObjectStore.stats()
         state = manifest_snapshot.load(out, start=True)
         first = FakeObjectStore.stats().minus(before)
-        # five listings (manifest, snapshots, tokens, rejects, root) and the sidecar's GET side by side,
+        # six listings (manifest, snapshots, tokens, rejects, rows, root) and the sidecar's GET side by side,
         # then the five records' GETs side by side: two request times
-        assert first.requests == {"list": 5, "get": 6} and first.seconds == pytest.approx(0.040, rel=0.05)
+        assert first.requests == {"list": 6, "get": 6} and first.seconds == pytest.approx(0.040, rel=0.05)
         assert writer.cleanup_uncommitted(out, state) == []
         manifest_snapshot.write(state)
         before = FakeObjectStore.stats()
         again = manifest_snapshot.load(out, start=True)
         read = FakeObjectStore.stats().minus(before)
         assert again.records == state.records and again.from_snapshot == 5
-        assert read.requests == {"list": 5, "get": 2, "head": 1}  # the sidecar; the snapshot: HEAD + GET
+        assert read.requests == {"list": 6, "get": 2, "head": 1}  # the sidecar; the snapshot: HEAD + GET
     finally:
         FakeObjectStore.state = None
 
@@ -194,9 +195,16 @@ def test_a_run_ends_with_a_snapshot_of_every_record_without_reading_the_ones_it_
         before = FakeObjectStore.stats()
         assert job_start.finish(begun, records).endswith("snapshot-0000000002.jsonl.zst")
         closing = FakeObjectStore.stats().minus(before)
-        assert "get" not in closing.requests and closing.requests["put"] == 1  # listed, not read; one PUT
+        # records listed, not read; GETs only of the 4 row-index files, gathered into one file (`rows_gathered`):
+        # PUTs the snapshot and the gathered file's temp, moved into place (COPY)
+        assert closing.requests["get"] == 4 and closing.requests["put"] == 2 and closing.requests["copy"] == 1
+        assert closing.bytes_read == sum(os.path.getsize(tmp_path / "bucket" / "out" / "rows" / f"sh-{i}.parquet")
+                                         for i in range(4))
         again = manifest_snapshot.load(out)
         assert again.records == records and (again.from_snapshot, again.from_files) == (4, 0)
+        before = FakeObjectStore.stats()
+        assert rows_gathered.gather(out, again.records) == 0  # the gathered file is there: nothing read
+        assert "get" not in FakeObjectStore.stats().minus(before).requests
     finally:
         FakeObjectStore.state = None
 
