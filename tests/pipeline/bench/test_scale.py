@@ -65,11 +65,12 @@ def test_the_store_figures_count_requests_and_charge_them(figures):
     parts = found["row_index_parts", "fake"]  # as before: parts opened one after another, a HEAD and GETs each
     assert parts.requests["head"] >= SHARDS and parts.seconds >= SHARDS * 2 * 0.020
     assert parts.bytes_read > 0 and "at 1,000,000 shards (x5000)" in parts.line(1_000_000)
-    cold = found["row_index", "fake"]  # the committed set (the snapshot), every row-index file (in parallel),
-    # one gathered file put; the one HEAD: is there a provenance sidecar
-    assert SHARDS <= cold.requests["get"] <= SHARDS + 3 and cold.requests["put"] == 1 and cold.requests["head"] == 1
+    # the committed set: the manifest's snapshot (a HEAD and a GET, the records all in it), then every row-index
+    # file (in parallel) and one gathered file put; the other HEAD: is there a provenance sidecar
+    cold = found["row_index", "fake"]
+    assert SHARDS <= cold.requests["get"] <= SHARDS + 3 and cold.requests["put"] == 1 and cold.requests["head"] == 2
     cached = found["row_index_cached", "fake"]  # the snapshot, then one gathered file for the 200 shards
-    assert cached.requests["get"] <= 3 and "put" not in cached.requests and cached.requests["head"] == 1
+    assert cached.requests["get"] <= 3 and "put" not in cached.requests and cached.requests["head"] == 2
     assert cached.seconds < parts.seconds / 10 and cached.bytes_read < parts.bytes_read / 5
     fragments = found["fragments", "fake"]  # per worker per epoch: no request at all
     assert fragments.requests == {}
@@ -104,11 +105,11 @@ def test_the_job_start_at_10k_shards_reads_the_snapshot_and_lists_each_folder_on
     FakeObjectStore.state = None
     pages = shards // 1000
     before, start = found["job_start_records", "fake"], found["job_start", "fake"]
-    # listings: the manifest, the snapshots' folder, the two part folders, the root
-    assert before.requests == {"list": pages + 1 + 2 * pages + 1, "get": shards + 1, "put": 2, "copy": 1,
+    # listings: the manifest, the snapshots' folder, the two part folders, the row-index files' folder, the root
+    assert before.requests == {"list": pages + 1 + 3 * pages + 1, "get": shards + 1, "put": 2, "copy": 1,
                                "delete": 1}
     # the manifest's listing now holds the snapshots' folder too: one more key, one more page
-    assert start.requests == {"list": 1 + (pages + 1) + 2 * pages + 1, "get": 2, "head": 1, "put": 1, "copy": 1,
+    assert start.requests == {"list": 1 + (pages + 1) + 3 * pages + 1, "get": 2, "head": 1, "put": 1, "copy": 1,
                               "delete": 1}
     assert before.seconds >= shards / 10 * 0.020 and start.seconds < before.seconds / 20
     assert start.seconds * 1_000_000 / shards <= 5 * 60  # the target at 1M shards, by the same simulation
