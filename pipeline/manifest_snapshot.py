@@ -66,7 +66,7 @@ READ_THREADS = 16  # records read at once on the local disk (object stores: the 
 _CHUNK = 16 * 2**20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listed:
     """A plain file of a listing: its size and its stamp (size plus the listing's version fields)."""
 
@@ -197,8 +197,10 @@ def _snapshot_names(listing: dict[str, Listed]) -> list[tuple[int, str]]:
     return sorted(found, reverse=True)
 
 
-def read_snapshot(fs, path: str) -> dict[str, tuple[str, dict]]:
-    """{shard_id: (stamp, record JSON)} of a snapshot file; ValueError when it is not a whole snapshot."""
+def read_snapshot(fs, path: str, parse=None) -> dict[str, tuple[str, object]]:
+    """{shard_id: (stamp, record JSON)} of a snapshot file; ValueError when it is not a whole snapshot.
+    parse: made of each record's JSON as it is read (e.g. `ShardRecord.from_json`), so that the JSON of
+    every record is not held at once (at 1M shards: GBs)."""
     with fs.open(path, "rb", block_size=64 * 2**20) as f:
         stream = pa.input_stream(f, compression="zstd")
         entries: dict[str, tuple[str, dict]] = {}
@@ -222,7 +224,7 @@ def read_snapshot(fs, path: str) -> dict[str, tuple[str, dict]]:
                     end = item["end"]
                 else:
                     record = item["record"]
-                    entries[record["shard_id"]] = (item["stamp"], record)
+                    entries[record["shard_id"]] = (item["stamp"], parse(record) if parse else record)
             if not chunk:
                 break
     if header is None or end != len(entries) or header.get("records") != len(entries):
@@ -248,7 +250,7 @@ def load(out_dir: str, *, start: bool = False, storage_options: dict | None = No
     snapshot, generation, held = None, 0, {}
     for gen, name in _snapshot_names(listings[SNAPSHOTS]):
         try:
-            held = read_snapshot(fs, f"{root}/{SNAPSHOTS}/{name}")
+            held = read_snapshot(fs, f"{root}/{SNAPSHOTS}/{name}", ShardRecord.from_json)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("snapshot %s/%s/%s unusable (%s): trying an older one", root, SNAPSHOTS, name, exc)
             continue
@@ -265,7 +267,7 @@ def load(out_dir: str, *, start: bool = False, storage_options: dict | None = No
             record = _parse_record(f"{shard_id}.json", blobs.get(state.record_path(shard_id)), f"{root}/{MANIFEST}")
             state.from_files += record is not None
         else:
-            record = ShardRecord.from_json(held[shard_id][1])
+            record = held[shard_id][1]
             state.from_snapshot += 1
         if record is not None:
             state.records[shard_id] = record
