@@ -121,8 +121,10 @@ def _stamp(entry: dict) -> str:
     return "/".join([str(entry.get("size"))] + [f"{k}={entry[k]}" for k in _VERSION_KEYS if entry.get(k) is not None])
 
 
-def list_files(fs, path: str) -> dict[str, Listed]:
+def list_files(fs, path: str, stamps: bool = True) -> dict[str, Listed]:
     """{file name: Listed} of the plain files directly in `path` ({} when it does not exist).
+    stamps=False: sizes only (stamp ""), for folders whose files are checked by size (the parts: at
+    1M shards their stamps would hold ~0.3 GB of the driver's memory).
 
     Listed afresh: s3fs and gcsfs cache listings per filesystem instance, and fsspec reuses the
     instance, so a driver would otherwise not see the shards its actors committed since.
@@ -134,7 +136,8 @@ def list_files(fs, path: str) -> dict[str, Listed]:
                 for e in entries:
                     if e.is_file(follow_symlinks=False):
                         st = e.stat(follow_symlinks=False)
-                        out[e.name] = Listed(st.st_size, f"{st.st_size}/mtime={st.st_mtime_ns}/ino={st.st_ino}")
+                        out[e.name] = Listed(st.st_size, f"{st.st_size}/mtime={st.st_mtime_ns}/ino={st.st_ino}"
+                                             if stamps else "")
         except (FileNotFoundError, NotADirectoryError):
             return {}
         return out
@@ -143,7 +146,7 @@ def list_files(fs, path: str) -> dict[str, Listed]:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:
         return {}
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: Listed(e.get("size"), _stamp(e))
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: Listed(e.get("size"), _stamp(e) if stamps else "")
             for e in entries if e.get("type") == "file"}
 
 
@@ -241,7 +244,8 @@ def load(out_dir: str, *, start: bool = False, storage_options: dict | None = No
     fs, root = filesystem(out_dir, storage_options)
     folders = [MANIFEST, SNAPSHOTS] + ([*PART_DIRS, ""] if start else [])
     with ThreadPoolExecutor(len(folders) + 1) as pool:
-        listed = {name: pool.submit(list_files, fs, f"{root}/{name}" if name else root) for name in folders}
+        listed = {name: pool.submit(list_files, fs, f"{root}/{name}" if name else root, name in (MANIFEST, SNAPSHOTS))
+                  for name in folders}
         sidecar = pool.submit(_read_provenance, fs, root) if start else None
         listings = {name: job.result() for name, job in listed.items()}
         provenance = sidecar.result() if sidecar else None
