@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"ray_address={json.dumps(args.ray_address)}")
     try:
         cfg = load_config(args.config, overrides)
-        shards = preflight(cfg, args.input, args.output, _stderr)
+        checked = preflight(cfg, args.input, args.output, _stderr)
     except (AudiotokError, OSError) as exc:
         return fail("audiotok", exc)
     from pipeline.engine.ray_backend import connect_ray, shutdown_ray
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     started_here = False
     try:
         started_here = connect_ray(address=cfg.ray_address)
-        summary = run_job(cfg, args.input, args.output, shards=shards)
+        summary = run_job(cfg, args.input, args.output, shards=checked.shards, state=checked.state)
     except AudiotokError as exc:  # a user's mistake (exit 2) or a failed job (exit 1): one line, no traceback
         return fail("audiotok", exc)
     finally:

@@ -27,6 +27,8 @@ One rule per line (or comma-separated):
                               thread) not started; the next shard may be encoding meanwhile
              between_renames  writer.commit_shard: the parts are in place, the manifest record not
              decode           decoder process: before decoding a sample (name: the sample's key)
+             snapshot_write   manifest_snapshot.write: the new snapshot's bytes are written, not yet
+                              in place (name: snapshot-<generation>)
     pattern  fnmatch pattern over the name (a shard id, or a key at `decode`); default `*`
     >items   fire only when the stage's item count is larger (encode_oom); default: always
     #times   fire on the first `times` hits that match (default 1); `#all`: on every hit
@@ -48,7 +50,8 @@ from pathlib import Path
 
 ENV = "AUDIOTOK_TEST_FAULTS"
 ACTIONS = ("kill", "killsession", "oom", "cudafatal", "raise", "pause")
-STAGES = ("after_decode", "during_encode", "encode_oom", "before_commit", "between_renames", "decode")
+STAGES = ("after_decode", "during_encode", "encode_oom", "before_commit", "between_renames", "decode",
+          "snapshot_write")
 _RULE = re.compile(r"(?P<action>\w+)@(?P<stage>\w+)(?::(?P<pattern>[^>#]+))?(?:>(?P<above>\d+))?"
                    r"(?:#(?P<times>\d+|all))?")
 

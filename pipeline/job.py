@@ -1,9 +1,9 @@
 """The tokenization job, wired: list shards, skip committed ones, run the rest on actors, summarize.
 
-    sources.list_shards ─► writer.cleanup_uncommitted / committed_shards ─► to do
+    sources.list_shards ─► job_start (one read of the committed state, cleanup, to do, the manifest's snapshot)
       ─► engine.placement (how many actors, what each asks) ─► engine.scheduler on engine.ray_backend
       ─► each actor: shard_actor.ShardWork ─► shard_worker.ShardTokenizer (read, decode, encode, commit one shard)
-      ─► _summary.json, and verify_on_ray.verify_after_job when `verify.sample_count` > 0
+      ─► the manifest's snapshot, _summary.json, and verify_on_ray.verify_after_job when `verify.sample_count` > 0
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import dataclasses
 import sys
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from . import sources, verify_on_ray, writer
+from . import job_start, sources, verify_on_ray, writer
 from .config import JobConfig, to_dict
 from .engine import ray_backend
 from .engine.placement import Placement, plan_actors, unplaceable
 from .engine.progress import RunSummary, summarize
 from .engine.scheduler import ActorInfo, Scheduler, SchedulerSettings
+from .manifest_snapshot import ManifestState
 from .records import Shard
 from .shard_actor import ActorSetup, ShardWork
 from .sources.common import input_root, normalize
@@ -70,21 +72,16 @@ def _place(cfg: JobConfig, shards: int, log) -> Placement:
 
 
 def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
-            shards: list[Shard] | None = None) -> JobSummary:
+            shards: list[Shard] | None = None, state: ManifestState | None = None) -> JobSummary:
     """Tokenize every shard of `input_spec` (or the `shards` listed from it by preflight.preflight)
-    into `out_dir`; returns the run summary (also written)."""
+    into `out_dir`; returns the run summary (also written). state: the output's committed state as
+    preflight read it (else read here)."""
     started = time.time()
     out_dir = normalize(str(out_dir))  # every node must find the same directory
     shards = sources.list_shards(input_spec, cfg.source, log) if shards is None else shards
-    writer.cleanup_uncommitted(out_dir)
-    done = writer.committed_shards(out_dir)
-    if cfg.retry_unreadable:  # storage faults may have passed: those shards are tried again
-        again = [k for k, r in done.items() if "shard_unreadable" in r.rejects_by_reason]
-        done = {k: r for k, r in done.items() if k not in again}
-        if again:
-            log(f"[audiotok] {len(again)} shard(s) recorded as shard_unreadable are tried again")
-    todo = [s for s in shards if s.shard_id not in done]
-    log(f"[audiotok] {len(shards)} shards, {len(done)} already committed, {len(todo)} to do")
+    begun = job_start.start(out_dir, shards, cfg.retry_unreadable, log, state=state)  # one read of the committed state
+    done, todo = begun.done, begun.todo
+    log(f"[audiotok] {len(shards)} shards, {len(done)} already committed, {len(todo)} to do ({begun.describe()})")
 
     placement = _place(cfg, len(todo), log)
     run_id = uuid.uuid4().hex
@@ -94,9 +91,14 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
     backend = ray_backend.RayBackend(ShardWork, (cfg, out_dir, setup), placement.request,
                                      cfg.shards_in_flight_per_actor)
 
+    # the sidecar is checked here, in memory, against the one read at start; written off the event loop
+    sidecar = ThreadPoolExecutor(1, thread_name_prefix="audiotok-provenance")
+    sidecar_written: list[Future] = []
+
     def started_line(info: ActorInfo) -> None:
         prov = info.provenance
-        writer.write_provenance(out_dir, replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
+        data = begun.check_provenance(replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
+        sidecar_written.append(sidecar.submit(writer.write_provenance_file, out_dir, data))
         for line in prov.model_sources_skipped:  # whole, on one line (a message may hold newlines)
             log(f"[audiotok] model source skipped: {' '.join(line.split())[:1000]}")
         if prov.gpu_name:
@@ -122,6 +124,10 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
         records = scheduler.run(placement.count, done, len(shards))
     finally:
         scheduler.stop()
+        sidecar.shutdown(wait=True)
+    for written in sidecar_written:
+        written.result()  # a failed write of the sidecar fails the job, as before
+    job_start.finish(begun, records, log)
 
     first = scheduler.first_info
     run = summarize(records, shards, time.time() - started, first.provenance if first else None)

@@ -25,14 +25,16 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import fsspec
 
 from .config import JobConfig
 from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from .manifest_snapshot import ManifestState
 
 HUB_TIMEOUT_S = 2.5  # one bounded hub lookup per hub-id model source
 
@@ -366,21 +368,27 @@ def check_committed(out_dir: str, cfg: JobConfig, committed: int, provenance: di
                          "settings")
 
 
-def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str], None] | None = None) -> list:
-    """Every driver-side check, in the order a user fixes them; returns the input's shards (sources.list_shards)."""
-    from . import sources, writer
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks found: the input's shards (sources.list_shards) and the output's committed state
+    (`manifest_snapshot.load(..., start=True)`, None when the output does not exist yet), which the job's
+    start uses rather than reading it again."""
+
+    shards: list
+    state: ManifestState | None = None
+
+
+def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str], None] | None = None) -> Preflight:
+    """Every driver-side check, in the order a user fixes them."""
+    from . import manifest_snapshot, sources
+    from .sources.common import normalize
 
     check_output(out_dir)
     check_model(cfg)
     check_semantic(cfg)
     exists = not is_local(out_dir) or Path(out_dir.removeprefix("file://")).expanduser().exists()
-    committed = writer.committed_shards(out_dir) if exists else {}
-    if committed:
-        try:  # not reader.load_provenance: reader imports torch
-            fs, root = fsspec.core.url_to_fs(out_dir)
-            provenance = json.loads(fs.cat_file(f"{root.rstrip('/')}/{writer.PROVENANCE}"))
-        except (ValueError, OSError):
-            provenance = None
-        check_committed(out_dir, cfg, len(committed), provenance)
+    state = manifest_snapshot.load(normalize(str(out_dir)), start=True) if exists else None
+    if state is not None and state.records:
+        check_committed(out_dir, cfg, len(state.records), state.provenance)
     check_hub_input(input_spec)
-    return sources.list_shards(input_spec, cfg.source, log)
+    return Preflight(sources.list_shards(input_spec, cfg.source, log), state)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
@@ -106,6 +106,22 @@ def arrow_dataset(path: str) -> pads.Dataset:
                         filesystem=PyFileSystem(FSSpecHandler(fs)))
 
 
+def fragment_maker(path: str) -> Callable[[str], pads.Fragment]:
+    """part path or URL of dataset `path` -> its Parquet fragment, made without a request to the storage
+    (the footer is read when the fragment is read)."""
+    fs, _ = fsspec.core.url_to_fs(str(path))
+    fmt = pads.ParquetFileFormat()
+    if isinstance(fs, LocalFileSystem):
+        from pyarrow.fs import LocalFileSystem as ArrowLocal
+
+        local = ArrowLocal()
+        return lambda part: fmt.make_fragment(part, filesystem=local)
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    arrow_fs = PyFileSystem(FSSpecHandler(fs))
+    return lambda part: fmt.make_fragment(fs._strip_protocol(part), filesystem=arrow_fs)
+
+
 def codes_from_arrow(codes: pa.Array, n_q: int | None = None) -> list[np.ndarray]:
     """A `codes` column (list<list<int16>>, any slice) -> one int16 array [n_q, num_frames] per row.
 
@@ -181,21 +197,26 @@ class TokenDataset(IterableDataset):
         if crop_s is not None and crop_s <= 0:
             raise ValueError(f"crop_s must be > 0 seconds or None, got {crop_s}")
         self.crop_s = crop_s
+        self.refresh()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def refresh(self) -> None:
+        """Read the committed parts again (the dataset reads those committed when it was made, so that
+        no DataLoader worker reads the manifest again each epoch): for a dataset a job still writes."""
+        self.parts = [sorted(writer.committed_parts(p)) for p in self.paths]
+
     def fragments(self) -> list:
-        """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0)."""
-        fragments = []
-        for path in self.paths:
-            dataset = arrow_dataset(path)
-            if isinstance(dataset, pads.FileSystemDataset):  # else nothing committed yet
-                fragments.extend(sorted(dataset.get_fragments(), key=lambda f: f.path))
+        """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0).
+        Made from the part paths read once (`refresh`): no request to the storage here."""
+        files = [(d, part) for d, parts in enumerate(self.parts) for part in parts]
         if self.shuffle_buffer:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(fragments)
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(files)
         info = get_worker_info()
-        return fragments if info is None else fragments[info.id :: info.num_workers]
+        mine = files if info is None else files[info.id :: info.num_workers]
+        makers = [fragment_maker(p) for p in self.paths]
+        return [makers[d](part) for d, part in mine]
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Items in file order (no shuffling), this worker's files only."""

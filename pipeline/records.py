@@ -7,6 +7,7 @@ or Rejection (a key that will not be tokenized, with a reason from `pipeline.rej
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,10 +93,13 @@ class EncodeBatch:
     max_batch: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ShardRecord:
     """The manifest record of a committed shard (`<out>/_manifest/<shard_id>.json`): its counts,
-    where and how it ran, and (added by the commit) its files. Seconds are wall-clock seconds."""
+    where and how it ran, and (added by the commit) its files. Seconds are wall-clock seconds.
+    Per-row details (keys, encode batches) are in the shard's row-index file (`shard_rows`), so a
+    driver holding every record holds ~2 KB a shard, whatever the rows; `encode_batches` is only
+    filled by a shard worker before its commit, or read from records written before the row index."""
 
     shard_id: str
     url: str
@@ -129,5 +133,10 @@ class ShardRecord:
         """From a manifest file; keys this version does not know (a newer writer's) are left out."""
         known = {f.name for f in dataclasses.fields(cls)}
         record = cls(**{k: v for k, v in data.items() if k in known})
+        # the same few names in every record: one copy of each string, not one per record
+        record.files = {sys.intern(k): {sys.intern(a): b for a, b in v.items()} if isinstance(v, dict) else v
+                        for k, v in record.files.items()}
+        record.rejects_by_reason = {sys.intern(k): v for k, v in record.rejects_by_reason.items()}
+        record.batch_plan = sys.intern(record.batch_plan) if isinstance(record.batch_plan, str) else record.batch_plan
         record.encode_batches = [b if isinstance(b, EncodeBatch) else EncodeBatch(**b) for b in record.encode_batches]
         return record

@@ -4,13 +4,18 @@ Layout under the output directory (a local path or an fsspec URL):
 
   tokens/part-<shard_id>.parquet    the shard's token rows
   rejects/part-<shard_id>.parquet   its rejections (always written, maybe 0 rows)
+  rows/<shard_id>.parquet           its row index: per row key, frames, part, row, encode batch
+                                    (`shard_rows`; outputs written before it have none)
   _manifest/<shard_id>.json         the commit point: one record per finished shard, written last
+  _manifest/_snapshot/              the compacted manifest: all committed records in one file, read
+                                    with the records newer than it (`manifest_snapshot`)
   _provenance.json                  model and config, outside Parquet too (datasets drops file metadata)
   _summary.json                     the last run's summary (`write_summary`)
 
 Files are first written next to their final name as `.tmp-<shard_id>-<uuid>` (a dot-file with
 no extension: pyarrow.dataset, datasets, Spark and `*.parquet` globs all skip it), then renamed
-into place: tokens, rejects, and last the manifest record. A crash before the last rename leaves
+into place: tokens, rejects, the row index, and last the manifest record (counts only: the
+per-row details, encode batches included, are in the row index). A crash before the last rename leaves
 parts without a record; `cleanup_uncommitted` deletes them (and temp files), so a re-run redoes
 that shard and no row appears twice.
 
@@ -45,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from . import fault_injection
+from . import fault_injection, manifest_snapshot, shard_rows
 from .config import OutputConfig
 from .errors import InputError
 from .records import ShardRecord
@@ -54,6 +59,7 @@ from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVE
 log = logging.getLogger(__name__)
 
 PARTS = ("tokens", "rejects")
+ROWS = shard_rows.FOLDER  # the row-index file's kind in a record's `files`
 MANIFEST = "_manifest"
 PROVENANCE = "_provenance.json"
 RUN_MARKER = "_run.json"  # written by the driver at start; actors check they see it
@@ -126,36 +132,40 @@ def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: Sh
 
 def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: ShardRecord,
                  metadata: dict, cfg: OutputConfig, write_parquet=None) -> ShardRecord:
-    """Write a shard's tokens, rejects and manifest record so that it is committed all at once.
+    """Write a shard's tokens, rejects, row index and manifest record so that it is committed all at once.
 
     metadata: Parquet key/value metadata for both files (see `schema.file_metadata`).
     write_parquet(path, table, metadata, cfg, sync): writes one Parquet file (default: in this
     process; `parquet_process.ParquetProcess.write` builds it in a helper process).
     record: `rows`/`rejects` equal to the tables' row counts; the committed record adds
     `finished_at` (unix seconds, unless given), `format_version` and `files` ({kind: {"path":
-    relative path, "bytes": size}}). Returns the committed record. A commit that fails removes
-    the part files it already moved into place, so readers never see a shard without its record.
+    relative path, "bytes": size}} for tokens, rejects and rows); its `encode_batches` go to the
+    row-index file (`shard_rows`), the committed record keeps none (the count stays in `batches`).
+    Returns the committed record. A commit that fails removes the part files (and row index) it
+    already moved into place, so readers never see a shard without its record.
     """
     _check_inputs(shard_id, tokens, rejects, record)
     fs, root = _fs(out_dir)
     tag = f"{TMP_PREFIX}{shard_id}-{uuid.uuid4().hex}"
-    finals = {kind: f"{root}/{part_name(kind, shard_id)}" for kind in PARTS}
+    names = {**{kind: part_name(kind, shard_id) for kind in PARTS}, ROWS: shard_rows.file_name(shard_id)}
+    finals = {kind: f"{root}/{name}" for kind, name in names.items()}
     finals[MANIFEST] = f"{root}/{MANIFEST}/{shard_id}.json"
     temps = {kind: f"{final.rsplit('/', 1)[0]}/{tag}" for kind, final in finals.items()}
     local = isinstance(fs, LocalFileSystem)
-    for kind in finals:
-        fs.makedirs(f"{root}/{kind}", exist_ok=True)
+    for final in finals.values():
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="audiotok-") as spool:
         staged = temps if local else {kind: os.path.join(spool, kind) for kind in temps}
         try:
             for kind, table in zip(PARTS, (tokens, rejects)):
                 (write_parquet or _write_parquet)(staged[kind], table, metadata, cfg, local)
-            files = {k: {"path": part_name(k, shard_id), "bytes": os.path.getsize(staged[k])} for k in PARTS}
+            _write_row_index(staged[ROWS], tokens, record, names["tokens"], staged["tokens"], local)
+            files = {k: {"path": names[k], "bytes": os.path.getsize(staged[k])} for k in (*PARTS, ROWS)}
             committed = dataclasses.replace(record, finished_at=record.finished_at or time.time(),
-                                            format_version=FORMAT_VERSION, files=files)
+                                            format_version=FORMAT_VERSION, files=files, encode_batches=[])
             record_blob = json.dumps(committed.to_json(), indent=1, sort_keys=True, default=_plain).encode()
             _write_bytes(staged[MANIFEST], record_blob, sync=local)
-            for kind in (*PARTS, MANIFEST):
+            for kind in (*PARTS, ROWS, MANIFEST):
                 if kind == MANIFEST:
                     fault_injection.maybe_fault("between_renames", shard_id)
                 if local:
@@ -177,62 +187,38 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
     return committed
 
 
+def _write_row_index(path: str, tokens: pa.Table, record: ShardRecord, part: str, written_part: str,
+                     sync: bool) -> None:
+    """The shard's row-index file (`shard_rows`) at `path`, its row groups read from the part as written."""
+    meta = pq.read_metadata(written_part)
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    table = shard_rows.from_tokens(tokens, record.encode_batches, part, sizes)
+    with open(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def _remove_uncommitted_parts(fs, finals: dict[str, str]) -> None:
     """After a failed commit: delete the shard's part files unless its manifest record exists (best
     effort: what cannot be removed now, `cleanup_uncommitted` removes before the next run)."""
     try:
         if fs.isfile(finals[MANIFEST]):
             return
-        for kind in PARTS:
+        for kind in (*PARTS, ROWS):
             if fs.isfile(finals[kind]):
                 fs.rm(finals[kind])
     except OSError as exc:
         log.warning("could not remove the parts of a failed commit (%s); the next run removes them", exc)
 
 
-def _list(fs, path: str) -> dict[str, int]:
-    """{file name: size} of the plain files directly in `path` ({} when it does not exist).
-
-    Listed afresh: s3fs and gcsfs cache listings per filesystem instance, and fsspec reuses the
-    instance, so a driver would otherwise not see the shards its actors committed since.
-    """
-    fs.invalidate_cache(path)
-    try:
-        entries = fs.ls(path, detail=True)
-    except FileNotFoundError:
-        return {}
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("size") for e in entries if e.get("type") == "file"}
-
-
-def committed_shards(out_dir: str) -> dict[str, ShardRecord]:
-    """{shard_id: committed record} from `_manifest/`; unreadable records are skipped with a warning."""
-    fs, root = _fs(out_dir)
-    names = sorted(n for n in _list(fs, f"{root}/{MANIFEST}") if n.endswith(".json") and not n.startswith(TMP_PREFIX))
-    if not names:
-        return {}
-    paths = [f"{root}/{MANIFEST}/{n}" for n in names]
-    if isinstance(fs, LocalFileSystem):
-        blobs = {}
-        for p in paths:
-            try:
-                blobs[p] = fs.cat_file(p)
-            except OSError:
-                pass
-    else:
-        blobs = fs.cat(paths, on_error="omit")
-    out = {}
-    for name in names:
-        blob = blobs.get(f"{root}/{MANIFEST}/{name}")
-        try:
-            record = json.loads(blob)
-        except (TypeError, ValueError):
-            log.warning("unreadable manifest record %s/%s/%s: ignored", root, MANIFEST, name)
-            continue
-        if record.get("shard_id") != name[: -len(".json")]:
-            log.warning("manifest record %s names shard %r: ignored", name, record.get("shard_id"))
-            continue
-        out[record["shard_id"]] = ShardRecord.from_json(record)
-    return out
+def committed_shards(out_dir: str, state: manifest_snapshot.ManifestState | None = None,
+                     storage_options: dict | None = None) -> dict[str, ShardRecord]:
+    """{shard_id: committed record}, sorted by shard id: the manifest's snapshot and the records newer
+    than it (`manifest_snapshot.load`), or `state` when the caller has read it already. Unreadable
+    records are skipped with a warning."""
+    return (state or manifest_snapshot.load(out_dir, storage_options=storage_options)).records
 
 
 def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
@@ -247,66 +233,91 @@ def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
     return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
 
 
-def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, int]]) -> bool:
+def part_paths(out_dir: str, shard_ids: list[str], kind: str = "tokens") -> list[str]:
+    """Paths (or URLs) of the part files of `kind` of `shard_ids`, in their order (as `committed_parts`)."""
+    fs, root = _fs(out_dir)
+    paths = [f"{root}/{part_name(kind, s)}" for s in shard_ids]
+    return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
+
+
+def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, manifest_snapshot.Listed]]) -> bool:
     for kind in PARTS:
         name = f"part-{shard_id}.parquet"
         want = record.files.get(kind, {}).get("bytes")
-        if name not in listings[kind] or (want is not None and listings[kind][name] not in (None, want)):
+        if name not in listings[kind] or (want is not None and listings[kind][name].size not in (None, want)):
             return False
     return True
 
 
-def cleanup_uncommitted(out_dir: str) -> list[str]:
+def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | None = None,
+                        storage_options: dict | None = None) -> list[str]:
     """Make the output directory hold exactly the committed shards; returns the paths removed.
 
     Removes `.tmp-*` files, manifest records whose part files are missing or have another size
-    (the record goes first, so the shard counts as not done), and part files with no record.
-    Run it before a job starts, never while another job writes to the same directory.
+    (the record goes first, so the shard counts as not done), and part files and row-index files
+    (`rows/`) with no record.
+    The parts are checked against one listing of each part folder, taken with the manifest's
+    (`state`: a job start's `manifest_snapshot.load(out_dir, start=True)`, updated here: the records
+    removed leave `state.records`; else read here). Run it before a job starts, never while another
+    job writes to the same directory.
     """
-    fs, root = _fs(out_dir)
+    if state is None:
+        state = manifest_snapshot.load(out_dir, start=True, storage_options=storage_options)
+    if not state.started:
+        raise ValueError("cleanup_uncommitted needs the part folders listed: manifest_snapshot.load(..., start=True)")
+    fs, root = state.fs, state.root
+    listings = state.listings
+
+    def folder(kind: str) -> str:
+        return f"{root}/{kind}" if kind else root
+
+    temps = [f"{folder(kind)}/{name}" for kind in (*PARTS, ROWS, MANIFEST, manifest_snapshot.SNAPSHOTS, "")
+             for name in listings.get(kind, {}) if name.startswith(TMP_PREFIX)]
+    broken = [s for s, record in state.records.items() if not _intact(s, record, listings)]
+    for shard_id in broken:
+        log.warning("shard %s: manifest record without its intact part files; it will be redone", shard_id)
+        del state.records[shard_id]
+    records = [state.record_path(s) for s in broken]
+    parts = [f"{root}/{kind}/{name}" for kind in PARTS for name in listings[kind]
+             if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in state.records]
+    parts += [f"{root}/{ROWS}/{name}" for name in listings.get(ROWS, {})  # row-index files of shards not committed
+              if not name.startswith(TMP_PREFIX) and name.endswith(".parquet") and name[:-8] not in state.records]
     removed: list[str] = []
-
-    def rm(path: str) -> None:
-        fs.rm(path)
-        removed.append(path)
-
-    listings = {kind: _list(fs, f"{root}/{kind}") for kind in (*PARTS, MANIFEST)}
-    listings[""] = _list(fs, root)
-    for kind, names in listings.items():
-        for name in [n for n in names if n.startswith(TMP_PREFIX)]:
-            rm(f"{root}/{kind}/{name}" if kind else f"{root}/{name}")
-    committed = committed_shards(out_dir)
-    for shard_id, record in committed.items():
-        if not _intact(shard_id, record, listings):
-            log.warning("shard %s: manifest record without its intact part files; it will be redone", shard_id)
-            rm(f"{root}/{MANIFEST}/{shard_id}.json")
-    kept = {s for s in committed if f"{root}/{MANIFEST}/{s}.json" not in removed}
-    for kind in PARTS:
-        for name in listings[kind]:
-            if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in kept:
-                rm(f"{root}/{kind}/{name}")
+    for batch in (temps, records, parts):  # records before parts: a shard never looks committed without them
+        if batch:
+            fs.rm(batch)
+            removed.extend(batch)
     if removed:
         log.warning("removed %d uncommitted file(s) under %s", len(removed), out_dir)
     return removed
 
 
-def write_provenance(out_dir: str, provenance: dict) -> None:
-    """Write `_provenance.json` (atomically where the filesystem allows).
-
-    Refuses (InputError, a ValueError) to replace a sidecar that describes different tokens (another model,
-    checkpoint, codec config, rate, bandwidth map, precision, resampler or format) while committed
-    shards exist: rows of two tokenizations would be mixed in one dataset.
-    """
-    fs, root = _fs(out_dir)
-    path = f"{root}/{PROVENANCE}"
+def check_provenance(out_dir: str, old: dict | None, provenance: dict, committed: bool) -> dict:
+    """The sidecar to write for `provenance`; InputError (a ValueError) when committed shards exist and
+    the sidecar there (`old`) describes different tokens (another model, checkpoint, codec config,
+    rate, bandwidth map, precision, resampler or format): rows of two tokenizations would be mixed."""
     data = {"format_version": FORMAT_VERSION, **provenance}
-    if fs.exists(path) and committed_shards(out_dir):
-        old = json.loads(fs.cat_file(path))
+    if old is not None and committed:
         keys = ["format_version", *(k for k in REQUIRED_PROVENANCE if k != "pipeline_version")]
         changed = [k for k in keys if json.dumps(old.get(k), sort_keys=True) != json.dumps(data.get(k), sort_keys=True)]
         if changed:
             raise InputError(f"{out_dir} already holds committed shards tokenized with different {changed}; "
                              f"write to a new output directory")
+    return data
+
+
+def write_provenance(out_dir: str, provenance: dict, state: manifest_snapshot.ManifestState | None = None) -> None:
+    """Write `_provenance.json` (atomically where the filesystem allows), after `check_provenance`
+    against the sidecar and committed shards there (from `state`, a job start's read, when given)."""
+    if state is None or not state.started:
+        state = manifest_snapshot.load(out_dir, start=True)
+    data = check_provenance(out_dir, state.provenance, provenance, bool(state.records))
+    write_provenance_file(out_dir, data)
+
+
+def write_provenance_file(out_dir: str, data: dict) -> None:
+    """`_provenance.json` := data (already checked: `check_provenance`)."""
+    fs, root = _fs(out_dir)
     _replace_file(fs, root, PROVENANCE, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 

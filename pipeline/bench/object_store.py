@@ -7,12 +7,14 @@ holds a semaphore of that many around every request, and on the simulated clock 
 request beyond them waits for one to end, that wait charged. It behaves like s3fs where cost is
 concerned:
 
-    ls(dir)         LIST with a delimiter, `page_keys` (1,000) entries a page, pages one after another
+    ls(dir)         LIST with a delimiter, `page_keys` (1,000) entries a page, pages one after another;
+                    a file's entry has its size and an ETag that changes when it is written again
     find / glob     find: LIST without a delimiter (every key under the prefix), pages as above;
                     glob: the patterns' fixed prefix is found (fsspec's glob over `find`)
     info, exists    HEAD; a key that is not an object: one more LIST (is it a prefix?)
     open(rb), read  HEAD for the size, then ranged GETs of `block_size` (5 MiB) blocks, read ahead
-    cat_file        GET (its bytes); cat([paths]): GETs in parallel, as s3fs's async cat
+    cat_file        GET (its bytes); cat([paths]): GETs in parallel, as s3fs's async cat, starting
+                    when a request of the caller's thread would
     pipe, put_file  PUT (its bytes); open(wb): one PUT at close
     mv              COPY then DELETE (a rename is not atomic on an object store)
     rm              DELETE, up to 1,000 keys a request; makedirs: nothing (there are no directories)
@@ -149,7 +151,8 @@ class FakeObjectStore(AbstractFileSystem):
     def _entry(self, path: str, local_entry: os.DirEntry) -> dict:
         if local_entry.is_dir():
             return {"name": path, "size": 0, "type": "directory"}
-        return {"name": path, "size": local_entry.stat().st_size, "type": "file"}
+        st = local_entry.stat()  # ETag: changes whenever the object is written again (as S3's, a content hash)
+        return {"name": path, "size": st.st_size, "type": "file", "ETag": f'"{st.st_mtime_ns:x}-{st.st_ino:x}"'}
 
     def _pages(self, n_keys: int) -> None:
         """Charge the LIST pages after the first, one after another (each needs the last one's token)."""
@@ -235,9 +238,13 @@ class FakeObjectStore(AbstractFileSystem):
         if isinstance(paths, str):
             return self.cat_file(paths, **kwargs)
 
+        # the GETs start when a request of the caller's would (from the main thread: once every earlier
+        # request has ended, e.g. the listing that named these paths), then run side by side
+        after = max(kwargs.pop("after", 0.0), self._state().clock.issue())
+
         def one(p):
             try:
-                return p, self.cat_file(p, **kwargs)
+                return p, self.cat_file(p, after=after, **kwargs)
             except Exception as exc:
                 if on_error == "raise":
                     raise

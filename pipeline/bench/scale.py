@@ -5,9 +5,17 @@ output of `synthetic_output.build`, either on the local disk (wall and CPU secon
 or on the fake object store (`object_store`: requests counted by kind, bytes, simulated seconds at
 20 ms a request, 10 in flight). Figures, as the job and the trainer meet them:
 
-    job_start     writer.cleanup_uncommitted, writer.committed_shards, the to-do list, write_provenance
-    row_index     training.index.RowIndex.build
-    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch)
+    job_start     job_start.start (one read of the committed state: the manifest's snapshot and the records
+                  newer than it; cleanup, the to-do list, the snapshot) and the provenance sidecar, on an
+                  output that holds its snapshot (as every run leaves it)
+    job_start_records  the same on an output without a snapshot (as written before #30): every record
+                  read, then the snapshot written
+    row_index     training.index.RowIndex.build, first time: reads every shard's row-index file, writes
+                  the gathered files (`rows_gathered`, one per 1,000 shards)
+    row_index_cached  the same once the gathered files are there (~1 read per 1,000 shards)
+    row_index_parts   the same on an output without row-index files (as before #30: every part opened)
+    fragments     reader.TokenDataset(...).fragments()  (per DataLoader worker, per epoch; the
+                  dataset, made once per job, reads the committed parts: its time is in the note)
     listing       sources.paths.match of a brace pattern naming every input shard
     listing_each  the same, asking about each name (sources.paths.LIST_FROM out of reach): before #30
     scheduler     the end of a run (no shard left to hand out) at `actors` actors on bench.cluster
@@ -19,14 +27,17 @@ estimate (every figure here grows linearly in the shards, except the scheduler's
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
 from . import synthetic_output
 from .synthetic_output import SyntheticOutput
 
-FIGURES = ("job_start", "row_index", "fragments", "listing", "listing_each", "scheduler")
+FIGURES = ("job_start", "job_start_records", "row_index", "row_index_cached", "row_index_parts", "fragments",
+           "listing", "listing_each", "scheduler")
 
 
 @dataclass(frozen=True)
@@ -64,35 +75,40 @@ def _rss_mb() -> float:
 
 def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     """The callable measured for figure `name` (imports done beforehand, outside the measure)."""
-    from .. import reader, writer
+    from .. import reader, rows_gathered, writer
     from ..config import SourceConfig
     from ..sources import paths
-    from ..training.index import RowIndex
+    from .object_store import FakeObjectStore
 
     where = out.url if fake else out.local_dir
-    if name == "job_start":
-        def job_start():
-            from .object_store import FakeObjectStore
+    clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
+    if name in ("job_start", "job_start_records"):
+        from .. import job_start
+        from ..records import Shard
 
-            clock = (lambda: FakeObjectStore.stats().seconds) if fake else time.perf_counter
-            marks = [clock()]
-            writer.cleanup_uncommitted(where)
-            marks.append(clock())
-            done = writer.committed_shards(where)
-            marks.append(clock())
-            todo = [s for s in out.shard_ids() if s not in done]
-            marks.append(clock())
-            writer.write_provenance(where, synthetic_output.provenance(out.n_q))
-            marks.append(clock())
-            steps = ", ".join(f"{step} {b - a:.2f} s" for step, a, b in
-                              zip(("cleanup", "committed", "to-do", "provenance"), marks, marks[1:]))
-            return f"{len(done):,} committed, {len(todo):,} to do; {steps}"
-        return job_start
-    if name == "row_index":
-        return lambda: f"{len(RowIndex.build(where)):,} rows"
+        shards = [Shard(s, f"s3://corpus/{s}.tar", "webdataset") for s in out.shard_ids()]
+
+        def start():
+            begun = job_start.start(where, shards, log=lambda line: None, clock=clock)
+            mark = clock()
+            writer.write_provenance_file(where, begun.check_provenance(synthetic_output.provenance(out.n_q)))
+            steps = {**begun.steps, "provenance": clock() - mark}
+            return (f"{len(begun.done):,} committed, {len(begun.todo):,} to do; {begun.describe()}; "
+                    f"snapshot {'written' if begun.snapshot else 'current'}; "
+                    + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()))
+        return start
+    if name.startswith("row_index"):
+        if name in ("row_index", "row_index_parts"):  # no gathered files (an earlier figure wrote them)
+            _remove_gathered(out.local_dir)
+        elif name == "row_index_cached":
+            rows_gathered.gather(where)
+        return lambda: _row_index(where, parts_only=name == "row_index_parts", clock=clock)
     if name == "fragments":
+        made = clock()
         dataset = reader.TokenDataset(where)
-        return lambda: f"{len(dataset.fragments()):,} fragments"
+        made = clock() - made
+        return lambda: (f"{len(dataset.fragments()):,} fragments (the dataset, made once per job, read the "
+                        f"manifest in {made:.2f} s)")
     if name in ("listing", "listing_each"):
         def listing():
             list_from = paths.LIST_FROM
@@ -105,6 +121,46 @@ def _operation(name: str, out: SyntheticOutput, fake: bool, actors: int):
     if name == "scheduler":
         return lambda: scheduler_end_of_run(actors)
     raise ValueError(f"unknown figure {name!r}; choose from {FIGURES}")
+
+
+def _remove_gathered(local_dir: str) -> None:
+    import shutil
+
+    from ..rows_gathered import FOLDER
+
+    shutil.rmtree(os.path.join(local_dir, FOLDER), ignore_errors=True)
+
+
+def _row_index(where: str, parts_only: bool, clock) -> str:
+    """RowIndex.build of `where`, the seconds it spends reading the committed set (the manifest) told
+    apart; parts_only: as on an output written before the row-index files (each part opened)."""
+    import pickle
+
+    from .. import rows_gathered, writer
+    from ..training.index import RowIndex
+
+    spent = [0.0]
+    committed_shards, has_rows = writer.committed_shards, rows_gathered._has_rows_file
+
+    def timed(*args, **kwargs):
+        started = clock()
+        try:
+            return committed_shards(*args, **kwargs)
+        finally:
+            spent[0] += clock() - started
+
+    writer.committed_shards = timed
+    if parts_only:
+        rows_gathered._has_rows_file = lambda record: False
+    try:
+        index = RowIndex.build(where, write_gathered=not parts_only)
+    finally:
+        writer.committed_shards, rows_gathered._has_rows_file = committed_shards, has_rows
+    rows = max(1, len(index))
+    names = sum(len(f) + 49 for f in index.files)
+    return (f"{len(index):,} rows; the committed set (manifest) {spent[0]:.2f} s of it; arrays "
+            f"{index.nbytes / rows:.1f} B/row + file names {names / 1e6:.1f} MB; pickled "
+            f"{len(pickle.dumps(index)) / 1e6:.1f} MB")
 
 
 def scheduler_end_of_run(actors: int, shards_per_actor: int = 3) -> str:
@@ -123,6 +179,21 @@ def scheduler_end_of_run(actors: int, shards_per_actor: int = 3) -> str:
     tail = time.process_time() - backend.tail_started_cpu
     return (f"{actors:,} actors, {n:,} shards: whole run {time.process_time() - started:.2f} s CPU, "
             f"end of run {tail:.2f} s CPU, {backend.events:,} events")
+
+
+def _prepare(name: str, out: SyntheticOutput, fake: bool) -> None:
+    """What a figure needs in place before it is measured (run in a process of its own when isolated, so
+    that the figure's peak RSS is its own), through the storage measured: its listing stamps are the
+    snapshot's."""
+    from .. import manifest_snapshot
+    from .object_store import FakeObjectStore
+
+    if name == "job_start":  # the steady state: the output holds the snapshot its last run wrote
+        if fake:
+            FakeObjectStore.use(out.root)
+        manifest_snapshot.write(manifest_snapshot.load(out.url if fake else out.local_dir))
+    elif name == "job_start_records":  # an output as written before snapshots: records only
+        shutil.rmtree(os.path.join(out.local_dir, *manifest_snapshot.SNAPSHOTS.split("/")), ignore_errors=True)
 
 
 def _measure(name: str, out: SyntheticOutput, fake: bool, actors: int, queue) -> None:
@@ -144,6 +215,7 @@ def measure(name: str, out: SyntheticOutput, fake: bool, actors: int = 2048, iso
     """Figure `name` measured in a fresh process (isolated=False: in this one, its peak RSS then only
     what the operation added to this process's peak)."""
     if not isolated:
+        _prepare(name, out, fake)
         results: list[Figure] = []
 
         class Into:
@@ -152,6 +224,12 @@ def measure(name: str, out: SyntheticOutput, fake: bool, actors: int = 2048, iso
         _measure(name, out, fake, actors, Into)
         return results[0]
     ctx = multiprocessing.get_context("spawn")
+    if name in ("job_start", "job_start_records"):
+        setup = ctx.Process(target=_prepare, args=(name, out, fake))
+        setup.start()
+        setup.join()
+        if setup.exitcode:
+            raise RuntimeError(f"the set-up of figure {name} failed in its process (exit code {setup.exitcode})")
     queue = ctx.Queue()
     process = ctx.Process(target=_measure, args=(name, out, fake, actors, queue))
     process.start()

@@ -1,9 +1,10 @@
 """A synthetic N-shard token output and input listing, for measuring bookkeeping at scale.
 
-A few template shards are committed through `writer.commit_shard` (real Parquet parts and manifest
-records, ~`rows` rows of `frames` frames with `n_q` codebooks, encode batches of 16 keys as the job
-records them); every other shard is a copy of one of them: its part files hard-linked (same bytes,
-no disk space), its manifest record rewritten with its own shard id and URL. The input listing is
+A few template shards are committed through `writer.commit_shard` (real Parquet parts, row-index
+files and manifest records, ~`rows` rows of `frames` frames with `n_q` codebooks, encode batches of
+16 keys as the job records them, which the commit puts in the row index); every other shard is a
+copy of one of them: its part files hard-linked (same bytes, no disk space), its row-index file
+rewritten naming its own part, its manifest record rewritten with its own shard id and URL. The input listing is
 `inputs/shard-<i>.tar`, empty files (listing never opens them). Everything lies under
 `<root>/<bucket>/`, so the same files serve as a local output and, through
 `bench.object_store.FakeObjectStore.use(root)`, as `fakes3://<bucket>/out`.
@@ -16,8 +17,10 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .. import schema, writer
+from .. import schema, shard_rows, writer
 from ..config import OutputConfig
 from ..records import EncodeBatch, ShardRecord
 
@@ -82,12 +85,14 @@ def build(root: str, shards: int, rows: int = 120, frames: int = 750, n_q: int =
     """Write (or reuse, when it is there with the same shape) the synthetic output under `root`."""
     made = SyntheticOutput(os.path.abspath(root), shards, rows, n_q)
     stamp = os.path.join(made.root, f"{BUCKET}-shape.json")
-    shape = {"shards": shards, "rows": rows, "frames": frames, "n_q": n_q, "templates": templates}
+    shape = {"shards": shards, "rows": rows, "frames": frames, "n_q": n_q, "templates": templates,
+             "row_index": shard_rows.VERSION}
     if os.path.exists(stamp) and json.load(open(stamp)) == shape:
         return made
     out = made.local_dir
     os.makedirs(os.path.join(out, writer.MANIFEST), exist_ok=True)
     records = [_template(out, i, rows, frames, n_q).to_json() for i in range(min(templates, shards))]
+    row_tables = [pq.read_table(os.path.join(out, shard_rows.file_name(r["shard_id"]))) for r in records]
     for i in range(len(records), shards):
         template = records[i % len(records)]
         sid = shard_id(i)
@@ -95,8 +100,15 @@ def build(root: str, shards: int, rows: int = 120, frames: int = 750, n_q: int =
             target = os.path.join(out, writer.part_name(kind, sid))
             if not os.path.exists(target):
                 os.link(os.path.join(out, writer.part_name(kind, template["shard_id"])), target)
-        record = {**template, "shard_id": sid, "url": f"s3://corpus/{sid}.tar",
-                  "files": {k: {**v, "path": writer.part_name(k, sid)} for k, v in template["files"].items()}}
+        table = row_tables[i % len(records)]
+        part = pa.array([writer.part_name("tokens", sid)] * table.num_rows, pa.string()).dictionary_encode()
+        rows_path = os.path.join(out, shard_rows.file_name(sid))
+        pq.write_table(table.set_column(table.schema.get_field_index("part"), "part", part), rows_path,
+                       compression="zstd")
+        names = {**{k: writer.part_name(k, sid) for k in writer.PARTS}, writer.ROWS: shard_rows.file_name(sid)}
+        files = {k: {**v, "path": names[k]} for k, v in template["files"].items()}
+        files[writer.ROWS]["bytes"] = os.path.getsize(rows_path)
+        record = {**template, "shard_id": sid, "url": f"s3://corpus/{sid}.tar", "files": files}
         with open(os.path.join(out, writer.MANIFEST, f"{sid}.json"), "w") as f:
             json.dump(record, f, indent=1, sort_keys=True)
     writer.write_provenance(out, provenance(n_q))

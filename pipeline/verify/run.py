@@ -27,9 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from codec import ModelProvenance
 
-from .. import reader, writer
+from .. import reader, rows_gathered, shard_rows, writer
 from ..config import AudioConfig, JobConfig, SemanticConfig, SourceConfig, VerifyConfig
 from ..provenance import Provenance
 from ..records import EncodeBatch
@@ -109,11 +112,22 @@ def _semantic_of(provenance: Provenance) -> SemanticConfig | None:
 
 
 def job_batches(tokens: str, keys: set[str]) -> dict[str, EncodeBatch]:
-    """{key: the batch the job encoded it in} for `keys`, from the committed manifest records."""
-    found = {}
-    for record in writer.committed_shards(tokens).values():
-        for batch in record.encode_batches:
+    """{key: the batch the job encoded it in} for `keys`: from the shards' row-index files
+    (`shard_rows`, gathered: `rows_gathered`), and for shards committed before those existed, from
+    their manifest records' `encode_batches`."""
+    found: dict[str, EncodeBatch] = {}
+    records = writer.committed_shards(tokens)
+    with_rows = {s: r for s, r in records.items() if writer.ROWS in r.files}
+    for shard_id in sorted(records):
+        for batch in records[shard_id].encode_batches:
             found.update({k: batch for k in batch.keys if k in keys})
+    wanted = pa.array(sorted(keys), pa.string())
+    for chunk in rows_gathered.chunks(tokens, with_rows, write=False):
+        hit = chunk.table.filter(pc.is_in(chunk.table.column("key"), value_set=wanted))
+        for part in sorted(set(hit.column("part").to_pylist())):
+            table = chunk.table.filter(pc.equal(chunk.table.column("part"), part))
+            for batch in shard_rows.encode_batches(table):
+                found.update({k: batch for k in batch.keys if k in keys})
     return found
 
 

@@ -41,12 +41,15 @@ def visible_files(out):
 
 def test_commit_layout_and_record(tmp_path):
     _, record = commit(tmp_path)
-    assert visible_files(tmp_path) == ["_manifest/sh-0.json", "rejects/part-sh-0.parquet", "tokens/part-sh-0.parquet"]
+    assert visible_files(tmp_path) == ["_manifest/sh-0.json", "rejects/part-sh-0.parquet", "rows/sh-0.parquet",
+                                       "tokens/part-sh-0.parquet"]
     on_disk = json.loads((tmp_path / "_manifest/sh-0.json").read_text())
     assert on_disk == record.to_json() and record == writer.committed_shards(str(tmp_path))["sh-0"]
     assert record.files["tokens"] == {"path": "tokens/part-sh-0.parquet",
                                       "bytes": os.path.getsize(tmp_path / "tokens/part-sh-0.parquet")}
     assert record.rows == 10 and record.rejects_by_reason == {"undecodable": 1} and record.finished_at > 0
+    rows = tmp_path / "rows/sh-0.parquet"
+    assert record.files["rows"] == {"path": "rows/sh-0.parquet", "bytes": os.path.getsize(rows)}
     assert writer.committed_parts(str(tmp_path)) == [str(tmp_path / "tokens/part-sh-0.parquet")]
 
 
@@ -133,22 +136,26 @@ def test_failed_commit_removes_the_parts_it_moved(tmp_path, monkeypatch):
 def test_cleanup_removes_stale_temps_orphans_and_broken_records(tmp_path):
     commit(tmp_path)
     commit(tmp_path, "sh-1", n=2)
-    stray = [tmp_path / "tokens/.tmp-sh-2-ab", tmp_path / "_manifest/.tmp-sh-2-ab", tmp_path / ".tmp-provenance-x"]
+    stray = [tmp_path / "tokens/.tmp-sh-2-ab", tmp_path / "_manifest/.tmp-sh-2-ab", tmp_path / ".tmp-provenance-x",
+             tmp_path / "rows/.tmp-sh-2-ab"]
     for p in stray:
         p.write_bytes(b"x")
     (tmp_path / "tokens/part-sh-9.parquet").write_bytes(b"orphan")
+    (tmp_path / "rows/sh-9.parquet").write_bytes(b"orphan")
     (tmp_path / "tokens/part-sh-1.parquet").unlink()
     removed = writer.cleanup_uncommitted(str(tmp_path))
     assert sorted(removed) == sorted(map(str, stray + [tmp_path / "_manifest/sh-1.json",
                                                        tmp_path / "rejects/part-sh-1.parquet",
-                                                       tmp_path / "tokens/part-sh-9.parquet"]))
-    assert visible_files(tmp_path) == ["_manifest/sh-0.json", "rejects/part-sh-0.parquet", "tokens/part-sh-0.parquet"]
+                                                       tmp_path / "tokens/part-sh-9.parquet",
+                                                       tmp_path / "rows/sh-1.parquet", tmp_path / "rows/sh-9.parquet"]))
+    assert visible_files(tmp_path) == ["_manifest/sh-0.json", "rejects/part-sh-0.parquet", "rows/sh-0.parquet",
+                                       "tokens/part-sh-0.parquet"]
 
 
 def test_recommit_replaces_without_duplicates(tmp_path):
     commit(tmp_path)
     commit(tmp_path)
-    assert pads.dataset(tmp_path / "tokens").count_rows() == 10 and len(visible_files(tmp_path)) == 3
+    assert pads.dataset(tmp_path / "tokens").count_rows() == 10 and len(visible_files(tmp_path)) == 4
 
 
 def test_commit_refuses_inconsistent_inputs(tmp_path):
@@ -177,7 +184,7 @@ def test_fsspec_memory_filesystem():
     assert part.startswith("memory://") and part.endswith("audiotok-test/out/tokens/part-sh-0.parquet")
     assert len(writer.cleanup_uncommitted(out)) == 2
     assert sorted(fs.find("/audiotok-test/out")) == [f"/audiotok-test/out/{p}" for p in (
-        "_manifest/sh-0.json", "rejects/part-sh-0.parquet", "tokens/part-sh-0.parquet")]
+        "_manifest/sh-0.json", "rejects/part-sh-0.parquet", "rows/sh-0.parquet", "tokens/part-sh-0.parquet")]
     assert pq.read_table("audiotok-test/out/tokens/part-sh-0.parquet", filesystem=fs).equals(tokens)
     fs.rm("/audiotok-test", recursive=True)
 

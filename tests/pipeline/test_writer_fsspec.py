@@ -116,6 +116,7 @@ def test_commit_resume_cleanup_and_read_back(remote):
     rows1, _ = commit(out, "sh-1", 3)
     assert listing(fs) == ["_manifest/sh-0.json", "_manifest/sh-1.json", "_provenance.json",
                            "rejects/part-sh-0.parquet", "rejects/part-sh-1.parquet",
+                           "rows/sh-0.parquet", "rows/sh-1.parquet",
                            "tokens/part-sh-0.parquet", "tokens/part-sh-1.parquet"]
     assert writer.committed_shards(out)["sh-0"] == record0
     assert record0.files["tokens"]["bytes"] == fs.size("/bucket/out/tokens/part-sh-0.parquet")
@@ -131,12 +132,12 @@ def test_commit_resume_cleanup_and_read_back(remote):
     writer.write_summary(out, {"rows": 13})
     assert json.loads(fs.cat_file("/bucket/out/_summary.json")) == {"rows": 13}
     rows0_again, _ = commit(out, "sh-0", 10)  # a shard redone replaces its parts
-    assert read_back(out) == expected(rows0_again, rows1) and len(listing(fs)) == 8
+    assert read_back(out) == expected(rows0_again, rows1) and len(listing(fs)) == 10
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 3])
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4])
 def test_crash_between_renames_then_cleanup_and_recommit(remote, crash_at):
-    """mv 1, 2, 3 of a commit place tokens, rejects and last the manifest record."""
+    """mv 1, 2, 3, 4 of a commit place tokens, rejects, the row index and last the manifest record."""
     fs, out = remote
     rows0, _ = commit(out, "sh-0", 10)
     clean = listing(fs)
@@ -144,7 +145,7 @@ def test_crash_between_renames_then_cleanup_and_recommit(remote, crash_at):
     with pytest.raises(OSError, match="simulated failure at mv"):
         commit(out, "sh-1", 3)
     heal(fs)  # the next process
-    placed = ["tokens/part-sh-1.parquet", "rejects/part-sh-1.parquet"][: crash_at - 1]
+    placed = ["tokens/part-sh-1.parquet", "rejects/part-sh-1.parquet", "rows/sh-1.parquet"][: crash_at - 1]
     left = sorted(set(listing(fs)) - set(clean))
     assert [p for p in left if "/.tmp-sh-1-" not in p] == sorted(placed)
     assert len(left) == len(placed) + 1  # and the temp object of the failed mv, never removed
@@ -157,7 +158,7 @@ def test_crash_between_renames_then_cleanup_and_recommit(remote, crash_at):
     assert listing(fs) == clean
     rows1, _ = commit(out, "sh-1", 3)
     assert read_back(out) == expected(rows0, rows1)
-    assert writer.cleanup_uncommitted(out) == [] and len(listing(fs)) == len(clean) + 3
+    assert writer.cleanup_uncommitted(out) == [] and len(listing(fs)) == len(clean) + 4
 
 
 @pytest.mark.parametrize("remote", [CrashFS], indirect=True, ids=["crashfs"])
@@ -178,7 +179,7 @@ def test_failed_commit_in_the_shard_worker_removes_its_parts_then_the_job_resume
     worker = ShardTokenizer(model, cfg, out, build_provenance(model, cfg, "cpu"))
     try:
         worker.run(shards[0])
-        fail_mv(fs, 3, crash=False)
+        fail_mv(fs, 4, crash=False)
         with pytest.raises(OSError, match="simulated failure at mv .*_manifest"):
             worker.run(shards[1])
         heal(fs)
@@ -209,5 +210,5 @@ def test_listings_are_read_fresh(remote):
     commit(out, "sh-1", 2)
     assert list(writer.committed_shards(out)) == ["sh-0", "sh-1"]
     assert len(writer.committed_parts(out, "rejects")) == 2
-    assert writer.cleanup_uncommitted(out) == [] and len(listing(fs)) == 6
+    assert writer.cleanup_uncommitted(out) == [] and len(listing(fs)) == 8
     assert sorted(read_back(out)) == [f"sh-{s}/k{i}" for s in (0, 1) for i in range(2)]

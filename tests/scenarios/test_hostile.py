@@ -59,7 +59,8 @@ def test_hostile_corpus_is_rejected_or_handled(tmp_path):
     # nothing written outside the output directory, and nothing but the writer's files inside it
     assert snapshot(tmp_path, out) == before
     assert not Path("/abs/path.flac").exists() and not (tmp_path / "escape.flac").exists()
-    allowed = re.compile(r"(tokens|rejects)/part-[\w.-]+\.parquet|_manifest/[\w.-]+\.json"
+    allowed = re.compile(r"(tokens|rejects)/part-[\w.-]+\.parquet|rows/[\w.-]+\.parquet|_manifest/[\w.-]+\.json"
+                         r"|_manifest/_snapshot/snapshot-\d{10}\.jsonl\.zst|_row_index/[0-9a-f]{32}\.parquet"
                          r"|_provenance\.json|_summary\.json|_run\.json")
     assert all(allowed.fullmatch(str(p.relative_to(out))) for p in out.rglob("*") if p.is_file())
     # no pickle was loaded and no shell command ran (either would have created a marker)

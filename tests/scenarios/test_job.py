@@ -137,6 +137,36 @@ def test_second_run_skips_committed_shards(tmp_path):
     assert not Path("file:").exists()
 
 
+def test_resume_of_an_output_without_snapshot_and_after_a_failed_snapshot(tmp_path, monkeypatch):
+    """An output as written before the manifest's snapshot (records only) resumes; a fault while the
+    start writes the snapshot fails that run but loses and duplicates nothing; the next start reads it."""
+    import shutil
+
+    from pipeline import fault_injection
+    from pipeline.job import run_job
+
+    cfg = load_config(REPO / "configs" / "test.yaml")
+    first = run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
+    snapshots = tmp_path / "_manifest" / "_snapshot"
+    assert os.listdir(snapshots) == ["snapshot-0000000001.jsonl.zst"]  # written at the end of the run
+    shutil.rmtree(snapshots)  # the output as written before snapshots
+    planted = tmp_path.parent / f"{tmp_path.name}-faults"
+    fault_injection.plant(planted, "raise@snapshot_write")
+    monkeypatch.setenv(fault_injection.ENV, str(planted))
+    with pytest.raises(fault_injection.PlantedError):
+        run_job(cfg, DEMO, str(tmp_path), log=lambda m: None)
+    assert not snapshots.exists() or not os.listdir(snapshots)
+    monkeypatch.delenv(fault_injection.ENV)
+    for reads in ("0 record(s) from the manifest's snapshot, 2 from their files",
+                  "2 record(s) from the manifest's snapshot, 0 from their files"):
+        lines = []
+        again = run_job(cfg, DEMO, str(tmp_path), log=lines.append)
+        assert f"2 already committed, 0 to do ({reads})" in lines[0]
+        assert os.listdir(snapshots) == ["snapshot-0000000001.jsonl.zst"] and again.rows == first.rows == 7
+    tokens, _ = keys_of(tmp_path)
+    assert len(tokens) == len(set(tokens)) == 7
+
+
 def test_outputs_load_in_datasets_pyarrow_pandas(tmp_path):
     import datasets
     import pandas as pd

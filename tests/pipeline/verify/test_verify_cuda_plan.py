@@ -27,11 +27,13 @@ def verify(job, report, count=7):
                       log=lambda m: None)
 
 
-def test_the_manifest_records_each_batch(job):
+def test_the_row_index_records_each_batch(job):
     records = writer.committed_shards(str(job)).values()
-    assert {r.batch_plan for r in records} == {"cuda"}
-    keys = [k for r in records for b in r.encode_batches for k in b.keys]
-    assert len(keys) == len(set(keys)) == 7 and any(len(b.keys) > 1 for r in records for b in r.encode_batches)
+    assert {r.batch_plan for r in records} == {"cuda"} and all(r.encode_batches == [] for r in records)
+    all_keys = set(pq.read_table(job / "tokens", columns=["key"]).column("key").to_pylist())
+    batches = run.job_batches(str(job), all_keys)
+    assert sorted(batches) == sorted(all_keys) and len(all_keys) == 7
+    assert all(k in b.keys for k, b in batches.items()) and any(len(b.keys) > 1 for b in batches.values())
     provenance = json.loads((job / "_provenance.json").read_text())
     assert provenance["batch_plan"] == "cuda"
 
@@ -41,6 +43,19 @@ def test_rows_pass_when_re_encoded_in_their_batch(job, tmp_path):
     assert summary.passed and summary.rows_sampled == 7, summary.failures
     items = pq.read_table(tmp_path / "r" / "items.parquet").to_pylist()
     assert all(r["code_agreement_all"] == 1.0 for r in items)
+
+
+def test_an_output_written_before_the_row_index_verifies_the_same(job, tmp_path):
+    """Its manifest records carry the batches (every key), and there are no row-index files."""
+    from tests.pipeline.old_output import to_pre_row_index
+
+    old = tmp_path / "old"
+    shutil.copytree(job, old)
+    to_pre_row_index(old)
+    keys = set(pq.read_table(job / "tokens", columns=["key"]).column("key").to_pylist())
+    assert run.job_batches(str(old), keys) == run.job_batches(str(job), keys) and not (old / "rows").exists()
+    summary = verify(old, tmp_path / "r")
+    assert summary.passed and summary.rows_sampled == 7, summary.failures
 
 
 def test_re_encoded_alone_the_same_rows_disagree(job, tmp_path, monkeypatch):
