@@ -118,8 +118,9 @@ def test_the_writer_commits_and_reads_back_through_the_fake(store):
         _, tokens, rejects, record = shard(f"sh-{i}")
         writer.commit_shard(out, f"sh-{i}", tokens, rejects, record, METADATA, CFG)
     commits = FakeObjectStore.stats()
-    # per shard: 3 PUTs, 3 COPY + 3 DELETE for the renames; cleanup of temp files: HEADs
-    assert commits.requests["put"] == 9 and commits.requests["copy"] == 9
+    # per shard: 4 PUTs (tokens, rejects, row index, record), 4 COPY + 4 DELETE for the renames;
+    # cleanup of temp files: HEADs
+    assert commits.requests["put"] == 12 and commits.requests["copy"] == 12
     assert sorted(writer.committed_shards(out)) == ["sh-0", "sh-1", "sh-2"]
     read = FakeObjectStore.stats().minus(commits)
     # the records' and the snapshots' listings run together, then the 3 GETs of the records together
