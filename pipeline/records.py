@@ -120,6 +120,7 @@ class ShardRecord:
     true_samples: int = 0  # samples of audio in them
     batches: int = 0
     batch_plan: str = "cpu"  # the codec's batch plan (codec/batch_plan.py)
+    device_peak_mb: float | None = None  # torch's peak CUDA memory allocated over the shard's encode; None on CPU
     encode_batches: list[EncodeBatch] = field(default_factory=list)
     finished_at: float | None = None  # unix seconds, set by the commit
     format_version: int | None = None  # set by the commit

@@ -46,6 +46,7 @@ from .config import JobConfig
 from .cuda_errors import is_out_of_memory
 from .decode_pool import DecodePool, default_processes
 from .decoded_budget import DecodedBudget, Dropped, Ticket
+from .device_peak import DevicePeak
 from .device_resample import encoder_batch, model_length
 from .errors import BadInputError
 from .parquet_process import ParquetProcess
@@ -223,7 +224,8 @@ class ShardTokenizer:
                 raise BadInputError(f"strict: {first.key} in {shard.url}: {first.reason} ({first.detail})")
             fault_injection.maybe_fault("after_decode", shard.shard_id)
             encode_started = time.time()
-            rows, stats = self._encode(prepared.segments, shard.shard_id)
+            with DevicePeak(self.model.device) as peak:  # this shard's encode (weights included); None on CPU
+                rows, stats = self._encode(prepared.segments, shard.shard_id)
             encode_seconds = time.time() - encode_started
         finally:
             self.budget.release(decode.ticket)
@@ -238,7 +240,7 @@ class ShardTokenizer:
             decoder_peak_rss_mb=prepared.decoder_peak_rss_mb, decoder_restarts=prepared.decoder_restarts,
             read_seconds=prepared.read_seconds, encode_seconds=encode_seconds, wall_seconds=time.time() - started,
             padded_samples=stats.padded_samples, true_samples=stats.true_samples, batches=stats.batches,
-            batch_plan=self.model.plan, encode_batches=stats.plan,
+            batch_plan=self.model.plan, encode_batches=stats.plan, device_peak_mb=peak.mb,
         )
         return record, rows, prepared.rejections
 

@@ -16,8 +16,9 @@ transcoded to FLAC and repeated until M minutes.
 Output, in order:
   * stage ceilings (pipeline.bench.stage_ceilings): decode, and resample + channel conversion, timed in this
     process on the corpus bytes in memory, as × realtime per core and × the machine's core count;
-  * one block per run: × realtime, rows, wall; GPU busy % (mean) and peak GPU memory while the run
-    was timed (pipeline.bench.resource_monitor, nvidia-smi; "n/a (no GPU)" without it); CPU busy %, system-wide
+  * one block per run: × realtime, rows, wall; our peak GPU memory from torch (Run.device_peak_mb);
+    GPU busy % (mean) and the device's memory while the run was timed (pipeline.bench.resource_monitor,
+    nvidia-smi, device-wide; "n/a (no GPU)" without it); CPU busy %, system-wide
     over all cores and processes; padding waste; peak RSS (baseline: this process's ru_maxrss;
     ours: the actors' and decoder processes' peaks from the manifest records); for ours also the
     summed prepare (read + decode + resample) and encode seconds;
@@ -42,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device_peak import DevicePeak
+from ..engine.progress import device_peak_mb
 from .resource_monitor import ResourceMonitor, Usage
 from .stage_ceilings import Ceilings
 
@@ -66,6 +69,7 @@ class Run:
     startup_s: float | None = None  # part of wall_s: model load (and actor start) before the first item
     gpus: int = 0  # GPUs the run used
     cut_at_s: float | None = None  # stopped at its time limit (limit_s): audio_s / wall_s are what it did by then
+    device_peak_mb: float | None = None  # torch's peak CUDA memory allocated (ours: the largest shard's); None on CPU
 
     @property
     def realtime(self) -> float:
@@ -165,7 +169,7 @@ def baseline(shards: list[str], model_source: str, out: Path, limit_s: float | N
         true += int(mask.sum())
         batch.clear()
 
-    with ResourceMonitor() as monitor:
+    with DevicePeak(device) as peak, ResourceMonitor() as monitor:
         started = time.perf_counter()
         ref_dir = Path(tempfile.mkdtemp()) / "ref"
         save_model(load_model(model_source), ref_dir)
@@ -196,7 +200,8 @@ def baseline(shards: list[str], model_source: str, out: Path, limit_s: float | N
     return Run("baseline (datasets + transformers, batch 16, fp32, TF32 off)", wall, audio_s, len(rows),
                1 - true / padded, monitor.usage,
                [("driver (ru_maxrss of this process so far: corpus, ceilings, model load, run)", rss)],
-               startup_s=startup, gpus=int(device == "cuda"), cut_at_s=cut)
+               startup_s=startup, gpus=int(device == "cuda"), cut_at_s=cut,
+               device_peak_mb=peak.mb)
 
 
 STARTED_LINE = "[audiotok] model:"  # run_job logs it once the first actor has started and loaded the model
@@ -238,7 +243,8 @@ def ours(shards: list[str], cfg, out: Path, name: str = "ours", limit_s: float |
             ("decoder process", max((r.decoder_peak_rss_mb for r in records), default=0))]
     gpus = summary.actors if cfg.device != "cpu" and cuda_devices() else 0
     run = Run(f"audiotok job ({summary.actors} actor(s))", wall, summary.audio_hours * 3600, summary.rows,
-              summary.padding_waste, monitor.usage, peak, startup_s=startup[0] if startup else None, gpus=gpus)
+              summary.padding_waste, monitor.usage, peak, startup_s=startup[0] if startup else None, gpus=gpus,
+              device_peak_mb=summary.device_peak_mb)
     stages = JobStages(sum(r.read_seconds for r in records),
                        sum(r.encode_seconds for r in records), summary.actors)
     return run, stages
@@ -257,7 +263,8 @@ def _cut_run(records, cfg, wall: float, started_unix: float, startup: list[float
     run = Run(f"audiotok job ({actors} actor(s), stopped at {cut:.0f} s)", max(wall, 1e-9),
               sum(r.audio_seconds for r in records), sum(r.rows for r in records),
               1 - true / padded if padded else 0.0, usage, peak, startup_s=startup[0] if startup else None,
-              gpus=actors if cfg.device != "cpu" and cuda_devices() else 0, cut_at_s=cut)
+              gpus=actors if cfg.device != "cpu" and cuda_devices() else 0, cut_at_s=cut,
+              device_peak_mb=device_peak_mb(records))
     return run, JobStages(sum(r.read_seconds for r in records), sum(r.encode_seconds for r in records), actors)
 
 
@@ -294,13 +301,15 @@ def ceiling_lines(c: Ceilings, cores: int, rate: int, channels: int, quality: st
 def run_lines(r: Run) -> list[str]:
     u = r.usage
     gpu = (f"GPU busy {u.gpu.busy_pct:.0f} % (mean of {u.gpu.samples} samples), "
-           f"GPU mem peak {u.gpu.peak_mem_mib:.0f} MiB (device-wide)") if u.gpu else \
-        f"GPU busy n/a ({u.gpu_missing}), GPU mem n/a ({u.gpu_missing})"
+           f"device memory {u.gpu.peak_mem_mib:.0f} MiB (nvidia-smi: device-wide, all processes, caches)") if u.gpu \
+        else f"GPU busy n/a ({u.gpu_missing})"
+    ours_mem = "n/a (CPU)" if r.device_peak_mb is None else f"{r.device_peak_mb:.0f} MiB"
     cpu = "n/a (no /proc/stat)" if u.cpu_busy_pct is None else f"{u.cpu_busy_pct:.0f} %"
     startup = "n/a" if r.startup_s is None else f"{r.startup_s:.1f} s"
     return [f"{r.name}:",
             f"  {rt(r.realtime)} realtime, {r.rows} rows, wall {r.wall_s:.1f} s on {r.gpus} GPU(s)",
             f"  start-up {startup}, steady state {rt(r.steady_realtime)} realtime",
+            f"  our GPU memory peak {ours_mem} (torch.cuda.max_memory_allocated)",
             f"  {gpu}",
             f"  CPU busy {cpu} (system-wide: all cores, all processes)",
             f"  padding waste {100 * r.padding_waste:.1f} %",

@@ -62,6 +62,7 @@ class RunSummary:
     padding_waste: float  # share of padded samples that are padding
     model_source: str | None  # None when no actor started (every shard was already committed)
     random_weights: bool | None
+    device_peak_mb: float | None = None  # the largest ShardRecord.device_peak_mb (torch, CUDA); None on CPU
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,4 +92,12 @@ def summarize(records: dict[str, ShardRecord], shards: list[Shard], wall: float,
         padding_waste=(padded - true) / padded if padded else 0.0,
         model_source=provenance.model_source if provenance else None,
         random_weights=provenance.random_weights if provenance else None,
+        device_peak_mb=device_peak_mb(mine),
     )
+
+
+def device_peak_mb(records) -> float | None:
+    """The largest `device_peak_mb` of `records` (our CUDA peak over one shard's encode); None when
+    none has one (CPU runs, records written before the field)."""
+    peaks = [r.device_peak_mb for r in records if r.device_peak_mb is not None]
+    return max(peaks) if peaks else None

@@ -185,7 +185,7 @@ def test_our_job_is_stopped_at_its_time_limit(monkeypatch, tmp_path):
             if i in (5, 10):
                 commits.append(ShardRecord(f"s{i}", "u", rows=512, rejects=0, audio_seconds=2560.0,
                                            padded_samples=100, true_samples=90, encode_seconds=0.05,
-                                           finished_at=time.time()))
+                                           finished_at=time.time(), device_peak_mb=100.0 * i))
             log("[audiotok] shards")
 
     monkeypatch.setattr(job, "run_job", committing_job)
@@ -195,3 +195,4 @@ def test_our_job_is_stopped_at_its_time_limit(monkeypatch, tmp_path):
     assert run.rows == 1024 and run.audio_s == 5120.0 and run.cut_at_s >= 0.5
     assert run.wall_s <= commits[-1].finished_at - before + 0.05 < run.cut_at_s  # until the last commit
     assert abs(run.padding_waste - 0.1) < 1e-9 and stages.encode_s == 0.1
+    assert run.device_peak_mb == 1000.0  # our peak: the largest shard's, from torch (not nvidia-smi)

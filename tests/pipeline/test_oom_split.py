@@ -69,6 +69,7 @@ def unsplit(worker, shard, tmp_path_factory):
     """Passes of up to 4 items, nothing injected: the run every split run must equal."""
     record, table = tokenize(worker, shard, tmp_path_factory.mktemp("unsplit"), 4)
     assert record.rows == len(CLIPS) and record.batches < record.rows  # passes of several items
+    assert record.device_peak_mb is None  # torch's CUDA peak: none on the CPU
     return table
 
 

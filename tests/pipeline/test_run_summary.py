@@ -10,7 +10,7 @@ from pipeline.job import JobSummary, VerifyBrief
 from pipeline.records import Shard, ShardRecord
 
 KEYS = ["shards", "shards_committed", "rows", "rejects", "rejects_by_reason", "audio_hours", "wall_seconds",
-        "realtime_factor", "padding_waste", "model_source", "random_weights", "actors", "verify"]
+        "realtime_factor", "padding_waste", "model_source", "random_weights", "device_peak_mb", "actors", "verify"]
 
 
 def test_summary_counts_this_inputs_shards_and_keeps_the_json_keys():
@@ -28,3 +28,40 @@ def test_summary_counts_this_inputs_shards_and_keeps_the_json_keys():
     assert data["rejects_by_reason"] == {"undecodable": 1} and data["model_source"] is None
     assert data["verify"] == {"passed": True, "failures": [], "rows_sampled": 3, "report": "r"}
     assert JobSummary.of(run, actors=0, verify=None).to_json()["verify"] is None
+    assert data["device_peak_mb"] is None  # CPU records: no device peak
+
+
+def test_summary_device_peak_is_the_largest_shards_and_old_records_load_without_it():
+    shards = [Shard(s, f"{s}.tar", "webdataset") for s in "abc"]
+    old = ShardRecord("a", "a.tar", rows=1, rejects=0).to_json()
+    del old["device_peak_mb"]  # a record written before the field
+    records = {"a": ShardRecord.from_json(old),
+               "b": ShardRecord.from_json({**old, "shard_id": "b", "device_peak_mb": 812.5}),
+               "c": ShardRecord("c", "c.tar", rows=1, rejects=0, device_peak_mb=640.0)}
+    assert records["a"].device_peak_mb is None
+    assert summarize(records, shards, 1.0, None).device_peak_mb == 812.5
+    assert summarize({"a": records["a"]}, shards, 1.0, None).device_peak_mb is None
+
+
+def test_device_peak_reads_torch_cuda_over_the_block_and_nothing_on_the_cpu():
+    from pipeline.device_peak import DevicePeak
+
+    class FakeCuda:
+        def __init__(self):
+            self.calls = []
+
+        def reset_peak_memory_stats(self, device):
+            self.calls.append(("reset", str(device)))
+
+        def max_memory_allocated(self, device):
+            self.calls.append(("peak", str(device)))
+            return 3 * 2**20
+
+    fake = FakeCuda()
+    with DevicePeak("cuda:0", cuda=fake) as peak:
+        assert fake.calls == [("reset", "cuda:0")] and peak.mb is None
+    assert peak.mb == 3.0 and fake.calls[-1] == ("peak", "cuda:0")
+    cpu = FakeCuda()
+    with DevicePeak("cpu", cuda=cpu) as peak:
+        pass
+    assert peak.mb is None and cpu.calls == []

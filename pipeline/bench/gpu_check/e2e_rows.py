@@ -60,10 +60,11 @@ class E2E:
 
 def _usage(run: bench_e2e.Run) -> str:
     u = run.usage
+    mem = "our GPU peak n/a (CPU)" if run.device_peak_mb is None else f"our GPU peak {run.device_peak_mb:.0f} MiB (torch)"
     if u.gpu:
-        gpu = f"GPU busy {u.gpu.busy_pct:.0f} %, GPU mem {u.gpu.peak_mem_mib:.0f} MiB (nvidia-smi, device-wide)"
+        gpu = f"{mem}; GPU busy {u.gpu.busy_pct:.0f} % (nvidia-smi)"
     else:
-        gpu = f"GPU n/a ({u.gpu_missing})"
+        gpu = f"{mem}; GPU busy n/a ({u.gpu_missing})"
     cpu = "CPU n/a" if u.cpu_busy_pct is None else f"CPU busy {u.cpu_busy_pct:.0f} % of {os.cpu_count()} cores"
     startup = "n/a" if run.startup_s is None else f"{run.startup_s:.1f} s"
     cut = "" if run.cut_at_s is None else f"; STOPPED at its limit after {run.cut_at_s:.0f} s"
@@ -75,8 +76,8 @@ def _run_data(run: bench_e2e.Run) -> dict:
     u = run.usage
     return {"realtime": run.realtime, "steady_realtime": run.steady_realtime, "startup_s": run.startup_s,
             "wall_s": run.wall_s, "audio_s": run.audio_s, "rows": run.rows, "gpus": run.gpus,
-            "gpu_busy_pct": u.gpu.busy_pct if u.gpu else None,
-            "gpu_peak_mem_mib": u.gpu.peak_mem_mib if u.gpu else None,
+            "device_peak_mb": run.device_peak_mb, "gpu_busy_pct": u.gpu.busy_pct if u.gpu else None,
+            "nvidia_smi_device_mem_mib_extra": u.gpu.peak_mem_mib if u.gpu else None,  # device-wide: not ours
             "cpu_busy_pct": u.cpu_busy_pct, "padding_waste": run.padding_waste, "peak_rss": run.peak_rss,
             "cut_at_s": run.cut_at_s}
 

@@ -49,12 +49,14 @@ def test_run_lines_report_missing_gpu_and_system_wide_cpu():
               usage=Usage(cpu_busy_pct=73.4, gpu=None, gpu_missing="no GPU"), peak_rss=[("actor", 700.0)])
     text = "\n".join(run_lines(run))
     assert "6.0x realtime, 3 rows, wall 10.0 s" in text
-    assert "GPU busy n/a (no GPU), GPU mem n/a (no GPU)" in text
+    assert "GPU busy n/a (no GPU)" in text and "our GPU memory peak n/a (CPU)" in text
     assert "CPU busy 73 % (system-wide" in text and "padding waste 25.0 %" in text and "actor 700 MiB" in text
 
     run.usage = Usage(cpu_busy_pct=None, gpu=GpuUsage(busy_pct=41.5, peak_mem_mib=2048.0, samples=9))
+    run.device_peak_mb = 812.4
     text = "\n".join(run_lines(run))
-    assert "GPU busy 42 % (mean of 9 samples), GPU mem peak 2048 MiB" in text and "CPU busy n/a" in text
+    assert "our GPU memory peak 812 MiB (torch.cuda.max_memory_allocated)" in text and "CPU busy n/a" in text
+    assert "GPU busy 42 % (mean of 9 samples), device memory 2048 MiB (nvidia-smi: device-wide" in text
 
 
 def _flac(seconds: float, rate: int) -> bytes:
