@@ -60,7 +60,8 @@ class E2E:
 
 def _usage(run: bench_e2e.Run) -> str:
     u = run.usage
-    mem = "our GPU peak n/a (CPU)" if run.device_peak_mb is None else f"our GPU peak {run.device_peak_mb:.0f} MiB (torch)"
+    peak = run.device_peak_mb
+    mem = "our GPU peak n/a (CPU)" if peak is None else f"our GPU peak {peak:.0f} MiB (torch)"
     if u.gpu:
         gpu = f"{mem}; GPU busy {u.gpu.busy_pct:.0f} % (nvidia-smi)"
     else:
