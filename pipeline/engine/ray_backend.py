@@ -184,12 +184,14 @@ class RayBackend:
 
 # ----- batches of items on a few actors ----------------------------------------------------------
 def run_on_actors(work_cls: type, work_args: Sequence, batches: list[list], request: ActorRequest, count: int,
-                  placement_timeout_s: float = 120.0, what: str = "work") -> tuple[list, Any]:
+                  placement_timeout_s: float = 120.0, what: str = "work",
+                  results_timeout_s: float | None = None) -> tuple[list, Any]:
     """Start `count` placed actors holding `work_cls(context, *work_args)`, deal `batches` to them in
     turn (each batch one `run(batch)` call, returning a list) and return (the results of all batches,
     in batch order, concatenated; the first actor's describe()). An actor that cannot start within
     placement_timeout_s fails the call (JobFailed) instead of waiting forever; the actors are killed
-    at the end. Actors may be restarted once by Ray (a lost actor re-runs its batch)."""
+    at the end. Actors may be restarted once by Ray (a lost actor re-runs its batch). With
+    `results_timeout_s`, batches not all done that long after the first actor started fail the call too."""
     if not batches:
         return [], None
     actor_cls = placed_actor(work_cls).options(max_restarts=1, **request.options())
@@ -201,7 +203,11 @@ def run_on_actors(work_cls: type, work_args: Sequence, batches: list[list], requ
                             f"{unplaceable(request, alive_nodes())}")
         described = ray.get(ready[0])
         refs = [actors[i % len(actors)].run.remote(batch) for i, batch in enumerate(batches)]
-        return [r for part in ray.get(refs) for r in part], described
+        try:
+            parts = ray.get(refs, timeout=results_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise JobFailed(f"the {what} actors' batches did not finish within {results_timeout_s:g} s") from None
+        return [r for part in parts for r in part], described
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -33,7 +33,7 @@ def test_guarded_rows_report_oom_errors_and_time_budget(tmp_path):
     assert statuses == [("big batch", "oom"), ("syncs", "error"), ("a", "ok"), ("b", "fail"), ("late", "skipped")]
     assert "CUDA out of memory" in report.checks[0].detail and "KeyError" in report.checks[1].detail
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["counts"] == {"ok": 1, "fail": 1, "oom": 1, "error": 1, "skipped": 1}
+    assert data["counts"] == {"ok": 1, "fail": 1, "oom": 1, "error": 1, "timeout": 0, "skipped": 1}
     assert len(lines) == 5 and "OOM" in lines[0] and "late" in format_table(report.checks)
     with pytest.raises(ValueError, match="status"):
         Check("x", "y", "maybe")

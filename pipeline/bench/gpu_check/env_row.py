@@ -91,7 +91,8 @@ def env_rows(gpu: bool) -> list[Check]:
         return [Check("env", "GPU seen by Ray", "fail", f"{gpus:g} GPUs",
                       "Ray started without a GPU resource (CUDA_VISIBLE_DEVICES? a RAY_ADDRESS cluster without GPUs?)")]
     request = ActorRequest(num_cpus=0.0, num_gpus=1.0 if gpu else 0.0)
-    _, info = ray_backend.run_on_actors(Probe, (), [[]], request, 1, placement_timeout_s=30, what="GPU-check probe")
+    _, info = ray_backend.run_on_actors(Probe, (), [[]], request, 1, placement_timeout_s=30, what="GPU-check probe",
+                                        results_timeout_s=30)
     cuda_ok = info["cuda_available"] or not gpu
     where = f"Ray actor num_gpus={1 if gpu else 0}, CUDA_VISIBLE_DEVICES={info['cuda_visible_devices']}"
     gpu_text = (f"{info.get('gpu')} ({info.get('gpu_memory_gib', 0):.0f} GiB, sm {info.get('capability')})"

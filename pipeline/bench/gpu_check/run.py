@@ -14,7 +14,7 @@ from codec.runtime import resolve_device, strict_fp32
 from pipeline.engine.ray_backend import shutdown_ray
 
 from .. import codec as bench_codec
-from . import codec_rows, e2e_rows, env_row, family_rows, profile_rows
+from . import codec_rows, e2e_rows, env_row, family_rows, in_child, profile_rows
 from . import sizes as sizes_mod
 from .sizes import SECTIONS
 from .table import Check, Report, format_table
@@ -46,8 +46,9 @@ def run_all(args) -> int:
     fitted = {}
     needs_model = run.sections & {"agreement", "invariance", "determinism", "profile", "variants"}
     for preset in PRESETS if needs_model else ():
-        def fit(preset=preset):
-            fitted[preset] = bench_codec.fit_preset(preset, sizes)
+        def fit(preset=preset):  # in a child process, stopped at its limit (a TIMEOUT row; its rows skipped)
+            fitted[preset] = in_child.call(bench_codec.fit_preset, (preset, sizes), report.limit_s(sizes, "fit"),
+                                           what=f"the {preset} fit")
             return Check("setup", f"{preset} fitted codebooks", "ok", "fitted", fitted[preset].detail)
         run("setup", f"{preset} fitted codebooks", fit, needs_s=row_s["fit"], always=True)
     for section, rows in (("agreement", lambda f: codec_rows.agreement_rows(f, device)),
@@ -91,7 +92,9 @@ def run_all(args) -> int:
         run("families", source, lambda s=source: family_rows.family_row(s, device, sizes), needs_s=row_s["family"])
     if "compile" in sizes.variants:  # last: it compiles for a minute or more
         for preset in sizes.compile_presets:
-            run.with_model("variants", preset, fitted, lambda f: codec_rows.variant_rows(f, device, "compile"),
+            run.with_model("variants", preset, fitted,
+                           lambda f: in_child.call(codec_rows.variant_rows, (f, device, "compile"),
+                                                   report.limit_s(sizes, "compile"), what="torch.compile"),
                            label=f"{preset} compile", needs_s=row_s["compile"])
     if "compile" not in sizes.variants and "variants" in run.sections:
         report.add(Check("variants", "compile", "skipped", "CPU mode", "torch.compile on the CPU takes minutes"))

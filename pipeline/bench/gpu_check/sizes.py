@@ -12,8 +12,10 @@ MEMORY_PRESETS = ("24khz", "32khz", "48khz")  # the GPU presets whose batch budg
 # Seconds each row may take on one GPU by design; a row starts only while this much of budget_s is left
 # (table.Report), and the long ones are bounded inside too (baseline_limit_s, job_limit_s). Their sum over
 # the GPU run (ROW_S_TOTAL) stays within GPU.budget_s: 285 s, so start-up and two tries fit 15 minutes.
-ROW_S = {"env": 15, "fit": 10, "codec": 2, "memory": 3, "profile": 4, "corpus": 5, "baseline": 10,
+ROW_S = {"env": 15, "fit": 12, "codec": 2, "memory": 3, "profile": 4, "corpus": 5, "baseline": 10,
          "ours": 20, "verify": 5, "actor": 12, "variant": 2, "family": 8, "compile": 60}
+# The rows run in a child process (in_child.py) are killed at this limit, or where the budget ends if sooner.
+LIMIT_S = {"fit": 30, "compile": 120}
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class Sizes:
     actor_per_shard: the actor bench row. verify_rows: rows decode-verified. variants: reduced
     precision / compile variants; compile_presets: the presets compiled. budget_s: rows not started by
     then are reported as skipped. max_item_s: longest item of the peak-memory rows (None: the config's
-    max_duration_s). family_clip_s: clip length of the DAC / Mimi rows."""
+    max_duration_s). family_clip_s: clip length of the DAC / Mimi rows. limit_s: where the rows run in a
+    child process (setup's fit, compile) are stopped (LIMIT_S)."""
 
     mode: str
     clip_s: float
@@ -44,6 +47,7 @@ class Sizes:
     variants: tuple[str, ...]
     budget_s: float
     max_item_s: float | None = None
+    limit_s: dict[str, float] = field(default_factory=lambda: dict(LIMIT_S))
     verify_bandwidths: tuple[float, ...] | None = None  # None: every stored bandwidth
     e2e_per_shard: int = 512
     baseline_minutes: float = 10.0
@@ -65,7 +69,8 @@ CPU = Sizes(mode="cpu", clip_s=1.0, max_clips=2, fit_seconds=4.0, kmeans_iters=2
             batches=(2, 3), budget_scale=1 / 512, profile_batch=2, e2e_minutes={"speech": 0.1},
             verify_rows=1, variants=("bf16", "fp16", "tf32"), budget_s=900.0, max_item_s=1.0,
             verify_bandwidths=(24.0,), e2e_per_shard=2, baseline_minutes=0.1, baseline_limit_s=120.0,
-            job_limit_s=120.0, actor_minutes=0.5, actor_per_shard=8, family_clip_s=1.0)
+            job_limit_s=120.0, actor_minutes=0.5, actor_per_shard=8, family_clip_s=1.0,
+            limit_s={"fit": 300.0, "compile": 600.0})
 
 
 def planned_s(sizes: Sizes, presets: int = 2, families: int = 2) -> float:

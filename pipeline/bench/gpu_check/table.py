@@ -2,7 +2,8 @@
 row saying so and the rest still run; rows print as they finish and the JSON is rewritten after each.
 
 Status of a row: ok (measured and within its target), fail (measured, outside its target), oom (ran
-out of memory), error (raised), skipped (not run: CPU mode, time budget).
+out of memory), error (raised), timeout (stopped at its time limit: in_child.py), skipped (not run:
+CPU mode, time budget).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("ok", "fail", "oom", "error", "skipped")
+from .in_child import RowTimeout
+
+STATUSES = ("ok", "fail", "oom", "error", "timeout", "skipped")
 
 
 @dataclass
@@ -70,6 +73,10 @@ class Report:
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
 
+    def limit_s(self, sizes, row: str) -> float:
+        """Where a row run in a child process is stopped: its `sizes.limit_s[row]`, or the budget's end if sooner."""
+        return max(0.0, min(sizes.limit_s[row], self.left_s()))
+
     def run(self, section: str, name: str, fn: Callable[[], Check | list[Check]], needs_s: float = 0.0) -> list[Check]:
         """Run `fn` (returning its row or rows); a raise becomes one oom / error row. Skipped when less
         than `needs_s` seconds of the time budget are left."""
@@ -80,12 +87,13 @@ class Report:
         try:
             out = fn()
             checks = out if isinstance(out, list) else [out]
+        except RowTimeout as exc:
+            checks = [Check(section, name, "timeout", "time limit", str(exc), {"limit_s": exc.limit_s})]
         except Exception as exc:  # noqa: BLE001 - guarded on purpose: one failed check must not stop the rest
             oom = out_of_memory(exc)
-            if oom:
-                _free_cuda()
             checks = [Check(section, name, "oom" if oom else "error", "out of memory" if oom else "raised",
                             _first_line(exc))]
+        _free_cuda()  # every row starts with the allocator's cache emptied (our peaks are torch's, per row)
         took = time.monotonic() - started
         for c in checks:
             c.seconds = c.seconds or took / len(checks)
