@@ -140,7 +140,8 @@ def ours_rows(e2e: E2E, resample_on: str, gpu: bool) -> list[Check]:
     cpus = min(load_config(str(config)).cpus_per_actor, cores)
     cfg = load_config(str(config), [f"model=random:{e2e.preset}", f"cpus_per_actor={cpus}", "num_actors=1",
                                     f"audio.resample_on={resample_on}", f"device={'cuda' if gpu else 'cpu'}",
-                                    f"placement_timeout_s={max(PLACEMENT_TIMEOUT_S, e2e.job_limit_s):g}", "progress_interval_s=1"])
+                                    f"placement_timeout_s={max(PLACEMENT_TIMEOUT_S, e2e.job_limit_s):g}",
+                                    "progress_interval_s=1"])
     name = f"ours-{resample_on}"
     run, stages = bench_e2e.ours(e2e.shards, cfg, e2e.work, name, limit_s=e2e.job_limit_s)
     if run.rows:  # verify needs committed rows (a run stopped before its first commit has none)
