@@ -50,3 +50,41 @@ def test_the_cuda_cache_is_emptied_after_every_row(monkeypatch):
     report.run("memory", "a", lambda: Check("memory", "a", "ok"))
     report.run("memory", "b", lambda: 1 / 0)
     assert len(emptied) == 2 and [c.status for c in report.checks] == ["ok", "error"]
+
+
+def test_the_probe_actors_results_are_waited_for_a_bounded_time(monkeypatch):
+    import ray.exceptions
+
+    from pipeline.engine import ray_backend
+    from pipeline.engine.placement import ActorRequest
+    from pipeline.errors import JobFailed
+
+    class Method:
+        def remote(self, *args):
+            return object()
+
+    class Actor:
+        describe, run = Method(), Method()
+
+    class ActorClass:
+        def options(self, **kw):
+            return self
+
+        def remote(self, *args):
+            return Actor()
+
+    waits, killed = [], []
+
+    def get(refs, timeout=None):
+        if isinstance(refs, list):  # the batches' results: never ready here
+            waits.append(timeout)
+            raise ray.exceptions.GetTimeoutError("not ready")
+        return {"described": True}
+
+    monkeypatch.setattr(ray_backend, "placed_actor", lambda cls: ActorClass())
+    monkeypatch.setattr(ray_backend.ray, "wait", lambda refs, timeout: (refs, []))
+    monkeypatch.setattr(ray_backend.ray, "get", get)
+    monkeypatch.setattr(ray_backend.ray, "kill", killed.append)
+    with pytest.raises(JobFailed, match="did not finish within 5 s"):
+        ray_backend.run_on_actors(object, (), [[]], ActorRequest(num_cpus=0.0), 1, 30, "probe", results_timeout_s=5)
+    assert waits == [5] and len(killed) == 1
