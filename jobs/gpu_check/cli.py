@@ -3,7 +3,8 @@ python -m jobs.gpu_check --prepare DIR [--bundle site.tar.xz | --no-bundle]
 
 Runs every check of pipeline/bench/gpu_check (see its __init__.py), prints one row per check as it finishes and the
 whole table at the end, and keeps the JSON at --json up to date after every row. Exit status: 0 when
-no check raised (rows may still say FAIL: a measured result outside its target, or OOM), 1 when one
+no check raised (rows may still say FAIL: a measured result outside its target, OOM, or TIMEOUT: a row
+run in a child process and stopped at its limit), 1 when one
 raised (ERROR), 2 for bad arguments.
 """
 

@@ -25,7 +25,8 @@ Rows (section: what; module):
   families     DAC 44 kHz and Mimi: a mixed-length batch on the device vs one item at a time on the CPU
                plan, agreement and × realtime (family_rows.py)
 Each row is guarded (table.py): an out-of-memory or an exception becomes that row's status and the
-others still run; a time budget skips rows that would start too late. `--prepare DIR` builds the
-folder to copy to the GPU machine (prepare.py); sizes.py holds the GPU and CPU sizes and the GPU's
-time budget per row.
+others still run; a time budget skips rows that would start too late; the rows that cannot stop
+themselves (setup's fit, compile) run in a child process killed at their limit (in_child.py: TIMEOUT).
+`--prepare DIR` builds the folder to copy to the GPU machine (prepare.py); sizes.py holds the GPU and
+CPU sizes and the GPU's time budget per row.
 """
