@@ -51,8 +51,19 @@ class AudioConfig:
 class BucketConfig:
     boundaries_s: list[float] | None = None  # None: estimated from each shard's lengths
     num_buckets: int = 8
-    batch_budget_samples: int = 24000 * 600  # samples (per channel) in one padded GPU batch
+    # samples (per channel) in one padded GPU batch, or "auto": sized on a CUDA device when the actor loads
+    # the model (pipeline/budget_calibration.py), else batch_budget_fallback_samples
+    batch_budget_samples: int | str = 24000 * 600
+    batch_budget_fallback_samples: int = 24000 * 600  # in force with "auto" off CUDA or when sizing fails
     max_batch_items: int = 256
+
+    @property
+    def auto_budget(self) -> bool:
+        return self.batch_budget_samples == "auto"
+
+    def budget_samples(self) -> int:
+        """The budget without sizing: the configured number, or with "auto" the fallback."""
+        return self.batch_budget_fallback_samples if self.auto_budget else int(self.batch_budget_samples)
 
 
 @dataclass
@@ -200,8 +211,13 @@ def validate(cfg: JobConfig) -> None:
     if cfg.prefetch_bytes <= 0 or cfg.shards_in_flight_per_actor not in (1, 2):
         raise ConfigError(f"prefetch_bytes must be > 0 and shards_in_flight_per_actor 1 or 2; got "
                           f"{cfg.prefetch_bytes} and {cfg.shards_in_flight_per_actor}")
-    if cfg.buckets.batch_budget_samples <= 0 or cfg.buckets.max_batch_items <= 0:
-        raise ConfigError("buckets.batch_budget_samples and buckets.max_batch_items must be > 0")
+    b = cfg.buckets
+    if not (b.auto_budget or _positive_int(b.batch_budget_samples)):
+        raise ConfigError(f"buckets.batch_budget_samples must be an integer > 0 (samples per channel) or auto; "
+                          f"got {b.batch_budget_samples!r}")
+    if not _positive_int(b.batch_budget_fallback_samples) or not _positive_int(b.max_batch_items):
+        raise ConfigError(f"buckets.batch_budget_fallback_samples and buckets.max_batch_items must be integers > 0; "
+                          f"got {b.batch_budget_fallback_samples!r} and {b.max_batch_items!r}")
     sem = cfg.semantic
     if sem is not None:
         if not isinstance(sem.model, str) or not sem.model:
@@ -211,6 +227,10 @@ def validate(cfg: JobConfig) -> None:
         if not isinstance(sem.centroids, str) or not sem.centroids:
             raise ConfigError("semantic.centroids: give the k-means centroids file (.safetensors from "
                               "jobs.fit_kmeans, or a .npy [k, dim] array)")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def to_dict(cfg: JobConfig, redact_secrets: bool = True) -> dict[str, Any]:

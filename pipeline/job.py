@@ -111,6 +111,8 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
             f"{cfg.prefetch_shards} shard(s) decoded ahead (at most {cfg.prefetch_bytes / 2**30:g} GiB), "
             f"{cfg.shards_in_flight_per_actor} in flight; torch {prov.torch_version}, CUDA {prov.cuda_version}, "
             f"cuDNN {prov.cudnn_version}")
+        if info.batch_budget is not None:
+            log(f"[audiotok] batch budget: {info.batch_budget.line()}")
         if prov.random_weights:
             log("[audiotok] WARNING: model has RANDOM weights (random:*); tokens are for testing only")
         elif str(prov.model_source).startswith("tiny:"):
@@ -130,7 +132,8 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
     job_start.finish(begun, records, log)
 
     first = scheduler.first_info
-    run = summarize(records, shards, time.time() - started, first.provenance if first else None)
+    run = summarize(records, shards, time.time() - started, first.provenance if first else None,
+                    first.batch_budget if first else None)
     checked = verify_on_ray.verify_after_job(cfg, out_dir, log)  # None unless verify.sample_count > 0
     brief = None if checked is None else VerifyBrief(passed=checked.passed, failures=checked.failures,
                                                      rows_sampled=checked.rows_sampled, report=checked.report)

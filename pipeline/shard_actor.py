@@ -45,6 +45,7 @@ class ShardWork:
         from codec import load_first
         from codec.runtime import dtype_for
 
+        from .budget_calibration import in_force, size_budget
         from .provenance import build_provenance, check_sha256
         from .shard_worker import ShardTokenizer
         from .streams import load_streams
@@ -55,17 +56,19 @@ class ShardWork:
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])
         self.model, skipped = load_first(sources, device=runtime.device, dtype=dtype)
         self.model.set_batch_plan(cfg.batch_plan)
-        self.streams = load_streams(cfg, runtime.device)
+        self.streams = load_streams(cfg, runtime.device)  # other streams keep the configured (or fallback) budget
+        self.batch_budget = size_budget(self.model, cfg)  # `auto`: sized on this card, with every model loaded
         self.provenance = build_provenance(self.model, cfg, runtime.device, skipped, runtime, self.streams)
         check_sha256(self.provenance, cfg)
         decoders = decoder_processes(cfg, setup.request, context.node(setup.request.num_cpus))
         self.node_id = context.node_id
-        self.worker = ShardTokenizer(self.model, cfg, out_dir, self.provenance, decoders=decoders,
-                                     streams=self.streams)
+        self.worker = ShardTokenizer(self.model, in_force(cfg, self.batch_budget), out_dir, self.provenance,
+                                     decoders=decoders, streams=self.streams)
         self.worker.node_id = context.node_id
 
     def describe(self) -> ActorInfo:
-        return ActorInfo(self.provenance, self.node_id, os.getpid(), self.worker.decoder_processes)
+        return ActorInfo(self.provenance, self.node_id, os.getpid(), self.worker.decoder_processes,
+                         self.batch_budget)
 
     def run(self, shard: Shard, next_shards: list[Shard], attempt: int, after: list[Shard]) -> ShardRecord:
         try:  # forgets shards the driver gave to other actors since, and decodes the next ones

@@ -276,11 +276,11 @@ class ShardTokenizer:
         if boundaries is None:
             boundaries = buckets.estimate_boundaries(lengths, cfg.num_buckets)
         # chunked models batch chunks, not items: budget by chunk so long items are not split badly
-        budget = cfg.batch_budget_samples if chunk is None else max(cfg.batch_budget_samples, max(lengths))
+        budget = cfg.budget_samples() if chunk is None else max(cfg.budget_samples(), max(lengths))
         # chunked models on the CUDA plan: each forward pass takes at most this many chunks, whatever the items
         max_chunks = None
         if chunk is not None and model.plan == "cuda":
-            max_chunks = max(1, min(cfg.max_batch_items, cfg.batch_budget_samples // chunk))
+            max_chunks = max(1, min(cfg.max_batch_items, cfg.budget_samples() // chunk))
         batches = buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items, multiple=hop)
         padded, true = buckets.padding_waste(lengths, batches, multiple=hop,
                                              padded_length=model.padded_length if chunk is None else None)

@@ -108,7 +108,7 @@ class TokenStream:
         t = self.tokenizer
         lengths = [int(a.shape[-1]) for a in audio]
         boundaries = buckets.estimate_boundaries(lengths, cfg.num_buckets)
-        budget = max(cfg.batch_budget_samples, max(lengths))
+        budget = max(cfg.budget_samples(), max(lengths))
         for batch in buckets.plan_batches(lengths, boundaries, budget, cfg.max_batch_items, multiple=t.hop_length):
             longest = max(lengths[i] for i in batch)
             x = torch.zeros(len(batch), self.channels, longest, dtype=torch.float32)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..budget_in_force import BudgetInForce
 from ..provenance import Provenance
 from ..records import Shard, ShardRecord
 
@@ -63,13 +64,14 @@ class RunSummary:
     model_source: str | None  # None when no actor started (every shard was already committed)
     random_weights: bool | None
     device_peak_mb: float | None = None  # the largest ShardRecord.device_peak_mb (torch, CUDA); None on CPU
+    batch_budget: BudgetInForce | None = None  # the first actor's batch budget and how it was decided
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def summarize(records: dict[str, ShardRecord], shards: list[Shard], wall: float,
-              provenance: Provenance | None) -> RunSummary:
+              provenance: Provenance | None, batch_budget: BudgetInForce | None = None) -> RunSummary:
     """The run summary over the shards of this input (records of other inputs are left out)."""
     wanted = {s.shard_id for s in shards}
     mine = [r for k, r in records.items() if k in wanted]
@@ -93,6 +95,7 @@ def summarize(records: dict[str, ShardRecord], shards: list[Shard], wall: float,
         model_source=provenance.model_source if provenance else None,
         random_weights=provenance.random_weights if provenance else None,
         device_peak_mb=device_peak_mb(mine),
+        batch_budget=batch_budget,
     )
 
 

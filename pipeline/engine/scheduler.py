@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..budget_in_force import BudgetInForce
 from ..errors import JobFailed, one_line
 from ..provenance import Provenance
 from ..records import Shard, ShardRecord
@@ -53,6 +54,7 @@ class ActorInfo:
     node_id: str
     pid: int
     decoder_processes: int
+    batch_budget: BudgetInForce | None = None  # the batch budget it encodes with, and how it was decided
 
 
 @dataclass(frozen=True)

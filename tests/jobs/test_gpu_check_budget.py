@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from codec import random_model
+from pipeline import batch_budget, peak_memory
 from pipeline.bench import corpus
 from pipeline.bench import e2e as bench_e2e
-from pipeline.bench.gpu_check import batch_budget, e2e_rows, peak_memory, profile_rows, sizes
+from pipeline.bench.gpu_check import e2e_rows, profile_rows, sizes
 from pipeline.bench.gpu_check.codec_rows import device_model, encode_codes
 from pipeline.bench.gpu_check.lstm_share import LstmTimer
 

@@ -10,7 +10,7 @@ from pipeline.job import JobSummary, VerifyBrief
 from pipeline.records import Shard, ShardRecord
 
 KEYS = ["shards", "shards_committed", "rows", "rejects", "rejects_by_reason", "audio_hours", "wall_seconds",
-        "realtime_factor", "padding_waste", "model_source", "random_weights", "device_peak_mb", "actors", "verify"]
+        "realtime_factor", "padding_waste", "model_source", "random_weights", "device_peak_mb", "batch_budget", "actors", "verify"]
 
 
 def test_summary_counts_this_inputs_shards_and_keeps_the_json_keys():
@@ -29,6 +29,18 @@ def test_summary_counts_this_inputs_shards_and_keeps_the_json_keys():
     assert data["verify"] == {"passed": True, "failures": [], "rows_sampled": 3, "report": "r"}
     assert JobSummary.of(run, actors=0, verify=None).to_json()["verify"] is None
     assert data["device_peak_mb"] is None  # CPU records: no device peak
+    assert data["batch_budget"] is None  # no actor reported one
+
+
+def test_summary_shows_the_batch_budget_in_force_and_how_it_was_decided():
+    from pipeline.budget_in_force import BudgetInForce
+
+    budget = BudgetInForce(57_192_000, 256, "calibrated", 24000, bytes_per_sample=600.0, usable_bytes=43 * 2**30)
+    run = summarize({}, [Shard("a", "a.tar", "webdataset")], 1.0, None, budget)
+    data = json.loads(json.dumps(JobSummary.of(run, actors=1, verify=None).to_json()))
+    assert data["batch_budget"] == {"samples": 57_192_000, "max_batch_items": 256, "how": "calibrated",
+                                    "sample_rate": 24000, "bytes_per_sample": 600.0, "usable_bytes": 43 * 2**30,
+                                    "reason": ""}
 
 
 def test_summary_device_peak_is_the_largest_shards_and_old_records_load_without_it():

@@ -11,9 +11,9 @@ Rows (section: what; module):
   agreement    the device's batched path vs the reference at 6 and 24 kbps (codec_rows.py)
   invariance   one item alone vs inside mixed batches of 16 / 64 / 256 (codec_rows.py)
   determinism  the same batch twice; again with most GPU memory taken (codec_rows.py)
-  memory       24 / 32 / 48 kHz: our peak memory at the preset configs' batch budgets (peak_memory.py:
+  memory       24 / 32 / 48 kHz: our peak memory at the preset configs' batch budgets (pipeline/peak_memory.py:
                torch.cuda.max_memory_allocated, reset per row), the batch budget it recommends for the
-               card (batch_budget.py) and one batch at that budget (profile_rows.py)
+               card (pipeline/batch_budget.py) and one batch at that budget (profile_rows.py)
   profile      host syncs per batch, cost of a new shape, forward passes per batch; the LSTM's share of
                a batch's time (lstm_share.py) (profile_rows.py)
   e2e          transformers baseline (on a slice) vs our job on one GPU, also with resample_on: actor, on

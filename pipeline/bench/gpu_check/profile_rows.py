@@ -19,13 +19,15 @@ from pathlib import Path
 import torch
 
 from codec.host_syncs import count_host_syncs, forward_passes
+from pipeline import batch_budget, peak_memory
+from pipeline.budget_calibration import calibration_shapes, pass_samples
 
-from . import batch_budget, peak_memory
 from .codec_rows import Fitted, device_model, encode_codes, mixed_batch
 from .lstm_share import LstmTimer
 from .table import Check
 
 REPO = Path(__file__).resolve().parents[3]
+NOMINAL_CARD_GIB = 80.0  # CPU mode: the rule is exercised for an 80 GiB card (H100) on the CPU's numbers
 
 
 @contextmanager
@@ -55,27 +57,14 @@ def _preset(preset: str):
 
 def budget_shapes(preset: str, scale: float, max_item_s: float | None = None) -> list[tuple[str, int, int, int | None]]:
     """(label, items, samples each, max_batch) of two batches at the preset config's batch budget
-    (× scale): many short items (max_batch_items) and as many max-duration items (max_item_s when
-    given) as fit."""
+    (× scale; with `auto` its fallback): many short items (max_batch_items) and as many max-duration
+    items (max_item_s when given) as fit: the actor's calibration shapes (budget_calibration.py)."""
     model_cfg, cfg = _preset(preset)
-    rate, chunk = model_cfg.sampling_rate, model_cfg.chunk_length
-    budget = max(1, int(cfg.buckets.batch_budget_samples * scale))
+    rate = model_cfg.sampling_rate
+    budget = max(1, int(cfg.buckets.budget_samples() * scale))
     most = max(1, int(cfg.buckets.max_batch_items * scale))
     longest = int((max_item_s or cfg.audio.max_duration_s) * rate)
-    max_chunks = None if chunk is None else max(1, min(most, budget // chunk))  # as the shard worker
-    short = max(rate // 10, budget // most)
-    return [(f"{most} x {short / rate:.2f} s", most, short, max_chunks),
-            (f"{max(1, budget // longest)} x {longest / rate:.0f} s", max(1, budget // longest), longest, max_chunks)]
-
-
-def pass_samples(model, items: int, samples: int, max_chunks: int | None) -> int:
-    """Padded samples per channel in the largest forward pass of the batch: the whole batch, or for a
-    chunked model (48 kHz) at most `max_chunks` chunks of chunk_length (what the budget bounds there)."""
-    chunk = model.config.chunk_length
-    if chunk is None:
-        return items * samples
-    chunks = items * len(model.chunk_spans(samples))
-    return min(chunks, max_chunks or chunks) * min(chunk, samples)  # an item shorter than a chunk is one short chunk
+    return calibration_shapes(rate, budget, most, longest, model_cfg.chunk_length)
 
 
 def _encode_row(model, meter, items: int, samples: int, max_batch: int | None, device: str):
@@ -118,15 +107,15 @@ def memory_rows(preset: str, device: str, scale: float, max_item_s: float | None
                            "bytes_per_sample": point.bytes_per_sample, "budget_scale": scale, "meter": meter.what}))
     card = meter.card_bytes() or card_bytes
     nominal = card is None
-    card = card or int(batch_budget.NOMINAL_CARD_GIB * 2**30)
+    card = card or int(NOMINAL_CARD_GIB * 2**30)
     longest = int(cfg.audio.max_duration_s * rate)
     try:
-        advice = batch_budget.recommend(preset, points, card, rate, longest, cfg.buckets.batch_budget_samples,
+        advice = batch_budget.recommend(preset, points, card, rate, longest, cfg.buckets.budget_samples(),
                                         cfg.buckets.max_batch_items, chunk)
     except ValueError as exc:
         rows.append(Check("memory", f"{preset} recommended batch budget", "fail", "does not fit", str(exc)))
         return rows
-    where = (f"CPU mode: {meter.what} on a nominal {batch_budget.NOMINAL_CARD_GIB:g} GiB card (a prediction, "
+    where = (f"CPU mode: {meter.what} on a nominal {NOMINAL_CARD_GIB:g} GiB card (a prediction, "
              "not a GPU measurement)" if nominal else f"{meter.what} on this card")
     rows.append(Check("memory", f"{preset} recommended batch budget", "ok", f"{advice.budget_samples:,} samples",
                       f"{advice.line()}; {where}",

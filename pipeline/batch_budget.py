@@ -1,4 +1,6 @@
-"""The rule that sizes `buckets.batch_budget_samples` of a GPU preset from the peak-memory rows.
+"""The rule that sizes `buckets.batch_budget_samples` from peak-memory rows: used by the actor for
+`batch_budget_samples: auto` (budget_calibration.py, on the card it runs on) and by the GPU check's
+memory rows (pipeline/bench/gpu_check/profile_rows.py).
 
     advice = recommend(preset, points, card_bytes, rate, longest_samples, configured, max_batch_items, chunk_samples)
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HEADROOM = 0.20
-NOMINAL_CARD_GIB = 80.0  # CPU mode: the rule is exercised for an 80 GiB card (H100) on the CPU's numbers
 
 
 @dataclass(frozen=True)
