@@ -75,13 +75,13 @@ def size_budget(model, cfg: JobConfig, cuda=None, meter=None) -> BudgetInForce:
         return BudgetInForce(b.budget_samples(), b.max_batch_items, "fixed", rate)
     device = torch.device(model.device)
 
-    def fallback(reason: str) -> BudgetInForce:
-        log.warning("batch_budget_samples auto: using the fallback %d samples (%s)",
-                    b.batch_budget_fallback_samples, reason)
+    def fallback(reason: str, level: int = logging.WARNING) -> BudgetInForce:
+        log.log(level, "batch_budget_samples auto: using the fallback %d samples (%s)",
+                b.batch_budget_fallback_samples, reason)
         return BudgetInForce(b.batch_budget_fallback_samples, b.max_batch_items, "fallback", rate, reason=reason)
 
     if device.type != "cuda":
-        return fallback(f"not a CUDA device: {device}")
+        return fallback(f"not a CUDA device: {device}", logging.INFO)
     cuda = cuda if cuda is not None else torch.cuda
     index = device.index if device.index is not None else 0
     try:

@@ -10,7 +10,8 @@ from pipeline.job import JobSummary, VerifyBrief
 from pipeline.records import Shard, ShardRecord
 
 KEYS = ["shards", "shards_committed", "rows", "rejects", "rejects_by_reason", "audio_hours", "wall_seconds",
-        "realtime_factor", "padding_waste", "model_source", "random_weights", "device_peak_mb", "batch_budget", "actors", "verify"]
+        "realtime_factor", "padding_waste", "model_source", "random_weights", "device_peak_mb", "batch_budget",
+        "actors", "verify"]
 
 
 def test_summary_counts_this_inputs_shards_and_keeps_the_json_keys():
