@@ -93,6 +93,7 @@ def test_job_rows_rejects_and_exact_codes(tmp_path):
     assert tokens == ["good"]
     assert {r["key"]: r["reason"] for r in rejects} == expected
     assert summary.rows == 1 and summary.rejects == len(expected)
+    assert (summary.batch_budget.how, summary.batch_budget.samples) == ("fixed", 960000)  # from the actor
     assert summary.rejects_by_reason["unsafe_member"] == 3
     assert not (Path("/etc") / "passwd.flac").exists()
 
