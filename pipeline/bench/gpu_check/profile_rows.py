@@ -1,4 +1,4 @@
-"""Peak memory at the presets' batch budgets, the batch budget it recommends (batch_budget.py), and
+"""Peak memory at the presets' batch budgets, the batch budget it recommends (pipeline/batch_budget.py), and
 a profile of one encode: host syncs per batch, the cost of a new input shape, forward passes per
 batch, the LSTM's share of a batch's time (lstm_share.py).
 
