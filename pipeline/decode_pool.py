@@ -46,9 +46,9 @@ import dataclasses
 import json
 import mmap
 import os
-import struct
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import threading
