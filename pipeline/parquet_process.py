@@ -2,15 +2,13 @@
 
     writer = ParquetProcess()
     writer.write(path, table, metadata, output_cfg, sync)   # as writer._write_parquet, in the child
-    writer.write_row_index(path, tokens, record, part, written_part, sync)   # as writer._write_row_index
     writer.close()
 
 Dictionary encoding, levels and zstd of the codes take a good share of the actor's CPU per hour of
 audio; in a process of their own they run beside the actor's threads instead of holding its
 interpreter lock. The child is `python -m pipeline.parquet_process <fd>`, a fresh interpreter (no
 fork of the threaded actor), talking over a socketpair with length-prefixed messages only: a JSON
-header, then a table as an Arrow IPC stream (nothing is pickled): the part's table, or for the
-row-index file only the tokens' keys and frames per row. It writes the file at `path` (a
+header, then the table as an Arrow IPC stream (nothing is pickled). It writes the file at `path` (a
 temp file of `writer.commit_shard`, which still does every rename, the manifest record and the
 fault stages in the actor) and answers {"ok": true} or {"error": traceback}. A child that dies is
 an OSError for that write (the commit fails and removes its parts, so the shard is redone) and is
@@ -30,13 +28,10 @@ from multiprocessing.connection import Connection
 
 import pyarrow as pa
 
-from . import shard_rows
 from .config import OutputConfig
 from .decode_pool import child_env, watch_parent
-from .records import EncodeBatch, ShardRecord
 
 START_TIMEOUT_S = 120.0
-_FRAMES = "frames:"  # the columns of a row-index request that hold a stream's frames per row
 
 
 class ParquetProcess:
@@ -61,23 +56,10 @@ class ParquetProcess:
     def write(self, path: str, table: pa.Table, metadata: dict, cfg: OutputConfig, sync: bool) -> None:
         """`writer._write_parquet(path, table, metadata, cfg, sync)`, run in the helper process."""
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-        self._call({"op": "part", "path": path, "output": dataclasses.asdict(cfg), "sync": sync}, table)
-
-    def write_row_index(self, path: str, tokens: pa.Table, record: ShardRecord, part: str, written_part: str,
-                        sync: bool) -> None:
-        """`writer._write_row_index(...)`, run in the helper process: only the tokens' keys and frames
-        go over (a small table), the row-index table is built and written there."""
-        frames = shard_rows.stream_frames(tokens)
-        table = pa.table({"key": tokens.column("key"), **{_FRAMES + s: a for s, a in frames.items()}})
-        self._call({"op": "rows", "path": path, "part": part, "written_part": written_part, "sync": sync,
-                    "part_columns": tokens.schema.names,
-                    "batches": [dataclasses.asdict(b) for b in record.encode_batches]}, table)
-
-    def _call(self, head: dict, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as stream:
             stream.write_table(table)
-        path, head = head["path"], json.dumps(head).encode()
+        head = json.dumps({"path": path, "output": dataclasses.asdict(cfg), "sync": sync}).encode()
         with self.lock:
             try:
                 if self.proc is None:
@@ -126,14 +108,7 @@ def _child(fd: int) -> None:
         try:
             table = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
             del blob
-            if head["op"] == "rows":
-                frames = {n[len(_FRAMES):]: table.column(n).combine_chunks() for n in table.schema.names
-                          if n.startswith(_FRAMES)}
-                writer.write_row_index_file(head["path"], table.column("key").to_pylist(), frames,
-                                            [EncodeBatch(**b) for b in head["batches"]], head["part"],
-                                            head["written_part"], head["part_columns"], head["sync"])
-            else:
-                writer.write_parquet_file(head["path"], table, OutputConfig(**head["output"]), head["sync"])
+            writer.write_parquet_file(head["path"], table, OutputConfig(**head["output"]), head["sync"])
             reply = {"ok": True}
         except Exception:  # noqa: BLE001 - reported; the parent raises it
             import traceback

@@ -15,8 +15,8 @@ before it, `after`, and takes the lock only once they have); before it lets the 
 the one *commit slot*, so at most one commit is in flight and commits keep the order of the encodes.
 `run` returns only once its shard is committed: a process that dies before that loses the call,
 and the driver runs the shard again.
-The commit's Parquet files (parts and row index) are built and compressed in a helper process
-(`parquet_process`); its renames and manifest record stay here. A commit that fails removes the shard's part files it
+The commit's Parquet files are built and compressed in a helper process (`parquet_process`); its
+renames and manifest record stay here. A commit that fails removes the shard's part files it
 already moved into place, so readers never see a shard without its manifest record. A CUDA
 out-of-memory error on a batch halves its forward passes (the codec's `max_batch`) and encodes
 the batch again, down to one item (chunk) per pass; the smaller passes then hold for the rest of
@@ -183,7 +183,7 @@ class ShardTokenizer:
                                         [s.column for s in self.streams]),
                     schema.rejects_table(rejections),
                     record, self._file_metadata(), self.cfg.output,
-                    write_parquet=self.parquet.write, write_row_index=self.parquet.write_row_index,
+                    write_parquet=self.parquet.write,
                 )
             finally:
                 self.commit_slot.release()

@@ -54,7 +54,7 @@ from fsspec.implementations.local import LocalFileSystem
 from . import fault_injection, manifest_snapshot, shard_rows
 from .config import OutputConfig
 from .errors import InputError
-from .records import EncodeBatch, ShardRecord
+from .records import ShardRecord
 from .schema import CORE_COLUMNS, FORMAT_VERSION, REJECTS_SCHEMA, REQUIRED_PROVENANCE, tokens_schema
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,12 @@ def _check_inputs(shard_id: str, tokens: pa.Table, rejects: pa.Table, record: Sh
 
 
 def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Table, record: ShardRecord,
-                 metadata: dict, cfg: OutputConfig, write_parquet=None, write_row_index=None) -> ShardRecord:
+                 metadata: dict, cfg: OutputConfig, write_parquet=None) -> ShardRecord:
     """Write a shard's tokens, rejects, row index and manifest record so that it is committed all at once.
 
     metadata: Parquet key/value metadata for both files (see `schema.file_metadata`).
     write_parquet(path, table, metadata, cfg, sync): writes one Parquet file (default: in this
     process; `parquet_process.ParquetProcess.write` builds it in a helper process).
-    write_row_index(path, tokens, record, part, written_part, sync): writes the row-index file (default:
-    in this process; `ParquetProcess.write_row_index` in the helper).
     record: `rows`/`rejects` equal to the tables' row counts; the committed record adds
     `finished_at` (unix seconds, unless given), `format_version` and `files` ({kind: {"path":
     relative path, "bytes": size}} for tokens, rejects and rows); its `encode_batches` go to the
@@ -163,8 +161,7 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
         try:
             for kind, table in zip(PARTS, (tokens, rejects)):
                 (write_parquet or _write_parquet)(staged[kind], table, metadata, cfg, local)
-            (write_row_index or _write_row_index)(staged[ROWS], tokens, record, names["tokens"], staged["tokens"],
-                                                  local)
+            _write_row_index(staged[ROWS], tokens, record, names["tokens"], staged["tokens"], local)
             files = {k: {"path": names[k], "bytes": os.path.getsize(staged[k])} for k in (*PARTS, ROWS)}
             committed = dataclasses.replace(record, finished_at=record.finished_at or time.time(),
                                             format_version=FORMAT_VERSION, files=files, encode_batches=[])
@@ -198,16 +195,9 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
 def _write_row_index(path: str, tokens: pa.Table, record: ShardRecord, part: str, written_part: str,
                      sync: bool) -> None:
     """The shard's row-index file (`shard_rows`) at `path`, its row groups read from the part as written."""
-    write_row_index_file(path, tokens.column("key").to_pylist(), shard_rows.stream_frames(tokens),
-                         record.encode_batches, part, written_part, tokens.schema.names, sync)
-
-
-def write_row_index_file(path: str, keys: list[str], frames: dict[str, pa.Array], batches: list[EncodeBatch],
-                         part: str, written_part: str, part_columns: list[str], sync: bool) -> None:
-    """`_write_row_index` from the tokens' keys, frames (`shard_rows.stream_frames`) and column names."""
     meta = pq.read_metadata(written_part)
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    table = shard_rows.rows_table(keys, frames, batches, part, sizes, part_columns)
+    table = shard_rows.from_tokens(tokens, record.encode_batches, part, sizes)
     with open(path, "wb") as f:
         pq.write_table(table, f, compression="zstd")
         if sync:

@@ -4,7 +4,6 @@ and a bad write is reported with the helper's traceback."""
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline import schema, writer
@@ -44,21 +43,3 @@ def test_a_dead_helper_fails_one_write_and_is_restarted(tmp_path):
     finally:
         helper.close()
     assert helper.proc is None
-
-
-def test_row_index_file_same_as_in_this_process(tmp_path):
-    from pipeline.records import EncodeBatch, ShardRecord
-
-    tokens = table(6)
-    part = tmp_path / "part"
-    writer._write_parquet(str(part), tokens, {}, OutputConfig(row_group_rows=4), sync=False)
-    record = ShardRecord(shard_id="s", url="u", rows=6, rejects=0,
-                         encode_batches=[EncodeBatch(["k5", "k0", "k2"], 2), EncodeBatch(["k1", "k3", "k4"], None)])
-    helper = ParquetProcess()
-    try:
-        helper.write_row_index(str(tmp_path / "a"), tokens, record, "tokens/part-s.parquet", str(part), sync=True)
-    finally:
-        helper.close()
-    writer._write_row_index(str(tmp_path / "b"), tokens, record, "tokens/part-s.parquet", str(part), sync=True)
-    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
-    assert pq.read_table(tmp_path / "a").column("row_group").to_pylist() == [0, 0, 0, 0, 1, 1]
