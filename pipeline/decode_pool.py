@@ -7,17 +7,26 @@ messages only (JSON headers and raw bytes; nothing is pickled in either directio
 audio in shared memory (`shared_audio`: arenas per decoder, their memfds passed on the socket; the
 actor batches straight from them and frees each segment's space when it is done with it):
 
-    parent ─► child   {"key", "source", "ext", "try", "free"}  then the encoded bytes ("free": arena
-                      space the parent no longer looks at)
-    child  ─► parent  {"segments": [{key, start_s, duration_s, shape, rate, other_shapes}], "rejections": [...],
-                       "rss_mb"}
-                      with "audio": where in shared memory the float32 [C, T] segments are
-                      (then the arena's descriptor when it is new);  or {"error": traceback}
+    parent ─► child   {"seq", "free", "files": [{"key", "source", "ext", "try", "size"}, ...]}  then the
+                      files' encoded bytes, one after the other ("free": arena space the parent no
+                      longer looks at; "seq": the request's number)
+    child  ─► parent  {"files": [{"audio", "segments": [{key, start_s, duration_s, shape, rate, other_shapes}],
+                       "rejections": [...]}, ...], "rss_mb"}, one entry per file of the request, in order
+                      ("audio": where in shared memory that file's float32 [C, T] segments are), then
+                      the descriptors of the new arenas (or own memory files), in the files' order;
+                      on a Python exception, "error": traceback and the entries of the files before it
     other_shapes: the segment's audio for each other token stream (`stream_audio`), put after all the segments'
+
+A request carries several small files (up to REQUEST_FILES, REQUEST_BYTES of encoded data beyond its
+first file), so the actor's cost per file (messages, JSON, waking up) is paid once per request. A
+*progress* word in shared memory (request number, file in it, when it started: CLOCK_MONOTONIC)
+says which file the child is decoding, so a crash or a hang is still the fault of exactly one file:
+the files of the request before it and after it are sent again as if never tried (those before it
+are decoded again; their replies died with the process).
 
 A worker that dies (EOF on its socket: segfault, abort, out of memory, killed from outside) is
 replaced; its file is tried again up to `AudioConfig.decoder_crash_retries` more times, then
-rejected as `decoder_crash`. A file still decoding after `AudioConfig.decode_timeout_s` has its
+rejected as `decoder_crash`. A file still decoding `AudioConfig.decode_timeout_s` after it started has its
 worker killed and is rejected as `decoder_crash` at once (a hang is not retried). A Python
 exception in the child is a bug in our code, not bad data: it is raised in the parent
 (`DecoderError`, naming the key), as is a worker that fails to start START_TRIES times in a row.
@@ -35,15 +44,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -58,6 +70,9 @@ FAULTS_ENV = "AUDIOTOK_TEST_DECODER_FAULTS"
 START_TIMEOUT_S = 120.0
 START_TRIES = 3  # a worker that dies while starting is started again (it may have been killed)
 _OOM_EXIT = 3
+REQUEST_FILES = 16  # most files in one request to a decoder
+REQUEST_BYTES = 2 << 20  # most encoded bytes in one request, beyond its first file
+_PROGRESS = struct.Struct("=qqd")  # (request seq, file of it being decoded, its start: time.monotonic())
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -82,19 +97,35 @@ class DecoderError(AudiotokError):
     """Our decoding code failed (a Python exception in a worker, or a worker that cannot start)."""
 
 
+@dataclass
+class _Request:
+    """Files sent to a worker and not answered yet."""
+
+    indices: list[int]  # samples, in the order the child decodes them
+    seq: int
+    sent: float  # time.monotonic()
+    grace: float = 0.0  # seconds the parent waited for the byte budget meanwhile: not held against it
+
+
 class _Worker:
     def __init__(self, init: bytes):
         parent, child = socket.socketpair()
         env = child_env()
+        progress = os.memfd_create("audiotok-progress", os.MFD_CLOEXEC)
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_pool", str(child.fileno())],
-                                         pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
+            os.ftruncate(progress, _PROGRESS.size)
+            self.progress = mmap.mmap(progress, _PROGRESS.size)
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_pool", str(child.fileno()),
+                                          str(progress)], pass_fds=[child.fileno(), progress], env=env,
+                                         stdin=subprocess.DEVNULL)
         finally:
             child.close()
+            os.close(progress)
         self.sock = socket.socket(fileno=os.dup(parent.fileno()))  # the same socket, for passing descriptors
         self.inbox = shared_audio.Inbox()
         self.conn = Connection(parent.detach())
-        self.task: tuple[int, float] | None = None  # (sample index, deadline)
+        self.request: _Request | None = None
+        self.seq = 0
         try:
             self.conn.send_bytes(init)
             if not self.conn.poll(START_TIMEOUT_S) or json.loads(self.conn.recv_bytes()) != {"ready": True}:
@@ -112,7 +143,21 @@ class _Worker:
         self.conn.close()
         self.sock.close()
         self.inbox.close()
-        return self.proc.wait()
+        code = self.proc.wait()
+        self.progress.close()
+        return code
+
+    def current(self) -> tuple[int, float]:
+        """(position in the request of the file being decoded, when it started): the progress word
+        when it is this request's, else its first file, started when sent."""
+        request = self.request
+        seq, position, started = _PROGRESS.unpack_from(self.progress)
+        if seq != request.seq or not 0 <= position < len(request.indices):
+            return 0, request.sent
+        return position, max(started, request.sent)
+
+    def deadline(self, timeout_s: float) -> float:
+        return self.current()[1] + timeout_s + self.request.grace
 
 
 class DecodePool:
@@ -157,42 +202,64 @@ class DecodePool:
                 self._run(samples, todo, results, tries, stats)
             except BaseException:
                 for n, w in enumerate(self.workers):  # busy workers hold replies nobody will read
-                    if w is not None and w.task is not None:
+                    if w is not None and w.request is not None:
                         w.kill()
                         self.workers[n] = None
                 raise
             return results, stats
 
     def _run(self, samples, todo, results, tries, stats) -> None:
-        while todo or any(w is not None and w.task is not None for w in self.workers):
+        timeout_s = self.cfg.decode_timeout_s
+        while todo or any(w is not None and w.request is not None for w in self.workers):
             for n in range(len(self.workers)):
-                if todo and (self.workers[n] is None or self.workers[n].task is None):
+                if todo and (self.workers[n] is None or self.workers[n].request is None):
                     self.workers[n] = self.workers[n] or self._start()
-                    index = todo.popleft()
-                    tries[index] += 1
-                    self._send(self.workers[n], samples[index], index, tries[index])
-            busy = {w.conn: n for n, w in enumerate(self.workers) if w is not None and w.task is not None}
-            timeout = max(0.0, min(self.workers[n].task[1] for n in busy.values()) - time.monotonic())
+                    self._send(self.workers[n], samples, self._next_request(samples, todo), tries)
+            busy = {w.conn: n for n, w in enumerate(self.workers) if w is not None and w.request is not None}
+            timeout = max(0.0, min(self.workers[n].deadline(timeout_s) for n in busy.values()) - time.monotonic())
             for conn in wait(list(busy), timeout):
                 n = busy[conn]
-                index = self.workers[n].task[0]
+                worker = self.workers[n]
                 try:
-                    results[index], rss = self._receive(self.workers[n], samples[index])
+                    rss = self._receive(worker, samples, results)
                     stats["decoder_peak_rss_mb"] = max(stats["decoder_peak_rss_mb"], rss)
-                    self.workers[n].task = None
+                    worker.request = None
                 except (EOFError, OSError):
+                    index = self._blame(worker, tries, todo)
                     code = self._replace(n, stats)
                     why = "out of memory" if code == _OOM_EXIT else f"exit code {code}"
                     self._crashed(samples[index], index, tries, todo, results, f"decoder process died ({why})",
                                   retry=tries[index] <= self.cfg.decoder_crash_retries)
             now = time.monotonic()
             for n, w in enumerate(self.workers):
-                if w is not None and w.task is not None and w.task[1] <= now:
-                    index = w.task[0]
+                if w is not None and w.request is not None and w.deadline(timeout_s) <= now:
+                    index = self._blame(w, tries, todo)
                     self._replace(n, stats)
                     self._crashed(samples[index], index, tries, todo, results,  # a hang is not retried
-                                  f"decoding took longer than decode_timeout_s {self.cfg.decode_timeout_s}",
-                                  retry=False)
+                                  f"decoding took longer than decode_timeout_s {timeout_s}", retry=False)
+
+    def _next_request(self, samples, todo: deque) -> list[int]:
+        """The next files for a free worker, taken from the front of `todo`: at most REQUEST_FILES and
+        REQUEST_BYTES beyond the first, and no more than a fair share of what is left (about half of
+        it per worker, so the pool's workers all get some)."""
+        most = max(1, min(REQUEST_FILES, -(-len(todo) // (2 * len(self.workers)))))
+        indices = [todo.popleft()]
+        size = len(samples[indices[0]].data)
+        while todo and len(indices) < most and size + len(samples[todo[0]].data) <= REQUEST_BYTES:
+            size += len(samples[todo[0]].data)
+            indices.append(todo.popleft())
+        return indices
+
+    @staticmethod
+    def _blame(worker: _Worker, tries, todo: deque) -> int:
+        """After `worker` died or hung: the sample it was decoding; the request's others go back to
+        the front of `todo` as if never tried."""
+        position, _ = worker.current()
+        indices = worker.request.indices
+        for index in reversed(indices[:position] + indices[position + 1:]):
+            tries[index] -= 1
+            todo.appendleft(index)
+        return indices[position]
 
     def _start(self) -> _Worker:
         for attempt in range(1, START_TRIES + 1):
@@ -203,28 +270,47 @@ class DecodePool:
                     raise
         raise AssertionError("unreachable")
 
-    def _send(self, worker: _Worker, sample: Sample, index: int, attempt: int) -> None:
-        head = {"key": sample.key, "source": sample.source, "ext": sample.ext, "try": attempt,
-                "free": worker.inbox.freed()}
-        worker.task = (index, time.monotonic() + self.cfg.decode_timeout_s)
+    def _send(self, worker: _Worker, samples: list[Sample], indices: list[int], tries: list[int]) -> None:
+        worker.seq += 1
+        files = []
+        for index in indices:
+            tries[index] += 1
+            s = samples[index]
+            files.append({"key": s.key, "source": s.source, "ext": s.ext, "try": tries[index], "size": len(s.data)})
+        head = {"seq": worker.seq, "free": worker.inbox.freed(), "files": files}
+        worker.request = _Request(indices, worker.seq, time.monotonic())
         try:
             worker.conn.send_bytes(json.dumps(head).encode())
-            worker.conn.send_bytes(sample.data)
+            worker.conn.send_bytes(samples[indices[0]].data if len(indices) == 1
+                                   else b"".join(samples[i].data for i in indices))
         except OSError:
             pass  # the worker died; wait() reports EOF on its socket next
 
-    def _receive(self, worker: _Worker, sample: Sample):
+    def _receive(self, worker: _Worker, samples: list[Sample], results: list) -> float:
+        """Take a worker's reply to its request into `results`; returns its peak RSS (MB)."""
         reply = json.loads(worker.conn.recv_bytes())
+        indices = worker.request.indices
+        files = reply.get("files", [])
+        if len(files) != len(indices) and "error" not in reply or len(files) >= len(indices) and "error" in reply:
+            raise OSError(f"a decoder answered {len(files)} files to a request of {len(indices)}")
+        done = [(index, self._take(worker, samples[index], file)) for index, file in zip(indices, files)]
         if "error" in reply:
+            sample = samples[indices[len(files)]]
             raise DecoderError(f"decoding {sample.key!r} from {sample.source} failed in our code:\n{reply['error']}")
+        for index, result in done:
+            results[index] = result
+        return reply["rss_mb"]
+
+    def _take(self, worker: _Worker, sample: Sample, reply: dict) -> tuple[list[Segment], list[Rejection]]:
+        """One file's segments (views of shared memory, admitted to the byte budget) and rejections."""
         if self.admit is not None and reply["segments"]:
             waited = time.monotonic()
             self.admit(sum(shared_audio.nbytes(shape) for s in reply["segments"]
                            for shape in [s["shape"], *s.get("other_shapes", [])]))
             waited = time.monotonic() - waited
             for w in self.workers:  # the others' decode time went on while this one waited
-                if w is not None and w.task is not None and w is not worker:
-                    w.task = (w.task[0], w.task[1] + waited)
+                if w is not None and w.request is not None and w is not worker:
+                    w.request.grace += waited
         shapes = [tuple(s["shape"]) for s in reply["segments"]]
         other = [tuple(shape) for s in reply["segments"] for shape in s.get("other_shapes", [])]
         arrays = worker.inbox.take(worker.sock, reply["audio"], shapes + other)
@@ -235,7 +321,7 @@ class DecodePool:
             seg.other_audio = [next(rest) for _ in self.other]
         rejections = [Rejection(r["key"], sample.source, check_reason(r["reason"]), r["detail"])
                       for r in reply["rejections"]]
-        return (segments, rejections), reply["rss_mb"]
+        return segments, rejections
 
     def _replace(self, n: int, stats: dict) -> int | None:
         code = self.workers[n].kill()
@@ -285,15 +371,18 @@ def _planted_fault(spec: str, key: str, attempt: int) -> None:
             raise RuntimeError(f"planted fault for key {key!r} ({FAULTS_ENV})")
 
 
-def _child(fd: int) -> None:
+def _child(fd: int, progress_fd: int) -> None:
     threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     sock = socket.socket(fileno=os.dup(fd))  # the same socket, for passing descriptors
     outbox = shared_audio.Outbox()
+    progress = mmap.mmap(progress_fd, _PROGRESS.size)
+    os.close(progress_fd)
     conn = Connection(fd)
     init = json.loads(conn.recv_bytes())
     limit = init["memory_limit"]
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cfg = AudioConfig(**init["audio"])
+    other = [tuple(t) for t in init.get("other", [])]
     faults = os.environ.get(FAULTS_ENV, "")
     conn.send_bytes(b'{"ready": true}')
     while True:
@@ -302,34 +391,51 @@ def _child(fd: int) -> None:
             data = conn.recv_bytes()
         except EOFError:
             return
+        files, handovers, offset, error = [], [], 0, None
         try:
             outbox.release(head["free"])
-            if faults:
-                _planted_fault(faults, head["key"], head["try"])
-            fault_injection.maybe_fault("decode", head["key"])
-            sample = Sample(head["key"], head["source"], data, head["ext"])
-            segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"],
-                                                      [tuple(t) for t in init.get("other", [])])
-        except MemoryError:
-            os._exit(_OOM_EXIT)
-        except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
+        except Exception:  # noqa: BLE001 - our bug: reported, the parent raises it
             import traceback
 
-            conn.send_bytes(json.dumps({"error": traceback.format_exc()[-4000:]}).encode())
-            continue
-        del data, sample
-        try:
-            audio, handover = outbox.put([s.audio for s in segments] + [a for s in segments for a in s.other_audio])
-        except (MemoryError, OSError):  # no shared memory to be had: as out of memory
-            os._exit(_OOM_EXIT)
-        reply = {"audio": audio,"segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
-                               "shape": list(s.audio.shape), "rate": s.rate,
-                               "other_shapes": [list(a.shape) for a in s.other_audio]} for s in segments],
-                 "rejections": [dataclasses.asdict(r) for r in rejections],
-                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            error = traceback.format_exc()[-4000:]
+        for position, f in enumerate(head["files"] if error is None else ()):
+            _PROGRESS.pack_into(progress, 0, head["seq"], position, time.monotonic())
+            size = int(f["size"])
+            blob = data if size == len(data) and offset == 0 else data[offset : offset + size]
+            offset += size
+            try:
+                if faults:
+                    _planted_fault(faults, f["key"], f["try"])
+                fault_injection.maybe_fault("decode", f["key"])
+                sample = Sample(f["key"], f["source"], blob, f["ext"])
+                segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"], other)
+            except MemoryError:
+                os._exit(_OOM_EXIT)
+            except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
+                import traceback
+
+                error = traceback.format_exc()[-4000:]
+                break
+            del blob, sample
+            try:
+                audio, handover = outbox.put([s.audio for s in segments] + [a for s in segments for a in s.other_audio])
+            except (MemoryError, OSError):  # no shared memory to be had: as out of memory
+                os._exit(_OOM_EXIT)
+            handovers.append(handover)
+            files.append({"audio": audio,
+                          "segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
+                                        "shape": list(s.audio.shape), "rate": s.rate,
+                                        "other_shapes": [list(a.shape) for a in s.other_audio]} for s in segments],
+                          "rejections": [dataclasses.asdict(r) for r in rejections]})
+            del segments
+        del data
+        reply = {"files": files, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if error is not None:
+            reply["error"] = error
         conn.send_bytes(json.dumps(reply).encode())
-        shared_audio.send_fd(sock, handover)
+        for handover in handovers:
+            shared_audio.send_fd(sock, handover)
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]))
+    _child(int(sys.argv[1]), int(sys.argv[2]))

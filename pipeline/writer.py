@@ -36,6 +36,7 @@ the manifest record's rename.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -154,7 +155,8 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
     local = isinstance(fs, LocalFileSystem)
     for final in finals.values():
         fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="audiotok-") as spool:
+    # off the local disk, files are staged in a temp directory first (none is made for a local commit)
+    with contextlib.nullcontext() if local else tempfile.TemporaryDirectory(prefix="audiotok-") as spool:
         staged = temps if local else {kind: os.path.join(spool, kind) for kind in temps}
         try:
             for kind, table in zip(PARTS, (tokens, rejects)):
@@ -180,7 +182,10 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
         finally:
             for path in temps.values():
                 try:
-                    if fs.exists(path):
+                    if local:
+                        if os.path.lexists(path):
+                            os.remove(path)
+                    elif fs.exists(path):
                         fs.rm(path)
                 except OSError:
                     log.warning("could not remove temp file %s", path)

@@ -148,3 +148,30 @@ def test_segments_are_views_of_the_decoders_arenas_freed_for_reuse_and_outliving
         pool.close()
     assert all(np.array_equal(a, b) for a, b in zip(held[:3], copies))
     assert all(np.isfinite(a).all() for a in held)
+
+
+def test_several_files_per_request_and_a_crash_inside_one_costs_only_that_file(faults):
+    """Files go to a decoder several per request; the decoder says which one it is on, so a crash in
+    the middle of a request is that file's (retried, then rejected) and the others of the request are
+    decoded as if alone."""
+    faults("segv:crash-segv")
+    cfg = AudioConfig(max_duration_s=10.0, decoder_crash_retries=1)
+    pool = DecodePool(cfg, 24000, 1, workers=1)
+    batch = samples("a", "crash-segv", "b")
+    batch[5:5] = [Sample(f"pad{i}", "src", corpus_file(FILES[0]).read_bytes(), "flac") for i in range(6)]
+    try:
+        results, stats = pool.prepare_all(batch)
+        requests = pool.workers[0].seq
+    finally:
+        pool.close()
+    decoded = [s for s in batch if s.data and s.key != "crash-segv"]
+    assert requests < len(decoded)  # several files per request
+    assert stats["decoder_restarts"] == 2  # the first try and its one retry: nothing else
+    for sample, (segments, rejections) in zip(batch, results):
+        if sample.key == "crash-segv":
+            assert [r.reason for r in rejections] == ["decoder_crash"] and "try 2" in rejections[0].detail
+            continue
+        want_segments, want_rejections = audio_prep.prepare(sample, cfg, 24000, 1)
+        assert [s.key for s in segments] == [s.key for s in want_segments]
+        assert all(np.array_equal(a.audio, b.audio) for a, b in zip(segments, want_segments))
+        assert [(r.key, r.reason) for r in rejections] == [(r.key, r.reason) for r in want_rejections]
