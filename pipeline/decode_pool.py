@@ -295,6 +295,13 @@ def _child(fd: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cfg = AudioConfig(**init["audio"])
     faults = os.environ.get(FAULTS_ENV, "")
+
+    def reserve(count: int):  # soxr writes the resampled audio straight into shared memory
+        try:
+            return outbox.reserve(count)
+        except OSError as exc:  # no shared memory to be had: as out of memory
+            raise MemoryError(str(exc)) from exc
+
     conn.send_bytes(b'{"ready": true}')
     while True:
         try:
@@ -309,7 +316,7 @@ def _child(fd: int) -> None:
             fault_injection.maybe_fault("decode", head["key"])
             sample = Sample(head["key"], head["source"], data, head["ext"])
             segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"],
-                                                      [tuple(t) for t in init.get("other", [])])
+                                                      [tuple(t) for t in init.get("other", [])], reserve)
         except MemoryError:
             os._exit(_OOM_EXIT)
         except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
