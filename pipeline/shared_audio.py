@@ -1,7 +1,10 @@
 """Decoded audio handed from a decoder process to the actor through shared memory, not a socket.
 
     child:  outbox.release(freed)              space the parent no longer looks at (from its request)
-            meta, fd = outbox.put(arrays)       arrays copied into shared memory; send meta (JSON),
+            buf = outbox.reserve(n)            optional: where the next put writes (soxr writes a file's
+                                               resampled audio there: `soxr_direct`)
+            meta, fd = outbox.put(arrays)       arrays copied into shared memory (not those already
+                                               where they go); send meta (JSON),
             send_fd(sock, fd)                  then the descriptor when there is one to pass
     parent: arrays = inbox.take(sock, meta, shapes)     views of the shared memory, no copy
             freed = inbox.freed()              to send with the next request to that child
