@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from . import stream_audio
+from . import soxr_direct, stream_audio
 from .config import AudioConfig
 from .records import Rejection, Sample, Segment
 from .rejects import check_reason
@@ -168,15 +169,21 @@ def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot convert {have} channels to {channels}; targets are 1 (mono) or 2 (stereo)")
 
 
-def resample(x: np.ndarray, in_rate: int, out_rate: int, quality: str = "HQ") -> np.ndarray:
+def resample(x: np.ndarray, in_rate: int, out_rate: int, quality: str = "HQ",
+             alloc: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """[T, C] float32 at in_rate -> [T', C] float32 at out_rate, T' ≈ T * out_rate / in_rate (soxr).
 
-    Several channels go to soxr one plane per channel (soxr filters each channel on its own: the same
-    values as interleaved, without soxr's de- and re-interleaving), and come back so: the result's
-    transpose [C, T'] is C-contiguous.
+    The values are soxr.resample's of the channels given one plane each (soxr filters each channel on
+    its own: the same values as interleaved). soxr reads `x` as decoded and writes one plane per
+    channel (`soxr_direct`), into `alloc(n)` when given (n float32 values: a decoder's shared memory),
+    so the result's transpose [C, T'] is C-contiguous and in that memory. Where `soxr_direct` cannot
+    give the result, soxr.resample does, on a planar copy.
     """
     if in_rate == out_rate:
         return x
+    y = soxr_direct.resample(x, in_rate, out_rate, quality, alloc or soxr_direct.empty)
+    if y is not None:
+        return y.T
     planar = np.ascontiguousarray(x.T, dtype=np.float32).T  # [T, C] with each channel contiguous
     return soxr.resample(planar, in_rate, out_rate, quality=quality)
 
@@ -234,16 +241,17 @@ def decode_checked(data: bytes, cfg: AudioConfig, sample_rate: int, channels: in
 
 
 def to_model_layout(x: np.ndarray, rate_in: int, cfg: AudioConfig, sample_rate: int, channels: int,
-                    ) -> tuple[np.ndarray, int]:
+                    alloc: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """Decoded [T, C_in] at rate_in -> (float32 [channels, T'] C-contiguous, its rate): `sample_rate`, or
-    rate_in when the actor resamples it (cfg.resample_on "actor" and a rate it can do)."""
+    rate_in when the actor resamples it (cfg.resample_on "actor" and a rate it can do). alloc: where
+    soxr writes the resampled audio (`resample`)."""
     deferred = (cfg.resample_on == "actor" and rate_in != sample_rate
                 and device_resamplable(rate_in, sample_rate))  # resampled next to the model
     widen = x.shape[1] == 1 and channels > 1  # mono duplicated after resampling: one channel to resample
     if not widen:
         x = convert_channels(x, channels)
     if not deferred:
-        x = resample(x, rate_in, sample_rate, cfg.resample_quality)
+        x = resample(x, rate_in, sample_rate, cfg.resample_quality, None if widen else alloc)
     audio = np.ascontiguousarray(x.T, dtype=np.float32)  # [C, T]: no copy after soxr (planar) or for mono
     if widen:
         audio = np.repeat(audio, channels, axis=0)
@@ -251,10 +259,12 @@ def to_model_layout(x: np.ndarray, rate_in: int, cfg: AudioConfig, sample_rate: 
 
 
 def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int,
-            other: list[tuple[int, int]] = ()) -> tuple[list[Segment], list[Rejection]]:
+            other: list[tuple[int, int]] = (), alloc: Callable[[int], np.ndarray] | None = None,
+            ) -> tuple[list[Segment], list[Rejection]]:
     """One raw sample -> Segments of float32 [channels, T] at `sample_rate` Hz (at the file's own
     rate, with `Segment.rate` set, when cfg.resample_on is "actor"), or Rejections.
     other: (sample_rate, channels) of the job's other token streams: `stream_audio.attach`.
+    alloc: where soxr writes the file's resampled audio (`resample`; a decoder's shared memory).
 
     Every input key ends up in exactly one of the two lists (a segmented key as key#0, key#1, ...).
     """
@@ -268,7 +278,7 @@ def prepare(sample: Sample, cfg: AudioConfig, sample_rate: int, channels: int,
     except AudioRejected as exc:
         return [], [Rejection(sample.key, sample.source, exc.reason, exc.detail)]
     source_seconds = len(x) / header.sample_rate
-    audio, rate = to_model_layout(x, header.sample_rate, cfg, sample_rate, channels)
+    audio, rate = to_model_layout(x, header.sample_rate, cfg, sample_rate, channels, alloc)
     segments, rejections = split_segments(sample, audio, rate, source_seconds, cfg)
     for seg in segments if rate != sample_rate else []:
         seg.rate = rate

@@ -384,6 +384,13 @@ def _child(fd: int, progress_fd: int) -> None:
     cfg = AudioConfig(**init["audio"])
     other = [tuple(t) for t in init.get("other", [])]
     faults = os.environ.get(FAULTS_ENV, "")
+
+    def reserve(count: int):  # soxr writes the resampled audio straight into shared memory
+        try:
+            return outbox.reserve(count)
+        except OSError as exc:  # no shared memory to be had: as out of memory
+            raise MemoryError(str(exc)) from exc
+
     conn.send_bytes(b'{"ready": true}')
     while True:
         try:
@@ -408,7 +415,8 @@ def _child(fd: int, progress_fd: int) -> None:
                     _planted_fault(faults, f["key"], f["try"])
                 fault_injection.maybe_fault("decode", f["key"])
                 sample = Sample(f["key"], f["source"], blob, f["ext"])
-                segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"], other)
+                segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"], other,
+                                                          reserve)
             except MemoryError:
                 os._exit(_OOM_EXIT)
             except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it

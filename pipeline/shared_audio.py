@@ -1,7 +1,10 @@
 """Decoded audio handed from a decoder process to the actor through shared memory, not a socket.
 
     child:  outbox.release(freed)              space the parent no longer looks at (from its request)
-            meta, fd = outbox.put(arrays)       arrays copied into shared memory; send meta (JSON),
+            buf = outbox.reserve(n)            optional: where the next put writes (soxr writes a file's
+                                               resampled audio there: `soxr_direct`)
+            meta, fd = outbox.put(arrays)       arrays copied into shared memory (not those already
+                                               where they go); send meta (JSON),
             send_fd(sock, fd)                  then the descriptor when there is one to pass
     parent: arrays = inbox.take(sock, meta, shapes)     views of the shared memory, no copy
             freed = inbox.freed()              to send with the next request to that child
@@ -75,10 +78,25 @@ def _map(fd: int, nbytes: int, populate: bool = False) -> mmap.mmap:
 
 
 def _write(mm: mmap.mmap, arrays: list[np.ndarray], offsets: list[int]) -> None:
+    start = _address(mm)
     for a, offset in zip(arrays, offsets):
+        if a.size and a.ctypes.data == start + offset and a.dtype == np.float32 and a.flags.c_contiguous:
+            continue  # built in place (`Outbox.reserve`)
         view = np.frombuffer(mm, np.float32, a.size, offset).reshape(a.shape)
         np.copyto(view, a, casting="same_kind")
         del view  # a mapping closes only once no array looks at it
+
+
+def _address(mm: mmap.mmap) -> int:
+    return np.frombuffer(mm, np.uint8, 1).ctypes.data
+
+
+def _unmap(mm: mmap.mmap) -> None:
+    """Close `mm` now, or, while an array of this process still looks at it, once none does."""
+    try:
+        mm.close()
+    except BufferError:
+        pass  # unmapped when the last array looking at it goes
 
 
 @dataclass(eq=False)
@@ -89,6 +107,7 @@ class _Arena:
     used: int = 0  # bytes written from the start
     live: int = 0  # segments in it the parent has not freed
     mm: mmap.mmap | None = None  # mapped while it is the one written
+    passed: bool = False  # its descriptor went to the parent
 
 
 class Outbox:
@@ -123,19 +142,18 @@ class Outbox:
 
     def _close(self, arena: _Arena) -> None:
         if arena.mm is not None:
-            arena.mm.close()
+            _unmap(arena.mm)
         os.close(arena.fd)
         del self.arenas[arena.id]
         self.closed.append(arena.id)
 
-    def _switch(self) -> bool:
-        """Make a free kept arena, else a new one, the one written; True if new."""
+    def _switch(self) -> None:
+        """Make a free kept arena, else a new one, the one written."""
         if self.current is not None:
-            self.current.mm.close()  # the parent's mapping holds what it still looks at
+            _unmap(self.current.mm)  # the parent's mapping holds what it still looks at
             self.current.mm = None
         free = next((a for a in self.arenas.values() if a.live == 0 and a is not self.current), None)
-        new = free is None
-        if new:
+        if free is None:
             fd = _memfd(self.arena_bytes)
             free = _Arena(next(self.ids), fd, self.arena_bytes)
             self.arenas[free.id] = free
@@ -143,7 +161,30 @@ class Outbox:
         previous, self.current = self.current, free
         if previous is not None and previous.live == 0:
             self._trim()
-        return new
+
+    def _room(self, nbytes: int) -> _Arena:
+        """The arena written, with `nbytes` free after what is used in it (nbytes <= an arena)."""
+        if self.current is None or self.current.used + nbytes > self.current.size:
+            self._switch()
+        return self.current
+
+    def reserve(self, count: int) -> np.ndarray:
+        """A float32 array of `count` values where the next `put` writes its first array (in shared
+        memory when it fits in an arena): an array built there and put first is not copied. Valid
+        until the next `reserve` or `put`."""
+        nbytes = -(-4 * count // _ALIGN) * _ALIGN
+        if not nbytes or nbytes > self.arena_bytes:
+            return np.empty(count, np.float32)
+        arena = self._room(nbytes)
+        return np.frombuffer(arena.mm, np.float32, count, arena.used)
+
+    def _apart(self, arrays: list[np.ndarray], offsets: list[int]) -> list[np.ndarray]:
+        """`arrays`, each one that lies in the arena written but not at its offset there copied out
+        first (writing the others could overwrite it)."""
+        start = _address(self.current.mm)
+        end = start + self.current.size
+        return [a.copy() if start <= a.ctypes.data < end and a.ctypes.data != start + o else a
+                for a, o in zip(arrays, offsets)]
 
     def put(self, arrays: list[np.ndarray]) -> tuple[dict, int | None]:
         """Copy `arrays` (float32 [C, T]) into shared memory: (meta for the reply, a descriptor to
@@ -157,14 +198,13 @@ class Outbox:
                 _write(mm, arrays, offsets)
             meta = {"via": "own", "size": total}
         else:
-            new = self.current is None or self.current.used + total > self.current.size
-            if new:
-                new = self._switch()
-            arena = self.current
+            arena = self._room(total)
             base = arena.used
-            _write(arena.mm, arrays, [base + o for o in offsets])
+            offsets = [base + o for o in offsets]
+            _write(arena.mm, self._apart(arrays, offsets), offsets)
             arena.used += total
             arena.live += len(arrays)
+            new, arena.passed = not arena.passed, True
             meta = {"via": "arena", "arena": arena.id, "size": arena.size, "offset": base, "new": new}
             fd = os.dup(arena.fd) if new else None
         if self.closed:
