@@ -42,6 +42,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,8 +50,9 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from . import fault_injection
+from . import fault_injection, shard_files
 from .records import ShardRecord
+from .size_listing import SizeListing
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ FORMAT = 1
 _NAME = re.compile(r"snapshot-(\d{10})\.jsonl\.zst")
 _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime", "updated", "ino")
 READ_THREADS = 16  # records read at once on the local disk (object stores: the filesystem's own cat)
-_CHUNK = 16 * 2**20
+_CHUNK = 2**20  # decompressed bytes parsed at a time (a fixed part of the peak memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +82,10 @@ class ManifestState:
 
     records: {shard_id: record} of the committed shards, sorted by shard id.
     stamps: {shard_id: the stamp of its record file}.
-    listings: {folder: {file name: Listed}} of what was listed: `_manifest`, `_manifest/_snapshot`,
-        and for a job start (`load(..., start=True)`) `tokens`, `rejects`, `rows` and "" (the root).
+    listings: {folder: {file name: Listed}} of what was listed: `_manifest` (its files other than the
+        records, whose stamps are `stamps`), `_manifest/_snapshot`, and for a job start
+        (`load(..., start=True)`) `tokens`, `rejects`, `rows` and "" (the root), these as `SizeListing`s
+        (names and sizes in arrays).
     provenance: the `_provenance.json` sidecar as found (start=True; None when there is none).
     snapshot: the path of the snapshot read (None: none usable); generation: its generation (0: none).
     from_snapshot / from_files: how many committed records came from the snapshot / from their files.
@@ -91,7 +95,7 @@ class ManifestState:
     root: str
     records: dict[str, ShardRecord]
     stamps: dict[str, str]
-    listings: dict[str, dict[str, Listed]]
+    listings: dict[str, Mapping[str, Listed]]
     provenance: dict | None = None
     snapshot: str | None = None
     generation: int = 0
@@ -121,33 +125,40 @@ def _stamp(entry: dict) -> str:
     return "/".join([str(entry.get("size"))] + [f"{k}={entry[k]}" for k in _VERSION_KEYS if entry.get(k) is not None])
 
 
-def list_files(fs, path: str, stamps: bool = True) -> dict[str, Listed]:
+def list_files(fs, path: str, stamps: bool = True) -> dict[str, Listed] | SizeListing:
     """{file name: Listed} of the plain files directly in `path` ({} when it does not exist).
-    stamps=False: sizes only (stamp ""), for folders whose files are checked by size (the parts: at
-    1M shards their stamps would hold ~0.3 GB of the driver's memory).
+    stamps=False: a `SizeListing` (names and sizes in arrays, no stamps), for folders whose files are
+    checked by size (the parts: at 1M shards a dict of them would hold ~0.6 GB of the driver's memory).
 
     Listed afresh: s3fs and gcsfs cache listings per filesystem instance, and fsspec reuses the
     instance, so a driver would otherwise not see the shards its actors committed since.
     """
+    if stamps:
+        return {name: Listed(size, stamp) for name, size, stamp in _entries(fs, path, stamps)}
+    return SizeListing.build((name, size) for name, size, _ in _entries(fs, path, stamps))
+
+
+def _entries(fs, path: str, stamps: bool):
+    """(name, size, stamp or "") of the plain files directly in `path` (none when it does not exist)."""
     if isinstance(fs, LocalFileSystem):
-        out = {}
         try:
             with os.scandir(path) as entries:
                 for e in entries:
                     if e.is_file(follow_symlinks=False):
                         st = e.stat(follow_symlinks=False)
-                        out[e.name] = Listed(st.st_size, f"{st.st_size}/mtime={st.st_mtime_ns}/ino={st.st_ino}"
-                                             if stamps else "")
+                        yield e.name, st.st_size, (f"{st.st_size}/mtime={st.st_mtime_ns}/ino={st.st_ino}"
+                                                   if stamps else "")
         except (FileNotFoundError, NotADirectoryError):
-            return {}
-        return out
+            return
+        return
     fs.invalidate_cache(path)
     try:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:
-        return {}
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: Listed(e.get("size"), _stamp(e) if stamps else "")
-            for e in entries if e.get("type") == "file"}
+        return
+    for e in entries:
+        if e.get("type") == "file":
+            yield e["name"].rstrip("/").rsplit("/", 1)[-1], e.get("size"), _stamp(e) if stamps else ""
 
 
 def _read_provenance(fs, root: str) -> dict | None:
@@ -249,8 +260,7 @@ def load(out_dir: str, *, start: bool = False, storage_options: dict | None = No
         sidecar = pool.submit(_read_provenance, fs, root) if start else None
         listings = {name: job.result() for name, job in listed.items()}
         provenance = sidecar.result() if sidecar else None
-    names = {n[: -len(".json")]: listed for n, listed in listings[MANIFEST].items()
-             if n.endswith(".json") and not n.startswith(TMP_PREFIX)}
+    names = _record_names(listings)
     snapshot, generation, held = None, 0, {}
     for gen, name in _snapshot_names(listings[SNAPSHOTS]):
         try:
@@ -260,23 +270,38 @@ def load(out_dir: str, *, start: bool = False, storage_options: dict | None = No
             continue
         snapshot, generation = f"{root}/{SNAPSHOTS}/{name}", gen
         break
-    state = ManifestState(fs, root, {}, {}, listings, provenance, snapshot, generation,
-                          {s: stamp for s, (stamp, _) in held.items()}, started=start)
+    snapshot_stamps = {}
+    for shard_id, (stamp, _) in held.items():  # the listing's string where it is the same: one copy held
+        listed = names.get(shard_id)
+        snapshot_stamps[shard_id] = listed.stamp if listed is not None and listed.stamp == stamp else stamp
+    state = ManifestState(fs, root, {}, {}, listings, provenance, snapshot, generation, snapshot_stamps, started=start)
     # generations are never reused: one newer than every snapshot listed, readable or not
     state.generation = max([generation, *(g for g, _ in _snapshot_names(listings[SNAPSHOTS]))])
     fresh = {s for s, entry in names.items() if s not in held or held[s][0] != entry.stamp}
     blobs = read_many(fs, [state.record_path(s) for s in sorted(fresh)])
     for shard_id in sorted(names):
         if shard_id in fresh:
-            record = _parse_record(f"{shard_id}.json", blobs.get(state.record_path(shard_id)), f"{root}/{MANIFEST}")
+            record = _parse_record(f"{shard_id}.json", blobs.pop(state.record_path(shard_id), None),
+                                   f"{root}/{MANIFEST}")
             state.from_files += record is not None
         else:
             record = held[shard_id][1]
             state.from_snapshot += 1
         if record is not None:
-            state.records[shard_id] = record
-            state.stamps[shard_id] = names[shard_id].stamp
+            state.records[record.shard_id] = record  # the record's own string as the key: one copy held
+            state.stamps[record.shard_id] = names[shard_id].stamp
     return state
+
+
+def _record_names(listings: dict) -> dict[str, Listed]:
+    """{shard_id: Listed} of the records in the manifest's listing, which then keeps only its other files
+    (temp files and the like: the records' stamps are held in `ManifestState.stamps`)."""
+    manifest = listings[MANIFEST]
+    names = {n[: -len(".json")]: listed for n, listed in manifest.items()
+             if n.endswith(".json") and not n.startswith(TMP_PREFIX)}
+    listings[MANIFEST] = {n: listed for n, listed in manifest.items()
+                          if not n.endswith(".json") or n.startswith(TMP_PREFIX)}
+    return names
 
 
 def is_current(state: ManifestState, shard_ids=None) -> bool:
@@ -284,7 +309,8 @@ def is_current(state: ManifestState, shard_ids=None) -> bool:
     keep = state.records.keys() if shard_ids is None else shard_ids
     if state.snapshot is None:
         return not keep  # nothing to hold, nothing held
-    return state.snapshot_stamps == {s: state.stamps[s] for s in keep}
+    held = state.snapshot_stamps
+    return len(held) == len(keep) and all(held.get(s) == state.stamps[s] for s in keep)
 
 
 def write(state: ManifestState, shard_ids=None, force: bool = False) -> str | None:
@@ -356,8 +382,7 @@ def refresh(state: ManifestState, committed: dict[str, ShardRecord]) -> Manifest
         manifest = pool.submit(list_files, fs, f"{root}/{MANIFEST}")
         snapshots = pool.submit(list_files, fs, f"{root}/{SNAPSHOTS}")
         listings = {MANIFEST: manifest.result(), SNAPSHOTS: snapshots.result()}
-    names = {n[: -len(".json")]: listed for n, listed in listings[MANIFEST].items()
-             if n.endswith(".json") and not n.startswith(TMP_PREFIX)}
+    names = _record_names(listings)
     known = {s: r for s, r in state.records.items() if s in names and state.stamps.get(s) == names[s].stamp}
     known.update({s: r for s, r in committed.items() if s in names and r.shard_id == s})
     unread = sorted(set(names) - known.keys())
@@ -382,6 +407,7 @@ def _record_json(record: ShardRecord) -> dict:
     for name, value in out.items():
         if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
             out[name] = [dict(item.__dict__) for item in value]
+    out["files"] = shard_files.as_json(record.files)
     return out
 
 
