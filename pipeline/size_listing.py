@@ -9,11 +9,14 @@ one name scans the names: for many at once, `sizes_of`) and is checked in bulk w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
 
 MISSING = -2  # sizes_of: the name is not listed
 UNKNOWN = -1  # the listing gave no size
@@ -40,6 +43,9 @@ class SizeListing(Mapping):
             sizes.clear()
 
         for name, size in entries:
+            if not name.isascii() and not _utf8(name):
+                log.warning("file %r: its name is not UTF-8; left out of the listing (and left alone)", name)
+                continue
             names.append(name)
             sizes.append(UNKNOWN if size is None else size)
             if len(names) >= _CHUNK:
@@ -76,3 +82,11 @@ class SizeListing(Mapping):
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and pc.index(self.names, name).as_py() >= 0
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+        return True
+    except UnicodeEncodeError:  # a name with bytes that are not UTF-8 (os.scandir's surrogate escapes)
+        return False

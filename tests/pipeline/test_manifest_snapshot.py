@@ -227,3 +227,12 @@ def test_a_start_with_retry_unreadable_redoes_those_shards_and_leaves_them_out_o
     assert sorted(manifest_snapshot.read_snapshot(begun.state.fs, begun.snapshot)) == ["sh-0"]
     again = manifest_snapshot.load(str(tmp_path))
     assert (again.from_snapshot, again.from_files) == (1, 1)  # sh-1's record: from its file
+
+
+def test_a_part_file_whose_name_is_not_utf8_is_left_alone_with_a_warning(tmp_path, snapshotted, caplog):
+    odd = os.fsencode(tmp_path / "tokens") + b"/part-\xff.parquet"  # the part listings are Arrow strings
+    open(odd, "wb").write(b"x")
+    (tmp_path / "tokens" / "part-orphan.parquet").write_bytes(b"x")
+    state = manifest_snapshot.load(str(tmp_path), start=True)
+    assert writer.cleanup_uncommitted(str(tmp_path), state) == [str(tmp_path / "tokens" / "part-orphan.parquet")]
+    assert state.records == snapshotted and os.path.exists(odd) and "not UTF-8" in caplog.text
