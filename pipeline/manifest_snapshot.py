@@ -53,7 +53,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from . import fault_injection, shard_files
 from .records import ShardRecord
-from .size_listing import SizeListing
+from .size_listing import Listed, SizeListing
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,6 @@ _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime
 LARGE_LISTINGS_AT_ONCE = 2
 READ_THREADS = 16  # records read at once on the local disk (object stores: the filesystem's own cat)
 _CHUNK = 2**20  # decompressed bytes parsed at a time (a fixed part of the peak memory)
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """A plain file of a listing: its size and its stamp (size plus the listing's version fields)."""
-
-    size: int | None
-    stamp: str
 
 
 @dataclass

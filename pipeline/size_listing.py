@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,14 @@ log = logging.getLogger(__name__)
 MISSING = -2  # sizes_of: the name is not listed
 UNKNOWN = -1  # the listing gave no size
 _CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A plain file of a listing: its size and its stamp (size plus the listing's version fields)."""
+
+    size: int | None
+    stamp: str
 
 
 class SizeListing(Mapping):
@@ -64,9 +73,7 @@ class SizeListing(Mapping):
         """The names where `mask` (a boolean array over `names`) is true."""
         return self.names.filter(mask).to_pylist()
 
-    def __getitem__(self, name: str):
-        from .manifest_snapshot import Listed
-
+    def __getitem__(self, name: str) -> Listed:
         at = pc.index(self.names, name).as_py()
         if at < 0:
             raise KeyError(name)
