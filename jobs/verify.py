@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "that `ray start` left on this machine unless named, e.g. auto)")
     p.add_argument("--max-media-items", type=int, default=12, help="worst items given spectrograms and players")
     p.add_argument("--storage-options", type=json.loads, default={}, help="fsspec options for the sources (JSON)")
+    p.add_argument("--output-storage-options", type=json.loads, default={},
+                   help="fsspec options for the tokens output (JSON; the job's output.storage_options)")
     p.add_argument("--config", help="YAML whose verify: section sets thresholds")
     p.add_argument("--min-si-snr", type=float, dest="min_si_snr_db")
     p.add_argument("--max-mel-distance", type=float, dest="max_mel_distance")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.verify_on_ray import run_verify
 
     try:
-        provenance = reader.load_provenance(args.tokens)
+        provenance = reader.load_provenance(args.tokens, args.output_storage_options)
         thresholds = dataclasses.asdict(thresholds_from(provenance, args.device))
         if args.config:
             with open(args.config) as f:
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             count=args.count if args.count is not None or args.fraction is not None else 20,
             fraction=args.fraction, seed=args.seed, bandwidths=args.bandwidths, model=args.model,
             device=args.device, threads=args.threads, input_spec=args.input, storage_options=args.storage_options,
+            output_storage_options=args.output_storage_options,
             max_media_items=args.max_media_items, use_ray=args.ray, num_actors=args.num_actors,
             ray_address=args.ray_address,
         )

@@ -71,6 +71,9 @@ class OutputConfig:
     row_group_rows: int = 1024
     compression: str = "zstd"
     compression_level: int = 3
+    # passed to fsspec for every read and write of the output directory (the job, its actors, the
+    # snapshot, the row index, verify, the training reader), never logged
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,6 +205,10 @@ def validate(cfg: JobConfig) -> None:
         raise ConfigError("audio.max_duration_s must be > 0 and audio.min_duration_s >= 0")
     if cfg.audio.min_duration_s > cfg.audio.max_duration_s:
         raise ConfigError("audio.min_duration_s must not exceed audio.max_duration_s")
+    for where, options in (("source", cfg.source.storage_options), ("output", cfg.output.storage_options)):
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise ConfigError(f"{where}.storage_options must be a mapping of option names to values (passed to "
+                              f"fsspec, e.g. {{anon: true}}); got a {type(options).__name__}")
     timeout = cfg.source.read_timeout_s
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ConfigError(f"source.read_timeout_s must be > 0 seconds or null; got {timeout!r}")
@@ -237,5 +244,6 @@ def to_dict(cfg: JobConfig, redact_secrets: bool = True) -> dict[str, Any]:
     """The config as plain data; storage options are replaced by their keys only."""
     data = dataclasses.asdict(cfg)
     if redact_secrets:
-        data["source"]["storage_options"] = {k: "<redacted>" for k in cfg.source.storage_options}
+        for section in ("source", "output"):
+            data[section]["storage_options"] = {k: "<redacted>" for k in getattr(cfg, section).storage_options}
     return data

@@ -79,14 +79,16 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
     started = time.time()
     out_dir = normalize(str(out_dir))  # every node must find the same directory
     shards = sources.list_shards(input_spec, cfg.source, log) if shards is None else shards
-    begun = job_start.start(out_dir, shards, cfg.retry_unreadable, log, state=state)  # one read of the committed state
+    options = cfg.output.storage_options
+    begun = job_start.start(out_dir, shards, cfg.retry_unreadable, log, storage_options=options,
+                            state=state)  # one read of the committed state
     done, todo = begun.done, begun.todo
     log(f"[audiotok] {len(shards)} shards, {len(done)} already committed, {len(todo)} to do ({begun.describe()})")
 
     placement = _place(cfg, len(todo), log)
     run_id = uuid.uuid4().hex
     if todo:
-        writer.write_run_marker(out_dir, run_id)
+        writer.write_run_marker(out_dir, run_id, options)
     setup = ActorSetup(placement.request, run_id, input_root(shards))
     backend = ray_backend.RayBackend(ShardWork, (cfg, out_dir, setup), placement.request,
                                      cfg.shards_in_flight_per_actor)
@@ -98,7 +100,7 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
     def started_line(info: ActorInfo) -> None:
         prov = info.provenance
         data = begun.check_provenance(replace(prov, job_config=to_dict(cfg), input=input_spec).to_json())
-        sidecar_written.append(sidecar.submit(writer.write_provenance_file, out_dir, data))
+        sidecar_written.append(sidecar.submit(writer.write_provenance_file, out_dir, data, options))
         for line in prov.model_sources_skipped:  # whole, on one line (a message may hold newlines)
             log(f"[audiotok] model source skipped: {' '.join(line.split())[:1000]}")
         if prov.gpu_name:
@@ -138,5 +140,5 @@ def run_job(cfg: JobConfig, input_spec: str, out_dir: str, log=_stderr,
     brief = None if checked is None else VerifyBrief(passed=checked.passed, failures=checked.failures,
                                                      rows_sampled=checked.rows_sampled, report=checked.report)
     summary = JobSummary.of(run, len(scheduler.slots), brief)
-    writer.write_summary(out_dir, summary.to_json())
+    writer.write_summary(out_dir, summary.to_json(), options)
     return summary

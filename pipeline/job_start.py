@@ -39,6 +39,7 @@ class JobStart:
     removed: list[str]
     snapshot: str | None
     steps: dict[str, float] = field(default_factory=dict)
+    storage_options: dict | None = None  # the output filesystem's (config `output.storage_options`)
 
     @property
     def committed_before(self) -> bool:
@@ -65,11 +66,12 @@ def start(out_dir: str, shards: list[Shard], retry_unreadable: bool = False, log
     marks.append(clock())
     removed = writer.cleanup_uncommitted(out_dir, state)
     marks.append(clock())
-    done = dict(state.records)
+    done = state.records  # not copied (at 1M shards a copy is ~40 MB): `finish` reads the manifest again
     again = []
     if retry_unreadable:  # storage faults may have passed: those shards are tried again
         again = [k for k, r in done.items() if "shard_unreadable" in r.rejects_by_reason]
-        done = {k: r for k, r in done.items() if k not in again}
+        skip = set(again)
+        done = {k: r for k, r in done.items() if k not in skip} if again else done
         if again:
             log(f"[audiotok] {len(again)} shard(s) recorded as shard_unreadable are tried again")
     todo = [s for s in shards if s.shard_id not in done]
@@ -77,7 +79,7 @@ def start(out_dir: str, shards: list[Shard], retry_unreadable: bool = False, log
     snapshot = write_snapshot(state, log, done)  # shards redone are left out: their new records are read next time
     marks.append(clock())
     steps = dict(zip(("read", "cleanup", "to-do", "snapshot"), (b - a for a, b in zip(marks, marks[1:]))))
-    return JobStart(out_dir, state, done, todo, again, removed, snapshot, steps)
+    return JobStart(out_dir, state, done, todo, again, removed, snapshot, steps, storage_options)
 
 
 def write_snapshot(state: manifest_snapshot.ManifestState, log: Callable[[str], None], shard_ids=None) -> str | None:
@@ -99,15 +101,16 @@ def finish(begun: JobStart, committed: dict[str, ShardRecord], log: Callable[[st
         return None
     state = manifest_snapshot.refresh(begun.state, committed)
     snapshot = write_snapshot(state, log)
-    gather_rows(begun.out_dir, state.records, log)
+    gather_rows(begun.out_dir, state.records, log, begun.storage_options)
     return snapshot
 
 
-def gather_rows(out_dir: str, records: dict[str, ShardRecord], log: Callable[[str], None]) -> int:
+def gather_rows(out_dir: str, records: dict[str, ShardRecord], log: Callable[[str], None],
+                storage_options: dict | None = None) -> int:
     """The gathered row-index files of `records` written where missing (a cache for the trainer: a
     storage error is logged, not fatal; `RowIndex.build` gathers what is missing itself)."""
     try:
-        return rows_gathered.gather(out_dir, records)
+        return rows_gathered.gather(out_dir, records, storage_options)
     except OSError as exc:
         log(f"[audiotok] could not gather the row-index files ({type(exc).__name__}: {exc}); "
             "the trainer's first index build gathers them")

@@ -36,12 +36,14 @@ removes it) or an older snapshot (read with more records after it). Fault stage 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,8 +51,9 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from . import fault_injection
+from . import fault_injection, shard_files
 from .records import ShardRecord
+from .size_listing import Listed, SizeListing
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +65,11 @@ TMP_PREFIX = ".tmp-"
 FORMAT = 1
 _NAME = re.compile(r"snapshot-(\d{10})\.jsonl\.zst")
 _VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime", "updated", "ino")
+# object stores: listings of a file per shard (the manifest, the part folders) made at once; each is a
+# list of dicts while it is made, so this bounds the driver's peak memory at a start (docs/scale.md)
+LARGE_LISTINGS_AT_ONCE = 2
 READ_THREADS = 16  # records read at once on the local disk (object stores: the filesystem's own cat)
-_CHUNK = 16 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """A plain file of a listing: its size and its stamp (size plus the listing's version fields)."""
-
-    size: int | None
-    stamp: str
+_CHUNK = 2**20  # decompressed bytes parsed at a time (a fixed part of the peak memory)
 
 
 @dataclass
@@ -80,8 +78,10 @@ class ManifestState:
 
     records: {shard_id: record} of the committed shards, sorted by shard id.
     stamps: {shard_id: the stamp of its record file}.
-    listings: {folder: {file name: Listed}} of what was listed: `_manifest`, `_manifest/_snapshot`,
-        and for a job start (`load(..., start=True)`) `tokens`, `rejects`, `rows` and "" (the root).
+    listings: {folder: {file name: Listed}} of what was listed: `_manifest` (its files other than the
+        records, whose stamps are `stamps`), `_manifest/_snapshot`, and for a job start
+        (`load(..., start=True)`) `tokens`, `rejects`, `rows` and "" (the root), these as `SizeListing`s
+        (names and sizes in arrays).
     provenance: the `_provenance.json` sidecar as found (start=True; None when there is none).
     snapshot: the path of the snapshot read (None: none usable); generation: its generation (0: none).
     from_snapshot / from_files: how many committed records came from the snapshot / from their files.
@@ -91,7 +91,7 @@ class ManifestState:
     root: str
     records: dict[str, ShardRecord]
     stamps: dict[str, str]
-    listings: dict[str, dict[str, Listed]]
+    listings: dict[str, Mapping[str, Listed]]
     provenance: dict | None = None
     snapshot: str | None = None
     generation: int = 0
@@ -121,33 +121,40 @@ def _stamp(entry: dict) -> str:
     return "/".join([str(entry.get("size"))] + [f"{k}={entry[k]}" for k in _VERSION_KEYS if entry.get(k) is not None])
 
 
-def list_files(fs, path: str, stamps: bool = True) -> dict[str, Listed]:
+def list_files(fs, path: str, stamps: bool = True) -> dict[str, Listed] | SizeListing:
     """{file name: Listed} of the plain files directly in `path` ({} when it does not exist).
-    stamps=False: sizes only (stamp ""), for folders whose files are checked by size (the parts: at
-    1M shards their stamps would hold ~0.3 GB of the driver's memory).
+    stamps=False: a `SizeListing` (names and sizes in arrays, no stamps), for folders whose files are
+    checked by size (the parts: at 1M shards a dict of them would hold ~0.6 GB of the driver's memory).
 
     Listed afresh: s3fs and gcsfs cache listings per filesystem instance, and fsspec reuses the
     instance, so a driver would otherwise not see the shards its actors committed since.
     """
+    if stamps:
+        return {name: Listed(size, stamp) for name, size, stamp in _entries(fs, path, stamps)}
+    return SizeListing.build((name, size) for name, size, _ in _entries(fs, path, stamps))
+
+
+def _entries(fs, path: str, stamps: bool):
+    """(name, size, stamp or "") of the plain files directly in `path` (none when it does not exist)."""
     if isinstance(fs, LocalFileSystem):
-        out = {}
         try:
             with os.scandir(path) as entries:
                 for e in entries:
                     if e.is_file(follow_symlinks=False):
                         st = e.stat(follow_symlinks=False)
-                        out[e.name] = Listed(st.st_size, f"{st.st_size}/mtime={st.st_mtime_ns}/ino={st.st_ino}"
-                                             if stamps else "")
+                        yield e.name, st.st_size, (f"{st.st_size}/mtime={st.st_mtime_ns}/ino={st.st_ino}"
+                                                   if stamps else "")
         except (FileNotFoundError, NotADirectoryError):
-            return {}
-        return out
+            return
+        return
     fs.invalidate_cache(path)
     try:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:
-        return {}
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: Listed(e.get("size"), _stamp(e) if stamps else "")
-            for e in entries if e.get("type") == "file"}
+        return
+    for e in entries:
+        if e.get("type") == "file":
+            yield e["name"].rstrip("/").rsplit("/", 1)[-1], e.get("size"), _stamp(e) if stamps else ""
 
 
 def _read_provenance(fs, root: str) -> dict | None:
@@ -204,10 +211,18 @@ def read_snapshot(fs, path: str, parse=None) -> dict[str, tuple[str, object]]:
     """{shard_id: (stamp, record JSON)} of a snapshot file; ValueError when it is not a whole snapshot.
     parse: made of each record's JSON as it is read (e.g. `ShardRecord.from_json`), so that the JSON of
     every record is not held at once (at 1M shards: GBs)."""
+    return {shard_id: (stamp, parse(record) if parse else record)
+            for shard_id, stamp, record in snapshot_entries(fs, path)}
+
+
+def snapshot_entries(fs, path: str):
+    """(shard_id, stamp, record JSON) of each entry of a snapshot file, as it is read; ValueError (at
+    the end, or where the file is not a snapshot) when it is not a whole snapshot: a caller keeps
+    what it made of the entries only once the iteration has ended."""
     with fs.open(path, "rb", block_size=64 * 2**20) as f:
         stream = pa.input_stream(f, compression="zstd")
-        entries: dict[str, tuple[str, dict]] = {}
         header = end = None
+        count = 0
         rest = b""
         while True:
             chunk = stream.read(_CHUNK)
@@ -227,12 +242,12 @@ def read_snapshot(fs, path: str, parse=None) -> dict[str, tuple[str, object]]:
                     end = item["end"]
                 else:
                     record = item["record"]
-                    entries[record["shard_id"]] = (item["stamp"], parse(record) if parse else record)
+                    count += 1
+                    yield record["shard_id"], item["stamp"], record
             if not chunk:
                 break
-    if header is None or end != len(entries) or header.get("records") != len(entries):
-        raise ValueError(f"truncated snapshot ({len(entries)} records, end line {end}, header {header})")
-    return entries
+    if header is None or end != count or header.get("records") != count:
+        raise ValueError(f"truncated snapshot ({count} records, end line {end}, header {header})")
 
 
 def load(out_dir: str, *, start: bool = False, storage_options: dict | None = None) -> ManifestState:
@@ -242,41 +257,62 @@ def load(out_dir: str, *, start: bool = False, storage_options: dict | None = No
     and reads the provenance sidecar, all at the same time as the manifest's listing.
     """
     fs, root = filesystem(out_dir, storage_options)
-    folders = [MANIFEST, SNAPSHOTS] + ([*PART_DIRS, ""] if start else [])
-    with ThreadPoolExecutor(len(folders) + 1) as pool:
-        listed = {name: pool.submit(list_files, fs, f"{root}/{name}" if name else root, name in (MANIFEST, SNAPSHOTS))
-                  for name in folders}
-        sidecar = pool.submit(_read_provenance, fs, root) if start else None
+    large = [MANIFEST, *(PART_DIRS if start else ())]  # a file per shard each
+    small = [SNAPSHOTS, *([""] if start else ())]
+    at_once = len(large) if isinstance(fs, LocalFileSystem) else min(len(large), LARGE_LISTINGS_AT_ONCE)
+    with ThreadPoolExecutor(at_once) as pool, ThreadPoolExecutor(len(small) + 1) as side:
+        listed = {name: (pool if name in large else side).submit(
+                      _list_records if name == MANIFEST else list_files, fs, f"{root}/{name}" if name else root,
+                      name == SNAPSHOTS) for name in large + small}
+        sidecar = side.submit(_read_provenance, fs, root) if start else None
         listings = {name: job.result() for name, job in listed.items()}
         provenance = sidecar.result() if sidecar else None
-    names = {n[: -len(".json")]: listed for n, listed in listings[MANIFEST].items()
-             if n.endswith(".json") and not n.startswith(TMP_PREFIX)}
-    snapshot, generation, held = None, 0, {}
+    names, listings[MANIFEST] = listings[MANIFEST]  # {shard_id: its record's stamp}, the manifest's other files
+    snapshot, generation, held, snapshot_stamps = None, 0, {}, {}
     for gen, name in _snapshot_names(listings[SNAPSHOTS]):
-        try:
-            held = read_snapshot(fs, f"{root}/{SNAPSHOTS}/{name}", ShardRecord.from_json)
+        held, snapshot_stamps = {}, {}
+        try:  # records whose stamp the listing gives are made as read; the others are read from their files
+            for shard_id, stamp, record in snapshot_entries(fs, f"{root}/{SNAPSHOTS}/{name}"):
+                current = names.get(shard_id)
+                if current == stamp:
+                    held[shard_id] = ShardRecord.from_json(record)
+                    stamp = current  # the listing's string: one copy held
+                snapshot_stamps[shard_id] = stamp
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("snapshot %s/%s/%s unusable (%s): trying an older one", root, SNAPSHOTS, name, exc)
+            held, snapshot_stamps = {}, {}
             continue
         snapshot, generation = f"{root}/{SNAPSHOTS}/{name}", gen
         break
-    state = ManifestState(fs, root, {}, {}, listings, provenance, snapshot, generation,
-                          {s: stamp for s, (stamp, _) in held.items()}, started=start)
+    state = ManifestState(fs, root, {}, {}, listings, provenance, snapshot, generation, snapshot_stamps, started=start)
     # generations are never reused: one newer than every snapshot listed, readable or not
     state.generation = max([generation, *(g for g, _ in _snapshot_names(listings[SNAPSHOTS]))])
-    fresh = {s for s, entry in names.items() if s not in held or held[s][0] != entry.stamp}
-    blobs = read_many(fs, [state.record_path(s) for s in sorted(fresh)])
-    for shard_id in sorted(names):
-        if shard_id in fresh:
-            record = _parse_record(f"{shard_id}.json", blobs.get(state.record_path(shard_id)), f"{root}/{MANIFEST}")
-            state.from_files += record is not None
-        else:
-            record = held[shard_id][1]
-            state.from_snapshot += 1
+    fresh = sorted(s for s in names if s not in held)
+    blobs = read_many(fs, [state.record_path(s) for s in fresh])
+    for shard_id in fresh:
+        record = _parse_record(f"{shard_id}.json", blobs.pop(state.record_path(shard_id), None), f"{root}/{MANIFEST}")
         if record is not None:
-            state.records[shard_id] = record
-            state.stamps[shard_id] = names[shard_id].stamp
+            held[shard_id] = record
+            state.from_files += 1
+    state.from_snapshot = len(held) - state.from_files
+    in_order = not fresh and all(a < b for a, b in itertools.pairwise(held))  # as snapshots are written
+    for shard_id in held if in_order else sorted(held):
+        record = held[shard_id]
+        state.records[record.shard_id] = record  # the record's own string as the key: one copy held
+        state.stamps[record.shard_id] = names[shard_id]
     return state
+
+
+def _list_records(fs, path: str, stamps: bool = True) -> tuple[dict[str, str], dict[str, Listed]]:
+    """The manifest's listing: ({shard_id: the stamp of its record file}, {name: Listed} of its other
+    files: temp files and the like)."""
+    records, others = {}, {}
+    for name, size, stamp in _entries(fs, path, True):
+        if name.endswith(".json") and not name.startswith(TMP_PREFIX):
+            records[name[: -len(".json")]] = stamp
+        else:
+            others[name] = Listed(size, stamp)
+    return records, others
 
 
 def is_current(state: ManifestState, shard_ids=None) -> bool:
@@ -284,7 +320,8 @@ def is_current(state: ManifestState, shard_ids=None) -> bool:
     keep = state.records.keys() if shard_ids is None else shard_ids
     if state.snapshot is None:
         return not keep  # nothing to hold, nothing held
-    return state.snapshot_stamps == {s: state.stamps[s] for s in keep}
+    held = state.snapshot_stamps
+    return len(held) == len(keep) and all(held.get(s) == state.stamps[s] for s in keep)
 
 
 def write(state: ManifestState, shard_ids=None, force: bool = False) -> str | None:
@@ -353,12 +390,11 @@ def refresh(state: ManifestState, committed: dict[str, ShardRecord]) -> Manifest
     `state` where their stamp is unchanged, else read from their files (in parallel)."""
     fs, root = state.fs, state.root
     with ThreadPoolExecutor(2) as pool:
-        manifest = pool.submit(list_files, fs, f"{root}/{MANIFEST}")
+        manifest = pool.submit(_list_records, fs, f"{root}/{MANIFEST}")
         snapshots = pool.submit(list_files, fs, f"{root}/{SNAPSHOTS}")
-        listings = {MANIFEST: manifest.result(), SNAPSHOTS: snapshots.result()}
-    names = {n[: -len(".json")]: listed for n, listed in listings[MANIFEST].items()
-             if n.endswith(".json") and not n.startswith(TMP_PREFIX)}
-    known = {s: r for s, r in state.records.items() if s in names and state.stamps.get(s) == names[s].stamp}
+        names, others = manifest.result()
+        listings = {MANIFEST: others, SNAPSHOTS: snapshots.result()}
+    known = {s: r for s, r in state.records.items() if s in names and state.stamps.get(s) == names[s]}
     known.update({s: r for s, r in committed.items() if s in names and r.shard_id == s})
     unread = sorted(set(names) - known.keys())
     blobs = read_many(fs, [state.record_path(s) for s in unread])
@@ -368,7 +404,7 @@ def refresh(state: ManifestState, committed: dict[str, ShardRecord]) -> Manifest
             known[shard_id] = record
     records = {s: known[s] for s in sorted(known)}
     generation = max([state.generation, *(g for g, _ in _snapshot_names(listings[SNAPSHOTS]))])
-    return ManifestState(fs, root, records, {s: names[s].stamp for s in records}, listings, state.provenance,
+    return ManifestState(fs, root, records, {s: names[s] for s in records}, listings, state.provenance,
                          state.snapshot, generation, state.snapshot_stamps, started=False)
 
 
@@ -382,6 +418,7 @@ def _record_json(record: ShardRecord) -> dict:
     for name, value in out.items():
         if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
             out[name] = [dict(item.__dict__) for item in value]
+    out["files"] = shard_files.as_json(record.files)
     return out
 
 

@@ -387,7 +387,8 @@ def preflight(cfg: JobConfig, input_spec: str, out_dir: str, log: Callable[[str]
     check_model(cfg)
     check_semantic(cfg)
     exists = not is_local(out_dir) or Path(out_dir.removeprefix("file://")).expanduser().exists()
-    state = manifest_snapshot.load(normalize(str(out_dir)), start=True) if exists else None
+    state = (manifest_snapshot.load(normalize(str(out_dir)), start=True, storage_options=cfg.output.storage_options)
+             if exists else None)
     if state is not None and state.records:
         check_committed(out_dir, cfg, len(state.records), state.provenance)
     check_hub_input(input_spec)

@@ -34,7 +34,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import IterableDataset, get_worker_info
 
-from . import schema, writer
+from . import manifest_snapshot, schema, writer
 from .provenance import Provenance
 from .streams import stream_columns
 from .time_window import frame_span, window_of
@@ -43,21 +43,22 @@ ROW_COLUMNS = ("key", "codes", "num_frames", "num_samples", "pad_samples", "scal
 STREAM_IDENTITY = ("family", "model_name", "checkpoint_sha256", "centroids_sha256", "frame_rate", "codebook_size")
 
 
-def load_provenance(path: str) -> Provenance:
-    """The dataset's provenance: `<path>/_provenance.json`, else the Parquet metadata of its first part."""
-    return Provenance.from_json(load_provenance_json(path))
+def load_provenance(path: str, storage_options: dict | None = None) -> Provenance:
+    """The dataset's provenance: `<path>/_provenance.json`, else the Parquet metadata of its first part.
+    storage_options: the output filesystem's (fsspec), here and in every function of this module."""
+    return Provenance.from_json(load_provenance_json(path, storage_options))
 
 
-def load_provenance_json(path: str) -> dict[str, Any]:
+def load_provenance_json(path: str, storage_options: dict | None = None) -> dict[str, Any]:
     """The dataset's provenance as written (every key, a newer writer's too); see `load_provenance`."""
-    fs, root = fsspec.core.url_to_fs(str(path))
-    sidecar = f"{root.rstrip('/')}/{writer.PROVENANCE}"
+    fs, root = manifest_snapshot.filesystem(path, storage_options)
+    sidecar = f"{root}/{writer.PROVENANCE}"
     if fs.exists(sidecar):
         return json.loads(fs.cat_file(sidecar))
-    parts = writer.committed_parts(path)
+    parts = writer.committed_parts(path, storage_options=storage_options)
     if not parts:
         raise ValueError(f"{path} has neither {writer.PROVENANCE} nor committed token parts")
-    with fsspec.open(parts[0], "rb") as f:
+    with fsspec.open(parts[0], "rb", **(storage_options or {})) as f:
         meta = schema.read_file_metadata(pq.read_schema(f).metadata)
     if not meta:
         raise ValueError(f"{parts[0]} has no audiotok.* metadata; is {path} an audiotok output?")
@@ -92,12 +93,12 @@ def num_quantizers(provenance: Provenance, bandwidth: float | None) -> int:
     return table[float(bandwidth)]
 
 
-def arrow_dataset(path: str) -> pads.Dataset:
+def arrow_dataset(path: str, storage_options: dict | None = None) -> pads.Dataset:
     """A pyarrow dataset over the committed token parts of `path` (local or fsspec URL)."""
-    parts = writer.committed_parts(path)
+    parts = writer.committed_parts(path, storage_options=storage_options)
     if not parts:
         return pads.dataset(schema.tokens_schema([]).empty_table())
-    fs, _ = fsspec.core.url_to_fs(str(path))
+    fs, _ = manifest_snapshot.filesystem(path, storage_options)
     if isinstance(fs, LocalFileSystem):
         return pads.dataset(parts, format="parquet")
     from pyarrow.fs import FSSpecHandler, PyFileSystem
@@ -106,10 +107,10 @@ def arrow_dataset(path: str) -> pads.Dataset:
                         filesystem=PyFileSystem(FSSpecHandler(fs)))
 
 
-def fragment_maker(path: str) -> Callable[[str], pads.Fragment]:
+def fragment_maker(path: str, storage_options: dict | None = None) -> Callable[[str], pads.Fragment]:
     """part path or URL of dataset `path` -> its Parquet fragment, made without a request to the storage
     (the footer is read when the fragment is read)."""
-    fs, _ = fsspec.core.url_to_fs(str(path))
+    fs, _ = manifest_snapshot.filesystem(path, storage_options)
     fmt = pads.ParquetFileFormat()
     if isinstance(fs, LocalFileSystem):
         from pyarrow.fs import LocalFileSystem as ArrowLocal
@@ -163,15 +164,18 @@ class TokenDataset(IterableDataset):
     crop_s: None yields whole rows; else a row longer than crop_s seconds is cropped to a window of
     floor(crop_s * frame_rate) frames of `codes` at a seeded random frame (seed, epoch, key), and every
     stream to the same window in seconds (`time_window.frame_span`); "window_s" gives it.
+    storage_options: passed to fsspec for every read of the datasets (e.g. the job's `output.storage_options`).
     """
 
     def __init__(self, path: str | list[str], bandwidth: float | None = None, min_frames: int | None = None,
                  max_frames: int | None = None, columns: tuple[str, ...] = (), batch_rows: int = 256,
-                 shuffle_buffer: int = 0, seed: int = 0, streams: tuple[str, ...] = (), crop_s: float | None = None):
+                 shuffle_buffer: int = 0, seed: int = 0, streams: tuple[str, ...] = (), crop_s: float | None = None,
+                 storage_options: dict | None = None):
         super().__init__()
         self.paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
         self.path = self.paths[0]
-        provenances = [load_provenance(p) for p in self.paths]
+        self.storage_options = dict(storage_options or {})
+        provenances = [load_provenance(p, self.storage_options) for p in self.paths]
         check_same_codec(self.paths, provenances)  # several datasets: one codec, or a clear error
         self.provenance = provenances[0]
         counts = {num_quantizers(p, bandwidth) for p in provenances}
@@ -205,7 +209,7 @@ class TokenDataset(IterableDataset):
     def refresh(self) -> None:
         """Read the committed parts again (the dataset reads those committed when it was made, so that
         no DataLoader worker reads the manifest again each epoch): for a dataset a job still writes."""
-        self.parts = [sorted(writer.committed_parts(p)) for p in self.paths]
+        self.parts = [sorted(writer.committed_parts(p, storage_options=self.storage_options)) for p in self.paths]
 
     def fragments(self) -> list:
         """This worker's Parquet fragments (files), in order (seeded shuffle when shuffle_buffer > 0).
@@ -215,7 +219,7 @@ class TokenDataset(IterableDataset):
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(files)
         info = get_worker_info()
         mine = files if info is None else files[info.id :: info.num_workers]
-        makers = [fragment_maker(p) for p in self.paths]
+        makers = [fragment_maker(p, self.storage_options) for p in self.paths]
         return [makers[d](part) for d, part in mine]
 
     def rows(self) -> Iterator[dict[str, Any]]:

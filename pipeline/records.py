@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from . import shard_files
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -126,17 +128,19 @@ class ShardRecord:
     format_version: int | None = None  # set by the commit
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # {kind: {"path", "bytes"}}, set by the commit
 
+    def __post_init__(self):
+        if self.files:  # the paths the shard id gives are not held (`shard_files`)
+            self.files = shard_files.compact(self.shard_id, self.files)
+
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "files": shard_files.as_json(self.files)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShardRecord:
         """From a manifest file; keys this version does not know (a newer writer's) are left out."""
         known = {f.name for f in dataclasses.fields(cls)}
-        record = cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known})  # `files`: see __post_init__
         # the same few names in every record: one copy of each string, not one per record
-        record.files = {sys.intern(k): {sys.intern(a): b for a, b in v.items()} if isinstance(v, dict) else v
-                        for k, v in record.files.items()}
         record.rejects_by_reason = {sys.intern(k): v for k, v in record.rejects_by_reason.items()}
         record.batch_plan = sys.intern(record.batch_plan) if isinstance(record.batch_plan, str) else record.batch_plan
         record.encode_batches = [b if isinstance(b, EncodeBatch) else EncodeBatch(**b) for b in record.encode_batches]

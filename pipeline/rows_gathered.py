@@ -24,12 +24,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from . import shard_rows, writer
+from . import manifest_snapshot, shard_files, shard_rows, writer
 from .records import ShardRecord
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class RowChunk:
 def group_fingerprint(records: list[ShardRecord]) -> str:
     digest = hashlib.sha256(f"rows v{shard_rows.VERSION}\n".encode())
     for r in records:
-        sizes = [r.files.get(k, {}).get("bytes") for k in (writer.ROWS, "tokens")]
+        sizes = [shard_files.size(r.files, k) for k in (writer.ROWS, "tokens")]
         digest.update(f"{r.shard_id}\t{sizes[0]}\t{sizes[1]}\t{r.finished_at!r}\n".encode())
     return digest.hexdigest()[:32]
 
@@ -173,12 +172,12 @@ def _present(fs, root: str) -> set[str]:
         return set()
 
 
-def chunks(out_dir: str, records: dict[str, ShardRecord], write: bool = True) -> Iterator[RowChunk]:
+def chunks(out_dir: str, records: dict[str, ShardRecord], write: bool = True,
+           storage_options: dict | None = None) -> Iterator[RowChunk]:
     """The row-index rows of the committed shards `records` ({shard id: record}, e.g.
     `writer.committed_shards(out_dir)`), a group of GROUP_SHARDS shards at a time in sorted shard order.
     write: write the gathered file of a group that has none yet."""
-    fs, root = fsspec.core.url_to_fs(str(out_dir))
-    root = root.rstrip("/") or "/"
+    fs, root = manifest_snapshot.filesystem(out_dir, storage_options)
     groups = _groups(records)
     if not groups:
         return
@@ -203,15 +202,14 @@ def chunks(out_dir: str, records: dict[str, ShardRecord], write: bool = True) ->
             yield RowChunk([r.shard_id for r in group], table, shard_rows.part_columns(table))
 
 
-def gather(out_dir: str, records: dict[str, ShardRecord] | None = None) -> int:
+def gather(out_dir: str, records: dict[str, ShardRecord] | None = None, storage_options: dict | None = None) -> int:
     """Write the gathered row-index files of `out_dir`'s committed shards (`records`, default
     `writer.committed_shards(out_dir)`) that are missing, reading only the row-index files of their
     groups (a group whose file is there is not read): the job calls it at its end, so that the
     trainer's first index build finds them. Returns the number of files written."""
     if records is None:
-        records = writer.committed_shards(out_dir)
-    fs, root = fsspec.core.url_to_fs(str(out_dir))
-    root = root.rstrip("/") or "/"
+        records = writer.committed_shards(out_dir, storage_options=storage_options)
+    fs, root = manifest_snapshot.filesystem(out_dir, storage_options)
     groups = _groups(records)
     present = _present(fs, root) if groups else set()
     out = _Writer(fs, root, True)

@@ -50,7 +50,8 @@ class ShardWork:
         from .shard_worker import ShardTokenizer
         from .streams import load_streams
 
-        check_storage(out_dir, setup.run_id, setup.input_root, cfg.source.storage_options, context.node_id)
+        check_storage(out_dir, setup.run_id, setup.input_root, cfg.source.storage_options, context.node_id,
+                      cfg.output.storage_options)
         runtime = resolve_runtime(setup.request.device, context.gpu_ids, setup.request.torch_threads)
         dtype = dtype_for(cfg.precision)
         sources = [cfg.model] + ([cfg.model_fallback] if cfg.model_fallback else [])

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import shard_files
 from .records import EncodeBatch
 
 FOLDER = "rows"
@@ -44,7 +45,7 @@ PART_COLUMNS_KEY = b"audiotok.part_columns"
 
 def file_name(shard_id: str) -> str:
     """Relative path of a shard's row-index file: `rows/<shard_id>.parquet`."""
-    return f"{FOLDER}/{shard_id}.parquet"
+    return shard_files.path(FOLDER, shard_id)
 
 
 def key_crc(keys: list[str]) -> np.ndarray:

@@ -46,12 +46,13 @@ import tempfile
 import time
 import uuid
 
-import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from . import fault_injection, manifest_snapshot, shard_rows
+from . import fault_injection, manifest_snapshot, shard_files, shard_rows, size_listing
 from .config import OutputConfig
 from .errors import InputError
 from .records import ShardRecord
@@ -70,14 +71,13 @@ _SHARD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 _LEVELED = {"zstd", "gzip", "brotli"}
 
 
-def _fs(out_dir: str):
-    fs, root = fsspec.core.url_to_fs(str(out_dir))
-    return fs, root.rstrip("/") or "/"
+def _fs(out_dir: str, storage_options: dict | None = None):
+    return manifest_snapshot.filesystem(out_dir, storage_options)
 
 
 def part_name(kind: str, shard_id: str) -> str:
     """Relative path of a shard's part file: `tokens/part-<shard_id>.parquet` (kind: tokens | rejects)."""
-    return f"{kind}/part-{shard_id}.parquet"
+    return shard_files.path(kind, shard_id)
 
 
 def _write_parquet(path: str, table: pa.Table, metadata: dict, cfg: OutputConfig, sync: bool) -> None:
@@ -146,7 +146,7 @@ def commit_shard(out_dir: str, shard_id: str, tokens: pa.Table, rejects: pa.Tabl
     already moved into place, so readers never see a shard without its record.
     """
     _check_inputs(shard_id, tokens, rejects, record)
-    fs, root = _fs(out_dir)
+    fs, root = _fs(out_dir, cfg.storage_options)
     tag = f"{TMP_PREFIX}{shard_id}-{uuid.uuid4().hex}"
     names = {**{kind: part_name(kind, shard_id) for kind in PARTS}, ROWS: shard_rows.file_name(shard_id)}
     finals = {kind: f"{root}/{name}" for kind, name in names.items()}
@@ -226,32 +226,63 @@ def committed_shards(out_dir: str, state: manifest_snapshot.ManifestState | None
     return (state or manifest_snapshot.load(out_dir, storage_options=storage_options)).records
 
 
-def committed_parts(out_dir: str, kind: str = "tokens") -> list[str]:
+def committed_parts(out_dir: str, kind: str = "tokens", storage_options: dict | None = None) -> list[str]:
     """Paths (or URLs) of the committed part files of `kind` (tokens | rejects), sorted by shard id.
 
     Reading exactly these gives exactly-once rows even while a job runs or after a crash.
     """
     if kind not in PARTS:
         raise ValueError(f"kind must be one of {PARTS}; got {kind!r}")
-    fs, root = _fs(out_dir)
-    paths = [f"{root}/{part_name(kind, s)}" for s in sorted(committed_shards(out_dir))]
+    fs, root = _fs(out_dir, storage_options)
+    paths = [f"{root}/{part_name(kind, s)}" for s in sorted(committed_shards(out_dir, storage_options=storage_options))]
     return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
 
 
-def part_paths(out_dir: str, shard_ids: list[str], kind: str = "tokens") -> list[str]:
+def part_paths(out_dir: str, shard_ids: list[str], kind: str = "tokens",
+               storage_options: dict | None = None) -> list[str]:
     """Paths (or URLs) of the part files of `kind` of `shard_ids`, in their order (as `committed_parts`)."""
-    fs, root = _fs(out_dir)
+    fs, root = _fs(out_dir, storage_options)
     paths = [f"{root}/{part_name(kind, s)}" for s in shard_ids]
     return paths if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(p) for p in paths]
 
 
-def _intact(shard_id: str, record: ShardRecord, listings: dict[str, dict[str, manifest_snapshot.Listed]]) -> bool:
+def _broken(ids: list[str], id_array: pa.Array, state: manifest_snapshot.ManifestState) -> list[str]:
+    """The shards of `ids` (committed records) whose part files are not listed, or listed with another
+    size than their record gives, checked against the listings all at once."""
+    bad = np.zeros(len(ids), dtype=bool)
     for kind in PARTS:
-        name = f"part-{shard_id}.parquet"
-        want = record.files.get(kind, {}).get("bytes")
-        if name not in listings[kind] or (want is not None and listings[kind][name].size not in (None, want)):
-            return False
-    return True
+        prefix, suffix = shard_files.affixes(kind)
+        got = _sizes(state.listings[kind]).sizes_of(pc.binary_join_element_wise(prefix, id_array, suffix, ""))
+        want = np.fromiter((_want(shard_files.size(state.records[s].files, kind)) for s in ids), np.int64, len(ids))
+        bad |= (got == size_listing.MISSING) | ((want != size_listing.UNKNOWN) & (got >= 0) & (got != want))
+    return [ids[i] for i in np.flatnonzero(bad)]
+
+
+def _want(size) -> int:
+    """A record's size as an int64 (UNKNOWN: none given; -3: not an integer, so it matches no file)."""
+    return size_listing.UNKNOWN if size is None else size if type(size) is int else -3
+
+
+def _sizes(listing) -> size_listing.SizeListing:
+    if isinstance(listing, size_listing.SizeListing):
+        return listing
+    return size_listing.SizeListing.build((name, item.size) for name, item in listing.items())
+
+
+def _temps(listing) -> list[str]:
+    if isinstance(listing, size_listing.SizeListing):
+        return listing.select(pc.starts_with(listing.names, TMP_PREFIX))
+    return [name for name in listing if name.startswith(TMP_PREFIX)]
+
+
+def _orphans(kind: str, listing: size_listing.SizeListing, id_array: pa.Array) -> list[str]:
+    """Names of `kind`'s files (shard_files.affixes) whose shard is not in `id_array`."""
+    prefix, suffix = shard_files.affixes(kind)
+    names = listing.names
+    ids = pc.utf8_slice_codeunits(names, len(prefix), -len(suffix))
+    mask = pc.and_(pc.and_(pc.starts_with(names, prefix), pc.ends_with(names, suffix)),
+                   pc.and_(pc.invert(pc.starts_with(names, TMP_PREFIX)), pc.invert(pc.is_in(ids, value_set=id_array))))
+    return listing.select(mask)
 
 
 def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | None = None,
@@ -263,8 +294,8 @@ def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | N
     (`rows/`) with no record.
     The parts are checked against one listing of each part folder, taken with the manifest's
     (`state`: a job start's `manifest_snapshot.load(out_dir, start=True)`, updated here: the records
-    removed leave `state.records`; else read here). Run it before a job starts, never while another
-    job writes to the same directory.
+    removed leave `state.records`; else read here), all shards at once (`size_listing`). Run it before
+    a job starts, never while another job writes to the same directory.
     """
     if state is None:
         state = manifest_snapshot.load(out_dir, start=True, storage_options=storage_options)
@@ -277,16 +308,17 @@ def cleanup_uncommitted(out_dir: str, state: manifest_snapshot.ManifestState | N
         return f"{root}/{kind}" if kind else root
 
     temps = [f"{folder(kind)}/{name}" for kind in (*PARTS, ROWS, MANIFEST, manifest_snapshot.SNAPSHOTS, "")
-             for name in listings.get(kind, {}) if name.startswith(TMP_PREFIX)]
-    broken = [s for s, record in state.records.items() if not _intact(s, record, listings)]
+             for name in _temps(listings.get(kind, {}))]
+    ids = list(state.records)
+    broken = _broken(ids, pa.array(ids, pa.string()), state) if ids else []
     for shard_id in broken:
         log.warning("shard %s: manifest record without its intact part files; it will be redone", shard_id)
         del state.records[shard_id]
     records = [state.record_path(s) for s in broken]
-    parts = [f"{root}/{kind}/{name}" for kind in PARTS for name in listings[kind]
-             if name.startswith("part-") and name.endswith(".parquet") and name[5:-8] not in state.records]
-    parts += [f"{root}/{ROWS}/{name}" for name in listings.get(ROWS, {})  # row-index files of shards not committed
-              if not name.startswith(TMP_PREFIX) and name.endswith(".parquet") and name[:-8] not in state.records]
+    del ids
+    id_array = pa.array(list(state.records), pa.string())
+    parts = [f"{root}/{kind}/{name}" for kind in (*PARTS, ROWS)  # row-index files of shards not committed too
+             for name in _orphans(kind, _sizes(listings.get(kind, {})), id_array)]
     removed: list[str] = []
     for batch in (temps, records, parts):  # records before parts: a shard never looks committed without them
         if batch:
@@ -311,40 +343,41 @@ def check_provenance(out_dir: str, old: dict | None, provenance: dict, committed
     return data
 
 
-def write_provenance(out_dir: str, provenance: dict, state: manifest_snapshot.ManifestState | None = None) -> None:
+def write_provenance(out_dir: str, provenance: dict, state: manifest_snapshot.ManifestState | None = None,
+                     storage_options: dict | None = None) -> None:
     """Write `_provenance.json` (atomically where the filesystem allows), after `check_provenance`
     against the sidecar and committed shards there (from `state`, a job start's read, when given)."""
     if state is None or not state.started:
-        state = manifest_snapshot.load(out_dir, start=True)
+        state = manifest_snapshot.load(out_dir, start=True, storage_options=storage_options)
     data = check_provenance(out_dir, state.provenance, provenance, bool(state.records))
-    write_provenance_file(out_dir, data)
+    write_provenance_file(out_dir, data, storage_options)
 
 
-def write_provenance_file(out_dir: str, data: dict) -> None:
+def write_provenance_file(out_dir: str, data: dict, storage_options: dict | None = None) -> None:
     """`_provenance.json` := data (already checked: `check_provenance`)."""
-    fs, root = _fs(out_dir)
+    fs, root = _fs(out_dir, storage_options)
     _replace_file(fs, root, PROVENANCE, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
-def write_run_marker(out_dir: str, run_id: str) -> None:
+def write_run_marker(out_dir: str, run_id: str, storage_options: dict | None = None) -> None:
     """Mark `out_dir` as prepared by the run `run_id` (actors check they see it: shared storage)."""
-    fs, root = _fs(out_dir)
+    fs, root = _fs(out_dir, storage_options)
     fs.makedirs(root, exist_ok=True)
     _replace_file(fs, root, RUN_MARKER, json.dumps({"run_id": run_id}).encode())
 
 
-def read_run_marker(out_dir: str) -> str | None:
+def read_run_marker(out_dir: str, storage_options: dict | None = None) -> str | None:
     """The run id in `out_dir`'s run marker, None when there is none."""
-    fs, root = _fs(out_dir)
+    fs, root = _fs(out_dir, storage_options)
     try:
         return json.loads(fs.cat_file(f"{root}/{RUN_MARKER}")).get("run_id")
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def write_summary(out_dir: str, summary: dict) -> None:
+def write_summary(out_dir: str, summary: dict, storage_options: dict | None = None) -> None:
     """Write the run summary to `_summary.json` (replacing the last run's)."""
-    fs, root = _fs(out_dir)
+    fs, root = _fs(out_dir, storage_options)
     _replace_file(fs, root, SUMMARY, json.dumps(summary, indent=2).encode())
 
 

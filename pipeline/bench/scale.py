@@ -70,6 +70,15 @@ class Figure:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, the peak of its own memory since it started. (ru_maxrss is
+    not: across the exec of a spawned process Linux keeps the peak of the parent it was forked from.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

@@ -60,9 +60,11 @@ def resolve_runtime(device: str, gpu_ids: list, threads: int) -> Runtime:
                     "build of torch on the GPU nodes, or run with device: cpu")
 
 
-def check_storage(out_dir: str, run_id: str, input_root: str | None, storage_options: dict, node: str) -> None:
-    """Fail unless this node sees the output directory the driver prepared and the input's root."""
-    if writer.read_run_marker(out_dir) != run_id:
+def check_storage(out_dir: str, run_id: str, input_root: str | None, storage_options: dict, node: str,
+                  output_options: dict | None = None) -> None:
+    """Fail unless this node sees the output directory the driver prepared and the input's root.
+    storage_options: the input's (`source.storage_options`); output_options: the output's."""
+    if writer.read_run_marker(out_dir, output_options) != run_id:
         raise JobFailed(f"node {node[:12]} cannot see the output directory {out_dir} that the driver prepared "
                         f"(no {writer.RUN_MARKER} of this run there): write to storage every node can see, "
                         "a shared filesystem or an object store (s3://, gs://)")

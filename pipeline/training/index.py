@@ -17,7 +17,7 @@ import hashlib
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -42,7 +42,8 @@ class RowIndex:
     columns read with each row; fingerprint: changes when the committed rows do (the same value as
     before the row index was numpy: sha256 of the keys and frames); codebook_size: entries per
     codebook from the provenance (None when it does not say); frame_rate: of `codes`; streams: the other
-    token streams read with each row, cropped to the same time window."""
+    token streams read with each row, cropped to the same time window; storage_options: the output
+    filesystem's (fsspec), for every read of the dataset."""
 
     path: str
     files: tuple[str, ...]
@@ -58,6 +59,7 @@ class RowIndex:
     codebook_size: int | None = None
     frame_rate: float = 75.0
     streams: tuple[StreamColumn, ...] = ()
+    storage_options: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -90,18 +92,19 @@ class RowIndex:
     @classmethod
     def build(cls, path: str, bandwidth: float | None = None, columns: tuple[str, ...] = (),
               keep_key: Callable[[str], bool] | None = None, streams: tuple[str, ...] = (),
-              write_gathered: bool = True) -> RowIndex:
+              write_gathered: bool = True, storage_options: dict | None = None) -> RowIndex:
         """Index the committed rows of the token dataset at `path` (local directory or fsspec URL);
         keep_key: index only the rows whose key it accepts (e.g. a train / held-out split); streams:
         names of other token streams to read with `codes` (e.g. ("semantic",)); write_gathered: write
         the gathered row-index files that are missing (`rows_gathered`)."""
-        provenance = reader.load_provenance(str(path))
+        options = dict(storage_options or {})
+        provenance = reader.load_provenance(str(path), options)
         stream_cols = stream_columns(provenance, tuple(streams))
         n_q = reader.num_quantizers(provenance, bandwidth)
         card = (provenance.codec_config or {}).get("codebook_size")
-        records = reader.writer.committed_shards(str(path))
+        records = reader.writer.committed_shards(str(path), storage_options=options)
         ids = sorted(records)
-        files = tuple(reader.writer.part_paths(str(path), ids))
+        files = tuple(reader.writer.part_paths(str(path), ids, storage_options=options))
         counts = np.array([records[s].rows for s in ids], dtype=np.int64)
         file_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         pos_type = np.uint32 if file_starts[-1] < 2**32 else np.int64
@@ -111,7 +114,7 @@ class RowIndex:
         groups_per_file = np.zeros(len(ids), dtype=np.int64)
         digest = hashlib.sha256()
         first, keyed = 0, False
-        for chunk in rows_gathered.chunks(str(path), records, write=write_gathered):
+        for chunk in rows_gathered.chunks(str(path), records, write=write_gathered, storage_options=options):
             table, n_files = chunk.table, len(chunk.shard_ids)
             missing = sorted(set(columns) - set(chunk.part_columns or columns))
             if missing:
@@ -154,7 +157,7 @@ class RowIndex:
         return cls(str(path), files, file_starts, positions, frames, crcs,
                    _cat(group_starts, np.int64), np.concatenate([[0], np.cumsum(groups_per_file)]).astype(np.int64),
                    n_q, tuple(columns), digest.hexdigest()[:16], None if card is None else int(card),
-                   float(provenance.frame_rate), stream_cols)
+                   float(provenance.frame_rate), stream_cols, options)
 
 
 def _cat(xs: list[np.ndarray], dtype) -> np.ndarray:
@@ -175,7 +178,7 @@ class RowReader:
     def _row_group(self, file: int, group: int):
         key = (file, group)
         if key not in self._groups:
-            with fsspec.open(self.index.files[file], "rb") as f:
+            with fsspec.open(self.index.files[file], "rb", **self.index.storage_options) as f:
                 columns = ["key", "codes", *[s.column for s in self.index.streams], *self.index.columns]
                 self._groups[key] = pq.ParquetFile(f).read_row_group(group, columns=columns)
             if len(self._groups) > _CACHED_ROW_GROUPS:

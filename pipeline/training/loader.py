@@ -72,18 +72,18 @@ def interleave_streams(batch: dict[str, Any], patterns: dict[str, Pattern], empt
 
 
 def shared_index(path: str, bandwidth: float | None = None, columns: tuple[str, ...] = (),
-                 keep_key=None, streams: tuple[str, ...] = ()) -> RowIndex:
+                 keep_key=None, streams: tuple[str, ...] = (), storage_options: dict | None = None) -> RowIndex:
     """`RowIndex.build(...)`, on rank 0 only when `torch.distributed` is initialised with several ranks, the
     others receiving it by broadcast (every rank must call it, with the same arguments). An error building
     it on rank 0 is raised on every rank, so that none waits for an index that will not come."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return RowIndex.build(path, bandwidth, columns, keep_key, streams)
+        return RowIndex.build(path, bandwidth, columns, keep_key, streams, storage_options=storage_options)
     box: list = [None]
     error = None
     if dist.get_rank() == 0:
         try:
-            box[0] = RowIndex.build(path, bandwidth, columns, keep_key, streams)
+            box[0] = RowIndex.build(path, bandwidth, columns, keep_key, streams, storage_options=storage_options)
         except Exception as exc:  # its message goes to the other ranks, then it is raised here
             error, box[0] = exc, f"rank 0 could not build the row index of {path}: {type(exc).__name__}: {exc}"
     dist.broadcast_object_list(box, src=0)
@@ -124,15 +124,15 @@ class TokenLoader:
     streams: other token streams to read with each row, e.g. ("semantic",): each batch then holds
     "semantic_codes" [B, 1, F'] cropped to the time window of the row's `codes` crop (`time_window`),
     padded with stream_pad_ids[name] (default: that stream's codebook size). max_tokens counts `codes`.
-    num_workers, **loader_kwargs: DataLoader's."""
+    storage_options: the output filesystem's (fsspec). num_workers, **loader_kwargs: DataLoader's."""
 
     def __init__(self, path: str, max_tokens: int, bandwidth: float | None = None, max_frames: int | None = None,
                  min_frames: int = 1, num_buckets: int = 8, seed: int = 0, columns: tuple[str, ...] = (),
                  rank: int | None = None, world_size: int | None = None, pad_id: int | None = None,
                  num_workers: int = 0, keep_key=None, streams: tuple[str, ...] = (),
-                 stream_pad_ids: dict[str, int] | None = None, **loader_kwargs):
+                 stream_pad_ids: dict[str, int] | None = None, storage_options: dict | None = None, **loader_kwargs):
         self.cfg = BatchConfig(max_tokens, max_frames, min_frames, num_buckets, seed)
-        self.index = shared_index(path, bandwidth, tuple(columns), keep_key, tuple(streams))
+        self.index = shared_index(path, bandwidth, tuple(columns), keep_key, tuple(streams), storage_options)
         self.stream_pad_ids = stream_pad_ids
         if pad_id is None:
             if self.index.codebook_size is None:

@@ -21,27 +21,27 @@ class Reject:
     detail: str
 
 
-def column_by_key(tokens: str, keys: list[str], column: str) -> dict[str, str]:
+def column_by_key(tokens: str, keys: list[str], column: str, storage_options: dict | None = None) -> dict[str, str]:
     """{key: value} of a string `column` for those of `keys` with a non-empty value (none when the
     dataset has no such column: older datasets lack item_path, most lack text)."""
     if not keys:
         return {}
-    dataset = reader.arrow_dataset(tokens)
+    dataset = reader.arrow_dataset(tokens, storage_options)
     if column not in dataset.schema.names:
         return {}
     table = dataset.to_table(columns=["key", column], filter=pc.field("key").isin(keys))
     return {k: v for k, v in zip(table.column("key").to_pylist(), table.column(column).to_pylist()) if v}
 
 
-def transcripts(tokens: str, keys: list[str]) -> dict[str, str]:
-    return column_by_key(tokens, keys, "text")
+def transcripts(tokens: str, keys: list[str], storage_options: dict | None = None) -> dict[str, str]:
+    return column_by_key(tokens, keys, "text", storage_options)
 
 
-def job_rejects(tokens: str) -> list[Reject]:
+def job_rejects(tokens: str, storage_options: dict | None = None) -> list[Reject]:
     """Every rejection the job committed, in shard then row order."""
     out = []
-    for part in writer.committed_parts(tokens, "rejects"):
-        with fsspec.open(part, "rb") as f:
+    for part in writer.committed_parts(tokens, "rejects", storage_options):
+        with fsspec.open(part, "rb", **(storage_options or {})) as f:
             rows = pq.read_table(f).to_pylist()
         out += [Reject(r["key"], r["source"], r["reason"], r["detail"]) for r in rows]
     return out

@@ -60,7 +60,8 @@ class VerifyOptions:
     device: str = "cpu"
     threads: int | None = None
     input_spec: str | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict)  # the sources' (fsspec)
+    output_storage_options: dict[str, Any] = field(default_factory=dict)  # the tokens output's (fsspec)
     max_media_items: int = 12
     use_ray: str = "auto"  # auto (Ray when more than ray_min_rows rows), inline, ray
     ray_min_rows: int = 64
@@ -111,18 +112,18 @@ def _semantic_of(provenance: Provenance) -> SemanticConfig | None:
     return SemanticConfig(**{k: v for k, v in section.items() if k in known})
 
 
-def job_batches(tokens: str, keys: set[str]) -> dict[str, EncodeBatch]:
+def job_batches(tokens: str, keys: set[str], storage_options: dict | None = None) -> dict[str, EncodeBatch]:
     """{key: the batch the job encoded it in} for `keys`: from the shards' row-index files
     (`shard_rows`, gathered: `rows_gathered`), and for shards committed before those existed, from
     their manifest records' `encode_batches`."""
     found: dict[str, EncodeBatch] = {}
-    records = writer.committed_shards(tokens)
+    records = writer.committed_shards(tokens, storage_options=storage_options)
     with_rows = {s: r for s, r in records.items() if writer.ROWS in r.files}
     for shard_id in sorted(records):
         for batch in records[shard_id].encode_batches:
             found.update({k: batch for k in batch.keys if k in keys})
     wanted = pa.array(sorted(keys), pa.string())
-    for chunk in rows_gathered.chunks(tokens, with_rows, write=False):
+    for chunk in rows_gathered.chunks(tokens, with_rows, write=False, storage_options=storage_options):
         hit = chunk.table.filter(pc.is_in(chunk.table.column("key"), value_set=wanted))
         for part in sorted(set(hit.column("part").to_pylist())):
             table = chunk.table.filter(pc.equal(chunk.table.column("part"), part))
@@ -155,17 +156,18 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     sample is checked inline."""
     started = time.time()
     options = options or VerifyOptions()
-    provenance = provenance or reader.load_provenance(tokens)
+    out_options = options.output_storage_options
+    provenance = provenance or reader.load_provenance(tokens, out_options)
     thresholds = thresholds or thresholds_from(provenance, options.device)
     settings = settings_for(provenance, options)
-    keys = reader.arrow_dataset(tokens).to_table(columns=["key"]).column("key").to_pylist()
+    keys = reader.arrow_dataset(tokens, out_options).to_table(columns=["key"]).column("key").to_pylist()
     count = options.count if options.fraction is None else None
     chosen = sample_keys(keys, count, options.fraction, options.seed)
     order = {k: i for i, k in enumerate(chosen)}
     columns = [s["column"] for s in provenance.streams]
-    rows = sorted(read_rows(tokens, chosen, columns), key=lambda r: order[r["key"]]) if chosen else []
+    rows = sorted(read_rows(tokens, chosen, columns, out_options), key=lambda r: order[r["key"]]) if chosen else []
     if settings.batch_plan == "cuda":  # codes depend on the batch: re-encode each row in the job's batch
-        settings = dataclasses.replace(settings, batches=job_batches(tokens, {r["key"] for r in rows}))
+        settings = dataclasses.replace(settings, batches=job_batches(tokens, {r["key"] for r in rows}, out_options))
     if options.use_ray not in ("auto", "inline", "ray"):
         raise ValueError(f"use_ray must be auto, inline or ray, not {options.use_ray!r}")
     if options.use_ray == "ray" and on_actors is None:
@@ -208,8 +210,8 @@ def run_verify(tokens: str, report_dir: str, options: VerifyOptions | None = Non
     )
     summary.wall_seconds = time.time() - started
     shown_keys = [r.key for r in results if r.media is not None]
-    context = report.JobContext(transcripts(tokens, shown_keys), job_rejects(tokens),
-                                column_by_key(tokens, shown_keys, "item_path"))
+    context = report.JobContext(transcripts(tokens, shown_keys, out_options), job_rejects(tokens, out_options),
+                                column_by_key(tokens, shown_keys, "item_path", out_options))
     summary = report.write_report(report_dir, results, summary, settings.sample_rate, context)
     for line in failures:
         log(f"[audiotok verify] FAILED: {line}")
@@ -224,8 +226,9 @@ def verify_after_job(cfg: JobConfig, out_dir: str, log=log_stderr,
     v = cfg.verify
     if v.sample_count <= 0:
         return None
-    provenance = reader.load_provenance(str(out_dir))
+    provenance = reader.load_provenance(str(out_dir), cfg.output.storage_options)
     options = VerifyOptions(count=v.sample_count, seed=v.seed, device=provenance.device,  # where the job's actors ran
-                            storage_options=dict(cfg.source.storage_options))
+                            storage_options=dict(cfg.source.storage_options),
+                            output_storage_options=dict(cfg.output.storage_options))
     report_dir = v.report_dir or os.path.join(str(out_dir), "_verify")
     return run_verify(str(out_dir), report_dir, options, v, log, provenance, on_actors)

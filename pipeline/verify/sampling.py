@@ -29,11 +29,12 @@ def sample_keys(keys: list[str], count: int | None = None, fraction: float | Non
     return [k for s, k in scored if s < fraction]
 
 
-def read_rows(tokens: str, keys: list[str], streams: list[str] = ()) -> list[dict[str, Any]]:
+def read_rows(tokens: str, keys: list[str], streams: list[str] = (),
+              storage_options: dict | None = None) -> list[dict[str, Any]]:
     """The committed rows of `keys`: dicts with codes int16 [n_q, F] and the other core columns, and the
     columns of `streams` (e.g. semantic_codes) as int16 [1, F']."""
     columns = ["key", "source", "num_frames", "num_samples", "pad_samples", "scales", "start_s", "duration_s"]
-    table = reader.arrow_dataset(tokens).to_table(columns=[*columns, "codes", *streams],
+    table = reader.arrow_dataset(tokens, storage_options).to_table(columns=[*columns, "codes", *streams],
                                                   filter=pc.field("key").isin(keys))
     blocks = {c: reader.codes_from_arrow(table.column(c)) for c in ["codes", *streams]}
     rows = table.select(columns).to_pylist()

@@ -95,8 +95,10 @@ def test_secret_in_storage_options_is_never_printed_logged_or_written(tmp_path):
     secret = "sk-live-" + secrets.token_hex(16)
     config = tmp_path / "job.yaml"  # fsspec's local filesystem accepts and ignores the options
     config.write_text((REPO / "configs" / "test.yaml").read_text().replace(
-        "source:\n", f"source:\n  storage_options: {{token: {secret}, key: {secret}-key}}\n"))
+        "source:\n", f"source:\n  storage_options: {{token: {secret}, key: {secret}-key}}\n")
+        + f"output:\n  storage_options: {{token: {secret}-out}}\n")  # the job's every output read and write
     assert load_config(config).source.storage_options["token"] == secret
+    assert load_config(config).output.storage_options["token"] == f"{secret}-out"
     temp = Path(tempfile.mkdtemp(prefix="at-", dir="/tmp"))  # Ray's sockets need a short path
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(temp), "TMPDIR": str(temp)}
     env.pop("RAY_ADDRESS", None)
@@ -117,5 +119,6 @@ def test_secret_in_storage_options_is_never_printed_logged_or_written(tmp_path):
         assert not leaks, leaks
         provenance = json.loads((out / "_provenance.json").read_text())
         assert provenance["job_config"]["source"]["storage_options"] == {"token": "<redacted>", "key": "<redacted>"}
+        assert provenance["job_config"]["output"]["storage_options"] == {"token": "<redacted>"}
     finally:
         shutil.rmtree(temp, ignore_errors=True)

@@ -143,9 +143,9 @@ def test_the_index_is_built_on_rank_0_only_and_broadcast(tokens, monkeypatch, ra
     built, sent = [], []
     real_build = RowIndex.build
 
-    def build(*args):
+    def build(*args, **kwargs):
         built.append(args[0])
-        return real_build(*args)
+        return real_build(*args, **kwargs)
 
     def broadcast(box, src):
         assert src == 0
@@ -164,7 +164,7 @@ def test_the_index_is_built_on_rank_0_only_and_broadcast(tokens, monkeypatch, ra
     assert (got.rank, got.world_size) == (rank, 2) and len(got.index) == 29
     assert built == ([str(path)] if rank == 0 else []) and len(sent) == (rank == 0)
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise ValueError("columns ['nope'] are not in part-x")
 
     def broadcast_error(box, src):

@@ -19,9 +19,11 @@ def provenance() -> dict:
     }
 
 
-def write_tokens(out, rows_per_shard: list[int], seed: int = 0, max_frames: int = 300, row_group_rows: int = 3):
+def write_tokens(out, rows_per_shard: list[int], seed: int = 0, max_frames: int = 300, row_group_rows: int = 3,
+                 storage_options: dict | None = None):
     """Shards s0, s1, ... with the given numbers of rows of random lengths 1..max_frames, 8 codebooks, a
-    `text` and a `caption` column; returns {key: row dict} of everything committed."""
+    `text` and a `caption` column; returns {key: row dict} of everything committed. storage_options:
+    the output filesystem's (`output.storage_options`)."""
     rng = np.random.default_rng(seed)
     rows = {}
     for s, count in enumerate(rows_per_shard):
@@ -36,8 +38,8 @@ def write_tokens(out, rows_per_shard: list[int], seed: int = 0, max_frames: int 
         record = ShardRecord(f"s{s}", f"s{s}", rows=count, rejects=0)
         writer.commit_shard(str(out), f"s{s}", schema.tokens_table(shard, ["text", "caption"]),
                             schema.rejects_table([]), record, schema.file_metadata(provenance()),
-                            OutputConfig(row_group_rows=row_group_rows))
-    writer.write_provenance(str(out), provenance())
+                            OutputConfig(row_group_rows=row_group_rows, storage_options=dict(storage_options or {})))
+    writer.write_provenance(str(out), provenance(), storage_options=storage_options)
     return rows
 
 

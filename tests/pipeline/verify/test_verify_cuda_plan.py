@@ -60,7 +60,7 @@ def test_an_output_written_before_the_row_index_verifies_the_same(job, tmp_path)
 
 def test_re_encoded_alone_the_same_rows_disagree(job, tmp_path, monkeypatch):
     """What verify did before: each row alone. The batched LSTM made some codes depend on the batch."""
-    monkeypatch.setattr(run, "job_batches", lambda tokens, keys: {})
+    monkeypatch.setattr(run, "job_batches", lambda tokens, keys, storage_options=None: {})
     summary = verify(job, tmp_path / "r")
     items = pq.read_table(tmp_path / "r" / "items.parquet").to_pylist()
     assert min(r["code_agreement_all"] for r in items) < 0.999
