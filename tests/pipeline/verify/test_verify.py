@@ -202,7 +202,11 @@ def test_verify_after_job_hook(job, monkeypatch):
 
     reads = []
     load = reader.load_provenance
-    monkeypatch.setattr(reader, "load_provenance", lambda path, storage_options=None: reads.append(path) or load(path, storage_options))
+    def counted(path, storage_options=None):
+        reads.append(path)
+        return load(path, storage_options)
+
+    monkeypatch.setattr(reader, "load_provenance", counted)
     cfg = load_config(REPO / "configs" / "test.yaml", ["verify.sample_count=1", "verify.seed=3"])
     summary = verify_after_job(cfg, str(job), log=lambda m: None)
     assert reads == [str(job)]  # _provenance.json read once, for the device and the check
