@@ -9,7 +9,9 @@ row (torch.cuda.max_memory_allocated after reset_peak_memory_stats, empty_cache 
 config's longest item (audio.max_duration_s) alone, and max_batch_items short items at the fallback
 budget (`calibration_shapes`, the shapes of the GPU check's memory rows). The memory the actor may
 use is what the card has free (torch.cuda.mem_get_info: other processes may share it) plus what the
-actor held already (its weights); the rule keeps 20 % of it as headroom. Off CUDA, or when anything
+actor held already (its weights), and at most its share of the card (`gpus_per_actor` of the total:
+actors placed on one card each size for their share, whichever calibrates first); the rule keeps 20 %
+of it as headroom. Off CUDA, or when anything
 in the calibration fails (out of memory included), the budget is the fallback and the reason is
 logged. With the CPU batch plan codes do not depend on the budget; with the CUDA plan each row's
 batch is recorded (codec/batch_plan.py), so verify re-encodes it the same way.
@@ -86,8 +88,9 @@ def size_budget(model, cfg: JobConfig, cuda=None, meter=None) -> BudgetInForce:
     index = device.index if device.index is not None else 0
     try:
         points = measure(model, cfg, meter or CudaMeter(cuda, index))
-        free, _total = cuda.mem_get_info(index)
-        usable = int(free) + max(p.resident_bytes for p in points)
+        free, total = cuda.mem_get_info(index)
+        share = min(1.0, cfg.gpus_per_actor) if cfg.gpus_per_actor > 0 else 1.0  # actors sharing the card
+        usable = min(int(free) + max(p.resident_bytes for p in points), int(total * share))
         advice = batch_budget.recommend(model.name, points, usable, rate, int(cfg.audio.max_duration_s * rate),
                                         b.batch_budget_fallback_samples, b.max_batch_items, model.chunk_length)
     except Exception as exc:  # out of memory, a driver error, a rule refused: the fallback, never a crash

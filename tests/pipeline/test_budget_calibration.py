@@ -103,6 +103,15 @@ def test_sized_on_a_fake_card_by_the_rule():
     assert full.samples == cfg.buckets.batch_budget_fallback_samples
 
 
+def test_actors_sharing_a_card_size_for_their_share():
+    cfg = auto_config("gpus_per_actor=0.5")
+    cuda = FakeCuda(free=79 * GIB, resident=200 * 2**20)  # nothing else on the 80 GiB card yet
+    budget = size_budget(FakeModel(cuda, 600.0), cfg, cuda=cuda)
+    assert budget.usable_bytes == 40 * GIB  # half the card, not all that is free
+    whole = size_budget(FakeModel(cuda, 600.0), auto_config(), cuda=cuda)
+    assert whole.usable_bytes == 79 * GIB + 200 * 2**20 and whole.samples > 1.9 * budget.samples
+
+
 def test_fallback_on_cpu_and_when_the_calibration_raises(caplog):
     cfg = auto_config()
 
