@@ -385,12 +385,6 @@ def _child(fd: int, progress_fd: int) -> None:
     other = [tuple(t) for t in init.get("other", [])]
     faults = os.environ.get(FAULTS_ENV, "")
 
-    def reserve(count: int):  # soxr writes the resampled audio straight into shared memory
-        try:
-            return outbox.reserve(count)
-        except OSError as exc:  # no shared memory to be had: as out of memory
-            raise MemoryError(str(exc)) from exc
-
     conn.send_bytes(b'{"ready": true}')
     while True:
         try:
@@ -416,7 +410,7 @@ def _child(fd: int, progress_fd: int) -> None:
                 fault_injection.maybe_fault("decode", f["key"])
                 sample = Sample(f["key"], f["source"], blob, f["ext"])
                 segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"], other,
-                                                          reserve)
+                                                          outbox.reserve)  # soxr writes into shared memory
             except MemoryError:
                 os._exit(_OOM_EXIT)
             except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
@@ -427,7 +421,7 @@ def _child(fd: int, progress_fd: int) -> None:
             del blob, sample
             try:
                 audio, handover = outbox.put([s.audio for s in segments] + [a for s in segments for a in s.other_audio])
-            except (MemoryError, OSError):  # no shared memory to be had: as out of memory
+            except MemoryError:  # no shared memory to be had included
                 os._exit(_OOM_EXIT)
             handovers.append(handover)
             files.append({"audio": audio,

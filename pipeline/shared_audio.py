@@ -29,6 +29,7 @@ views of a dead child's arenas stay valid (its mappings hold the memory) until t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import mmap
 import os
@@ -110,8 +111,18 @@ class _Arena:
     passed: bool = False  # its descriptor went to the parent
 
 
+@contextlib.contextmanager
+def _as_out_of_memory():
+    """No shared memory to be had (memfd, ftruncate, mmap or dup failing) is running out of memory."""
+    try:
+        yield
+    except OSError as exc:
+        raise MemoryError(f"no shared memory to be had: {exc}") from exc
+
+
 class Outbox:
-    """The child's side: its arenas."""
+    """The child's side: its arenas. `reserve` and `put` raise MemoryError when no shared memory
+    can be had."""
 
     def __init__(self, keep_bytes: int = KEEP_BYTES, keep_free_bytes: int = KEEP_FREE_BYTES):
         self.arena_bytes = keep_bytes
@@ -175,7 +186,8 @@ class Outbox:
         nbytes = -(-4 * count // _ALIGN) * _ALIGN
         if not nbytes or nbytes > self.arena_bytes:
             return np.empty(count, np.float32)
-        arena = self._room(nbytes)
+        with _as_out_of_memory():
+            arena = self._room(nbytes)
         return np.frombuffer(arena.mm, np.float32, count, arena.used)
 
     def _apart(self, arrays: list[np.ndarray], offsets: list[int]) -> list[np.ndarray]:
@@ -189,6 +201,13 @@ class Outbox:
     def put(self, arrays: list[np.ndarray]) -> tuple[dict, int | None]:
         """Copy `arrays` (float32 [C, T]) into shared memory: (meta for the reply, a descriptor to
         pass after it, or None). The caller closes the descriptor once passed."""
+        with _as_out_of_memory():
+            meta, fd = self._put(arrays)
+        if self.closed:
+            meta["closed"], self.closed = self.closed, []
+        return meta, fd
+
+    def _put(self, arrays: list[np.ndarray]) -> tuple[dict, int | None]:
         offsets, total = _layout([a.shape for a in arrays])
         if not total:
             meta, fd = {"via": "none"}, None
@@ -207,8 +226,6 @@ class Outbox:
             new, arena.passed = not arena.passed, True
             meta = {"via": "arena", "arena": arena.id, "size": arena.size, "offset": base, "new": new}
             fd = os.dup(arena.fd) if new else None
-        if self.closed:
-            meta["closed"], self.closed = self.closed, []
         return meta, fd
 
     def close(self) -> None:

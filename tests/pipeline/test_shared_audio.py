@@ -122,3 +122,19 @@ def test_host_memory_is_recycled():
     assert b.shape == (3, 1, (1 << 20) - 5) and recycler.held == held
     small = host_memory.empty((10,))
     assert isinstance(small, np.ndarray) and small.shape == (10,)
+
+
+def test_no_shared_memory_to_be_had_is_a_memory_error(monkeypatch):
+    """The decoder child exits as out of memory (not as a bug) when reserve or put finds no shared memory."""
+    def refused(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shared_audio.os, "memfd_create", refused)
+    outbox = shared_audio.Outbox()
+    with pytest.raises(MemoryError, match="no shared memory"):
+        outbox.reserve(1000)
+    with pytest.raises(MemoryError, match="no shared memory"):
+        outbox.put([np.zeros((1, 1000), np.float32)])
+    with pytest.raises(MemoryError, match="no shared memory"):  # a file bigger than an arena: its own memory file
+        outbox.put([np.zeros((1, outbox.arena_bytes // 4 + 1), np.float32)])
+    outbox.close()
