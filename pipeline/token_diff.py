@@ -28,7 +28,7 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from . import reader, writer
+from . import reader, shard_files, writer
 
 COLUMNS = ("key", "codes", "num_frames", "num_samples", "pad_samples", "scales")
 ONLY_A, ONLY_B, DUPLICATE, DIFFERS = "only_a", "only_b", "duplicate", "differs"
@@ -162,7 +162,8 @@ class DiffResult:
 
 def _shard_id(part_path: str) -> str:
     name = part_path.rstrip("/").rsplit("/", 1)[-1]
-    return name[len("part-"): -len(".parquet")]
+    prefix, suffix = shard_files.affixes("tokens")
+    return name[len(prefix): -len(suffix)]
 
 
 def committed_shard_parts(path: str) -> dict[str, str]:
