@@ -291,7 +291,8 @@ class DecodePool:
         reply = json.loads(worker.conn.recv_bytes())
         indices = worker.request.indices
         files = reply.get("files", [])
-        if len(files) != len(indices) and "error" not in reply or len(files) >= len(indices) and "error" in reply:
+        answered = len(files) < len(indices) if "error" in reply else len(files) == len(indices)
+        if not answered:  # an error ends the request: the files before it only
             raise OSError(f"a decoder answered {len(files)} files to a request of {len(indices)}")
         done = [(index, self._take(worker, samples[index], file)) for index, file in zip(indices, files)]
         if "error" in reply:
