@@ -1,11 +1,12 @@
 """Crash-isolated decoding: `audio.prepare` runs in a few child processes, one file at a time each.
 
-libsndfile is C code fed hostile bytes: a segfault, an abort or a hang in it must cost one file,
-not the actor. Each worker is `python -m pipeline.decode_pool <fd>`, a fresh interpreter (no fork
-of the threaded Ray worker) that talks to its parent over a socketpair with length-prefixed byte
-messages only (JSON headers and raw bytes; nothing is pickled in either direction), the decoded
-audio in shared memory (`shared_audio`: arenas per decoder, their memfds passed on the socket; the
-actor batches straight from them and frees each segment's space when it is done with it):
+libsndfile is C code fed hostile bytes: a segfault, an abort or a hang in it must cost one file, not
+the actor. Each worker is `python -m pipeline.decode_child <fd> <fd>` (`decode_child.py`), a fresh
+interpreter (no fork of the threaded Ray worker) that talks to its parent over a socketpair with
+length-prefixed byte messages only (JSON headers and raw bytes; nothing is pickled in either
+direction), the decoded audio in shared memory (`shared_audio`: arenas per decoder, their memfds
+passed on the socket; the actor batches straight from them and frees each segment's space when it is
+done with it):
 
     parent ─► child   {"seq", "free", "files": [{"key", "source", "ext", "try", "size"}, ...]}  then the
                       files' encoded bytes, one after the other ("free": arena space the parent no
@@ -46,9 +47,7 @@ import dataclasses
 import json
 import mmap
 import os
-import resource
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -60,19 +59,17 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from . import audio as audio_prep
-from . import fault_injection, shared_audio
+from . import shared_audio
 from .config import AudioConfig
+from .decode_child import OOM_EXIT, PROGRESS
 from .errors import AudiotokError
 from .records import Rejection, Sample, Segment
 from .rejects import check_reason
 
-FAULTS_ENV = "AUDIOTOK_TEST_DECODER_FAULTS"
 START_TIMEOUT_S = 120.0
 START_TRIES = 3  # a worker that dies while starting is started again (it may have been killed)
-_OOM_EXIT = 3
 REQUEST_FILES = 16  # most files in one request to a decoder
 REQUEST_BYTES = 2 << 20  # most encoded bytes in one request, beyond its first file
-_PROGRESS = struct.Struct("=qqd")  # (request seq, file of it being decoded, its start: time.monotonic())
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -113,9 +110,9 @@ class _Worker:
         env = child_env()
         progress = os.memfd_create("audiotok-progress", os.MFD_CLOEXEC)
         try:
-            os.ftruncate(progress, _PROGRESS.size)
-            self.progress = mmap.mmap(progress, _PROGRESS.size)
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_pool", str(child.fileno()),
+            os.ftruncate(progress, PROGRESS.size)
+            self.progress = mmap.mmap(progress, PROGRESS.size)
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.decode_child", str(child.fileno()),
                                           str(progress)], pass_fds=[child.fileno(), progress], env=env,
                                          stdin=subprocess.DEVNULL)
         finally:
@@ -151,7 +148,7 @@ class _Worker:
         """(position in the request of the file being decoded, when it started): the progress word
         when it is this request's, else its first file, started when sent."""
         request = self.request
-        seq, position, started = _PROGRESS.unpack_from(self.progress)
+        seq, position, started = PROGRESS.unpack_from(self.progress)
         if seq != request.seq or not 0 <= position < len(request.indices):
             return 0, request.sent
         return position, max(started, request.sent)
@@ -227,7 +224,7 @@ class DecodePool:
                 except (EOFError, OSError):
                     index = self._blame(worker, tries, todo)
                     code = self._replace(n, stats)
-                    why = "out of memory" if code == _OOM_EXIT else f"exit code {code}"
+                    why = "out of memory" if code == OOM_EXIT else f"exit code {code}"
                     self._crashed(samples[index], index, tries, todo, results, f"decoder process died ({why})",
                                   retry=tries[index] <= self.cfg.decoder_crash_retries)
             now = time.monotonic()
@@ -344,101 +341,3 @@ class DecodePool:
             if w is not None:
                 w.kill()
                 self.workers[n] = None
-
-
-# ----- the child process ------------------------------------------------------------------------
-def watch_parent(parent: int) -> None:
-    """Exit this (child) process once `parent` is gone."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _planted_fault(spec: str, key: str, attempt: int) -> None:
-    for item in filter(None, spec.split(",")):
-        mode, _, target = item.partition(":")
-        if target != key:
-            continue
-        if mode == "segv" or (mode == "segv-once" and attempt == 1):
-            import ctypes
-
-            ctypes.string_at(0)
-        elif mode == "abort":
-            os.abort()
-        elif mode == "hang":
-            while True:
-                time.sleep(1.0)
-        elif mode == "raise":
-            raise RuntimeError(f"planted fault for key {key!r} ({FAULTS_ENV})")
-
-
-def _child(fd: int, progress_fd: int) -> None:
-    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
-    sock = socket.socket(fileno=os.dup(fd))  # the same socket, for passing descriptors
-    outbox = shared_audio.Outbox()
-    progress = mmap.mmap(progress_fd, _PROGRESS.size)
-    os.close(progress_fd)
-    conn = Connection(fd)
-    init = json.loads(conn.recv_bytes())
-    limit = init["memory_limit"]
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    cfg = AudioConfig(**init["audio"])
-    other = [tuple(t) for t in init.get("other", [])]
-    faults = os.environ.get(FAULTS_ENV, "")
-
-    conn.send_bytes(b'{"ready": true}')
-    while True:
-        try:
-            head = json.loads(conn.recv_bytes())
-            data = conn.recv_bytes()
-        except EOFError:
-            return
-        files, handovers, offset, error = [], [], 0, None
-        try:
-            outbox.release(head["free"])
-        except Exception:  # noqa: BLE001 - our bug: reported, the parent raises it
-            import traceback
-
-            error = traceback.format_exc()[-4000:]
-        for position, f in enumerate(head["files"] if error is None else ()):
-            _PROGRESS.pack_into(progress, 0, head["seq"], position, time.monotonic())
-            size = int(f["size"])
-            blob = data if size == len(data) and offset == 0 else data[offset : offset + size]
-            offset += size
-            try:
-                if faults:
-                    _planted_fault(faults, f["key"], f["try"])
-                fault_injection.maybe_fault("decode", f["key"])
-                sample = Sample(f["key"], f["source"], blob, f["ext"])
-                segments, rejections = audio_prep.prepare(sample, cfg, init["sample_rate"], init["channels"], other,
-                                                          outbox.reserve)  # soxr writes into shared memory
-            except MemoryError:
-                os._exit(_OOM_EXIT)
-            except Exception:  # noqa: BLE001 - any other exception is our bug: reported, the parent raises it
-                import traceback
-
-                error = traceback.format_exc()[-4000:]
-                break
-            del blob, sample
-            try:
-                audio, handover = outbox.put([s.audio for s in segments] + [a for s in segments for a in s.other_audio])
-            except MemoryError:  # no shared memory to be had included
-                os._exit(_OOM_EXIT)
-            handovers.append(handover)
-            files.append({"audio": audio,
-                          "segments": [{"key": s.key, "start_s": s.start_s, "duration_s": s.duration_s,
-                                        "shape": list(s.audio.shape), "rate": s.rate,
-                                        "other_shapes": [list(a.shape) for a in s.other_audio]} for s in segments],
-                          "rejections": [dataclasses.asdict(r) for r in rejections]})
-            del segments
-        del data
-        reply = {"files": files, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        if error is not None:
-            reply["error"] = error
-        conn.send_bytes(json.dumps(reply).encode())
-        for handover in handovers:
-            shared_audio.send_fd(sock, handover)
-
-
-if __name__ == "__main__":
-    _child(int(sys.argv[1]), int(sys.argv[2]))

@@ -29,7 +29,8 @@ from multiprocessing.connection import Connection
 import pyarrow as pa
 
 from .config import OutputConfig
-from .decode_pool import child_env, watch_parent
+from .decode_child import watch_parent
+from .decode_pool import child_env
 
 START_TIMEOUT_S = 120.0
 

@@ -6,7 +6,8 @@
                                           process by role, and "reaped children" (children that
                                           ended and were waited for in between)
 
-A child's role comes from its command line: `python -m pipeline.decode_pool` is a "decoder",
+A child's role comes from its command line: `python -m pipeline.decode_child` (`decode_pool` in trees before
+2026-12-08, for A/B runs) is a "decoder",
 `python -m <module>` is that module, anything else its executable's name. A child that started in
 between counts from zero; one that ended in between is in "reaped children" once waited for.
 """
@@ -66,7 +67,7 @@ def _role(pid: int) -> str:
         return "gone"
     if "-m" in argv[:-1]:
         module = argv[argv.index("-m") + 1]
-        return "decoder" if module == "pipeline.decode_pool" else module
+        return "decoder" if module in ("pipeline.decode_child", "pipeline.decode_pool") else module
     return os.path.basename(argv[0]) if argv else "?"
 
 

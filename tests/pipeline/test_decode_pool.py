@@ -11,7 +11,8 @@ import pytest
 
 from pipeline import audio as audio_prep
 from pipeline.config import AudioConfig
-from pipeline.decode_pool import FAULTS_ENV, DecodePool, DecoderError
+from pipeline.decode_child import FAULTS_ENV
+from pipeline.decode_pool import DecodePool, DecoderError
 from pipeline.records import Sample
 from tests.conftest import REPO, corpus_file
 
